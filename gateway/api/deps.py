@@ -1,0 +1,108 @@
+"""Shared request plumbing: the gateway object, API keys, priority and queue-timeout headers."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from collections.abc import Awaitable
+from typing import Annotated, TypeVar
+
+from fastapi import Depends, Header, Request
+
+from ..errors import APIError, bad_request
+from ..scheduler import Level
+from ..service import Gateway
+
+T = TypeVar("T")
+
+
+def get_gateway(request: Request) -> Gateway:
+    return request.app.state.gateway  # type: ignore[no-any-return]
+
+
+GatewayDep = Annotated[Gateway, Depends(get_gateway)]
+
+
+def require_key(
+    request: Request,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> None:
+    """Bearer key check; a no-op when no keys are configured. Constant-time, never logged."""
+    keys: list[bytes] = request.app.state.api_keys
+    if not keys:
+        return
+    token = ""
+    if authorization and authorization.lower().startswith("bearer "):
+        token = authorization[7:].strip()
+    given = token.encode()
+    # Compare against every key so the time taken does not reveal which one matched.
+    matched = False
+    for key in keys:
+        matched |= hmac.compare_digest(given, key)
+    if not matched:
+        raise APIError(
+            401,
+            "missing or invalid API key; send `Authorization: Bearer <key>`",
+            "invalid_request_error",
+            None,
+            "invalid_api_key",
+            {"WWW-Authenticate": "Bearer"},
+        )
+
+
+def priority_level(
+    x_priority: Annotated[
+        str | None,
+        Header(description="Priority level: `interactive` or `batch` (default depends on the job)."),
+    ] = None,
+) -> Level | None:
+    if x_priority is None or not x_priority.strip():
+        return None
+    try:
+        return Level[x_priority.strip().lower()]
+    except KeyError:
+        raise bad_request(
+            "X-Priority must be `interactive` or `batch`", "X-Priority", "invalid_priority"
+        ) from None
+
+
+def queue_timeout(
+    x_queue_timeout: Annotated[
+        str | None,
+        Header(description="Seconds a unit may wait in the queue; lowers, never raises, the default."),
+    ] = None,
+) -> float | None:
+    if x_queue_timeout is None or not x_queue_timeout.strip():
+        return None
+    try:
+        value = float(x_queue_timeout)
+    except ValueError:
+        value = float("nan")
+    if not (value > 0 and value < 1e9):
+        raise bad_request(
+            "X-Queue-Timeout must be a positive number of seconds", "X-Queue-Timeout",
+            "invalid_timeout",
+        )  # fmt: skip
+    return value
+
+
+async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
+    """Run `work`, cancelling it (and so its queued units) if the client goes away first."""
+    task = asyncio.ensure_future(work)
+
+    async def watch() -> None:
+        while not await request.is_disconnected():
+            await asyncio.sleep(0.2)
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        if task not in done:
+            task.cancel()
+            raise APIError(499, "client closed the request", "invalid_request_error", None,
+                           "client_closed")  # fmt: skip
+        return task.result()
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()

@@ -1,0 +1,35 @@
+"""Operations: liveness, readiness, scheduler status, Prometheus metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from .deps import GatewayDep, require_key
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/health")
+async def health() -> dict:
+    """Liveness: the process answers."""
+    return {"status": "ok"}
+
+
+@router.get("/ready", responses={503: {"description": "Not ready"}})
+async def ready(gw: GatewayDep) -> JSONResponse:
+    """Readiness: default models present, verified and loadable; false while shutting down."""
+    ok, detail = gw.ready()
+    return JSONResponse({"status": "ready" if ok else "not_ready", **detail}, 200 if ok else 503)
+
+
+@router.get("/v1/scheduler", dependencies=[Depends(require_key)])
+async def scheduler_status(gw: GatewayDep) -> dict:
+    """Lanes, slots, queues, budgets, loaded instances, fallbacks and GPU memory."""
+    return {**gw.scheduler.status(), "diagnosis": gw.diagnosis}
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics(gw: GatewayDep) -> Response:
+    return Response(generate_latest(gw.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,62 @@
+"""The FastAPI application: routers, error handlers, middleware, start-up and shutdown."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from . import __version__, errors
+from .api import catalog, ops, speech, transcriptions
+from .config import Settings, csv
+from .doctor import diagnose, log_verdicts
+from .middleware import GatewayMiddleware
+from .service import Gateway
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, gateway: Gateway | None = None) -> FastAPI:
+    gw = gateway or Gateway(settings)
+    settings = gw.settings
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        gw.diagnosis = diagnose(gw)
+        log_verdicts(gw.diagnosis)
+        await gw.start()
+        try:
+            yield
+        finally:
+            await gw.stop()
+
+    app = FastAPI(
+        title="GPU-sharing audio gateway",
+        version=__version__,
+        description="OpenAI-compatible speech (Kokoro) and transcription (Faster-Whisper) that "
+        "share one GPU through a priority scheduler. Send `Authorization: Bearer <key>` when "
+        "keys are configured; the listing routes and probes never need one.",
+        lifespan=lifespan,
+    )
+    app.state.gateway = gw
+    app.state.api_keys = [k.encode() for k in settings.api_keys()]
+    errors.install(app)
+    for router in (speech.router, transcriptions.router, catalog.router, ops.router):
+        app.include_router(router)
+    origins = csv(settings.server.cors_origins)
+    if origins:
+        app.add_middleware(
+            CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "X-Priority", "X-Queue-Timeout",
+                           "X-Request-ID"],
+        )  # fmt: skip
+    app.add_middleware(
+        GatewayMiddleware,
+        registry=gw.registry,
+        upload_limit=int(settings.server.max_upload_mb * 1024 * 1024),
+        json_limit=1 << 20,
+    )
+    return app

@@ -1,0 +1,143 @@
+"""Encode float32 mono audio to the OpenAI speech formats, whole or incrementally.
+
+Everything is encoded in-process with PyAV (no ffmpeg subprocess). A `StreamEncoder` turns each
+work unit's audio into the bytes that can be sent right away, so streaming and whole responses
+share one code path.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+from dataclasses import dataclass
+
+import av
+import numpy as np
+
+@dataclass(frozen=True)
+class Format:
+    name: str
+    media_type: str
+    container: str | None  # None: raw bytes written by hand (pcm, wav)
+    codec: str | None
+    sample_format: str | None
+    bit_rate: int | None = None
+
+
+FORMATS: dict[str, Format] = {
+    "mp3": Format("mp3", "audio/mpeg", "mp3", "libmp3lame", "fltp", 64_000),
+    "opus": Format("opus", "audio/ogg", "ogg", "libopus", "flt", 32_000),
+    "aac": Format("aac", "audio/aac", "adts", "aac", "fltp", 64_000),
+    "flac": Format("flac", "audio/flac", "flac", "flac", "s16"),
+    "wav": Format("wav", "audio/wav", None, None, None),
+    "pcm": Format("pcm", "audio/pcm", None, None, None),
+}
+
+
+def _to_s16(audio: np.ndarray) -> bytes:
+    return (np.clip(audio, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+
+
+def wav_header(sample_rate: int, n_samples: int | None) -> bytes:
+    """A 16-bit mono WAV header; unknown length (streaming) uses the maximum sizes."""
+    data_size = 0xFFFFFFFF - 36 if n_samples is None else n_samples * 2
+    return b"RIFF" + struct.pack("<I", min(36 + data_size, 0xFFFFFFFF)) + b"WAVEfmt " + struct.pack(
+        "<IHHIIHH", 16, 1, 1, sample_rate, sample_rate * 2, 2, 16
+    ) + b"data" + struct.pack("<I", data_size)
+
+
+class StreamEncoder:
+    """Feed float32 chunks, get encoded bytes back as soon as the muxer writes them."""
+
+    def __init__(self, fmt: str, sample_rate: int) -> None:
+        self.format = FORMATS[fmt]
+        self.sample_rate = sample_rate
+        self._pending = np.zeros(0, dtype=np.float32)
+        self._header_sent = False
+        self._buf = io.BytesIO()
+        self._pos = 0
+        self._container: av.container.OutputContainer | None = None
+        if self.format.container is not None:
+            self._container = av.open(self._buf, mode="w", format=self.format.container)
+            stream = self._container.add_stream(self.format.codec, rate=sample_rate)
+            stream.layout = "mono"
+            stream.format = self.format.sample_format
+            if self.format.bit_rate:
+                stream.bit_rate = self.format.bit_rate
+            self._stream = stream
+            self._pts = 0
+
+    def _frames(self, audio: np.ndarray, final: bool) -> list[av.AudioFrame]:
+        size = self._stream.codec_context.frame_size or 0
+        data = np.concatenate([self._pending, audio]) if len(self._pending) else audio
+        frames = []
+        if size:
+            n_full = len(data) // size
+            if final and len(data) % size:
+                data = np.concatenate([data, np.zeros(size - len(data) % size, np.float32)])
+                n_full = len(data) // size
+            for i in range(n_full):
+                frames.append(data[i * size : (i + 1) * size])
+            self._pending = data[n_full * size :]
+        else:
+            if len(data):
+                frames.append(data)
+            self._pending = np.zeros(0, dtype=np.float32)
+        out = []
+        for chunk in frames:
+            if self.format.sample_format == "s16":
+                arr = (np.clip(chunk, -1, 1) * 32767).astype(np.int16).reshape(1, -1)
+            else:
+                arr = chunk.astype(np.float32).reshape(1, -1)
+            frame = av.AudioFrame.from_ndarray(arr, format=self.format.sample_format, layout="mono")
+            frame.sample_rate = self.sample_rate
+            frame.pts = self._pts
+            self._pts += len(chunk)
+            out.append(frame)
+        return out
+
+    def _drain(self) -> bytes:
+        data = self._buf.getvalue()[self._pos :]
+        self._pos += len(data)
+        return data
+
+    def encode(self, audio: np.ndarray) -> bytes:
+        audio = np.asarray(audio, dtype=np.float32).reshape(-1)
+        if self._container is None:
+            head = b""
+            if self.format.name == "wav" and not self._header_sent:
+                head = wav_header(self.sample_rate, None)
+            self._header_sent = True
+            return head + _to_s16(audio)
+        for frame in self._frames(audio, final=False):
+            for packet in self._stream.encode(frame):
+                self._container.mux(packet)
+        return self._drain()
+
+    def finish(self) -> bytes:
+        if self._container is None:
+            if self.format.name == "wav" and not self._header_sent:
+                self._header_sent = True
+                return wav_header(self.sample_rate, None)
+            return b""
+        for frame in self._frames(np.zeros(0, np.float32), final=True):
+            for packet in self._stream.encode(frame):
+                self._container.mux(packet)
+        for packet in self._stream.encode(None):
+            self._container.mux(packet)
+        self._container.close()
+        return self._drain()
+
+
+def encode_audio(audio: np.ndarray, fmt: str, sample_rate: int) -> bytes:
+    """Encode a whole clip; WAV gets exact sizes and FLAC its final STREAMINFO."""
+    audio = np.asarray(audio, dtype=np.float32).reshape(-1)
+    if fmt == "wav":
+        return wav_header(sample_rate, len(audio)) + _to_s16(audio)
+    if fmt == "pcm":
+        return _to_s16(audio)
+    enc = StreamEncoder(fmt, sample_rate)
+    enc.encode(audio)
+    enc.finish()
+    # Not the concatenation of the parts: FLAC seeks back to fill in its header on close.
+    return enc._buf.getvalue()

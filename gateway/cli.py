@@ -1,0 +1,149 @@
+"""The `gateway` command: serve, models, speak, transcribe, doctor, settings, bench."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+from . import __version__
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="gateway",
+        description="OpenAI-compatible speech and transcription that share one GPU. Settings come "
+        "from GATEWAY_* environment variables (see `gateway settings`).",
+    )
+    p.add_argument("--version", action="version", version=f"gateway {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="run the HTTP server")
+    s.add_argument("--host", help="bind address (default: GATEWAY_SERVER__HOST)")
+    s.add_argument("--port", type=int, help="port (default: GATEWAY_SERVER__PORT)")
+
+    m = sub.add_parser("models", help="list, pull and verify models")
+    msub = m.add_subparsers(dest="models_command", required=True)
+    msub.add_parser("list", help="known models: present, size, source")
+    pull = msub.add_parser("pull", help="assemble or fetch models and verify them")
+    pull.add_argument("ids", nargs="*", help="model ids (default: the default bundle)")
+    pull.add_argument("--allow-download", action="store_true", help="allow Hugging Face downloads")
+    pull.add_argument("--force", action="store_true", help="re-assemble even if present")
+    verify = msub.add_parser("verify", help="re-hash model files against the pinned sha256")
+    verify.add_argument("ids", nargs="*", help="model ids (default: every present model)")
+
+    sp = sub.add_parser("speak", help="synthesize speech to a file, without HTTP")
+    sp.add_argument("text")
+    sp.add_argument("-o", "--output", required=True, type=Path)
+    sp.add_argument("--voice", default="alloy")
+    sp.add_argument("--format", default=None, help="mp3|opus|aac|flac|wav|pcm (default: suffix)")
+    sp.add_argument("--speed", type=float, default=1.0)
+    sp.add_argument("--model", default="tts-1")
+    sp.add_argument("--lang", default=None)
+
+    tr = sub.add_parser("transcribe", help="transcribe an audio file, without HTTP")
+    tr.add_argument("file", type=Path)
+    tr.add_argument("--format", default="text", help="json|text|srt|vtt|verbose_json")
+    tr.add_argument("--language", default=None)
+    tr.add_argument("--model", default="whisper-1")
+    tr.add_argument("--translate", action="store_true", help="translate to English")
+
+    sub.add_parser("doctor", help="diagnose GPU, CUDA libraries, runtimes and models")
+    st = sub.add_parser("settings", help="print every setting with its env var and default")
+    st.add_argument("--markdown", action="store_true")
+
+    b = sub.add_parser("bench", help="benchmarks (see docs/benchmarks.md)")
+    b.add_argument("name", choices=["sharing", "report"])
+    b.add_argument("--quick", action="store_true", help="short run (CI smoke)")
+    b.add_argument("--out", type=Path, default=None, help="output folder / file")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .config import Settings
+    from .logs import setup
+
+    settings = Settings()
+    quiet = args.command != "serve"
+    setup("WARNING" if quiet else settings.server.log_level,
+          "text" if quiet else settings.server.log_format)  # fmt: skip
+    handler = globals()[f"_cmd_{args.command}"]
+    return int(handler(args, settings) or 0)
+
+
+def _cmd_serve(args: argparse.Namespace, settings) -> int:  # type: ignore[no-untyped-def]
+    import uvicorn
+
+    from .app import create_app
+
+    app = create_app(settings)
+    uvicorn.run(
+        app,
+        host=args.host or settings.server.host,
+        port=args.port or settings.server.port,
+        log_config=None,
+        timeout_graceful_shutdown=int(settings.server.shutdown_grace_s) + 1,
+    )
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace, settings) -> int:  # type: ignore[no-untyped-def]
+    from .registry import cli as models_cli
+
+    return models_cli.run(args, settings)
+
+
+def _cmd_doctor(args: argparse.Namespace, settings) -> int:  # type: ignore[no-untyped-def]
+    from .doctor import diagnose, render
+    from .service import Gateway
+
+    verdicts = diagnose(Gateway(settings))
+    print(render(verdicts))
+    return 0
+
+
+def _cmd_settings(args: argparse.Namespace, settings) -> int:  # type: ignore[no-untyped-def]
+    from .config import env_vars
+
+    rows = env_vars()
+    if args.markdown:
+        print("| env var | default | meaning |\n|---|---|---|")
+        for env, default, desc in rows:
+            print(f"| `{env}` | `{default}` | {desc} |")
+    else:
+        for env, default, desc in rows:
+            print(f"{env}={default}\n    {desc}")
+    return 0
+
+
+def _cmd_speak(args: argparse.Namespace, settings) -> int:  # type: ignore[no-untyped-def]
+    from .local import speak
+
+    fmt = args.format or (args.output.suffix.lstrip(".") or "mp3")
+    data = asyncio.run(speak(settings, args.text, args.voice, fmt, args.speed, args.model,
+                             args.lang))  # fmt: skip
+    args.output.write_bytes(data)
+    print(f"wrote {len(data)} bytes to {args.output}", file=sys.stderr)
+    return 0
+
+
+def _cmd_transcribe(args: argparse.Namespace, settings) -> int:  # type: ignore[no-untyped-def]
+    from .local import transcribe
+
+    out = asyncio.run(transcribe(settings, args.file.read_bytes(), args.format, args.language,
+                                 args.model, args.translate))  # fmt: skip
+    sys.stdout.write(out if isinstance(out, str) else json.dumps(out, ensure_ascii=False))
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace, settings) -> int:  # type: ignore[no-untyped-def]
+    from .bench import run_bench
+
+    return run_bench(args, settings)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

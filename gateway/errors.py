@@ -1,0 +1,99 @@
+"""Errors in the OpenAI shape: {"error": {"message", "type", "param", "code"}}.
+
+Open WebUI shows `error.message` only when `error` is an object, and a caller's mistake must be a
+4xx, never a 500, so every failure path of the API ends here.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .scheduler import SchedulerError
+
+log = logging.getLogger(__name__)
+
+
+class APIError(Exception):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.type = status, message, type
+        self.param, self.code, self.headers = param, code, headers
+
+
+def error_body(message: str, type: str, param: str | None = None, code: str | None = None) -> dict:
+    return {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+def error_response(exc: APIError) -> JSONResponse:
+    return JSONResponse(
+        error_body(exc.message, exc.type, exc.param, exc.code), exc.status, headers=exc.headers
+    )
+
+
+def bad_request(message: str, param: str | None = None, code: str | None = None) -> APIError:
+    return APIError(400, message, "invalid_request_error", param, code)
+
+
+def from_scheduler(exc: SchedulerError) -> APIError:
+    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+    kind = "rate_limit_error" if exc.status == 429 else "server_error"
+    return APIError(exc.status, str(exc), kind, None, exc.code, headers)
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
+    first: dict[str, Any] = exc.errors()[0] if exc.errors() else {}
+    loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "header", "form")]
+    param = ".".join(loc) or None
+    msg = first.get("msg", "invalid request")
+    if first.get("type") == "json_invalid":
+        return "the request body is not valid JSON", None
+    if first.get("type") == "missing":
+        return f"missing required parameter: {param}", param
+    return f"invalid value for {param}: {msg}" if param else msg, param
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(APIError)
+    async def _api(_: Request, exc: APIError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(SchedulerError)
+    async def _sched(_: Request, exc: SchedulerError) -> JSONResponse:
+        return error_response(from_scheduler(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        message, param = _validation_message(exc)
+        return error_response(bad_request(message, param))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
+        code = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}.get(
+            exc.status_code
+        )
+        return JSONResponse(
+            error_body(str(exc.detail), kind, None, code), exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )  # fmt: skip
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", extra={"path": request.url.path})
+        return JSONResponse(
+            error_body("the server failed to process the request", "server_error", None,
+                       "internal_error"), 500)  # fmt: skip

