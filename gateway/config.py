@@ -9,6 +9,7 @@ read too. The README's settings table is generated from these descriptions
 
 from __future__ import annotations
 
+import logging
 import os
 from enum import Enum
 from pathlib import Path
@@ -192,6 +193,11 @@ class SchedulerSettings(BaseModel):
         300.0, ge=0, description="Unload a GPU model idle this long; 0: never."
     )
     cpu_idle_ttl_s: float = Field(0.0, ge=0, description="Unload a CPU model idle this long; 0: never.")
+    over_budget_cooldown_s: float = Field(
+        300.0,
+        ge=0,
+        description="An engine found over its GPU budget is unloaded and kept on the CPU this long.",
+    )
     spillover_wait_s: float = Field(
         0.0, ge=0, description="Run on the idle CPU when the GPU wait estimate exceeds this; 0: off."
     )
@@ -222,8 +228,14 @@ class Settings(BaseSettings):
 
     def api_keys(self) -> list[str]:
         keys = [k.strip() for k in self.server.api_keys.split(",") if k.strip()]
-        if self.server.api_keys_file is not None:
-            text = self.server.api_keys_file.read_text(encoding="utf-8")
+        path = self.server.api_keys_file
+        if path is not None:
+            try:
+                text = path.read_text(encoding="utf-8")
+            except FileNotFoundError:
+                # An optional Kubernetes Secret that is not there: no keys from the file.
+                logging.getLogger(__name__).warning("API key file %s does not exist", path)
+                text = ""
             keys += [line.strip() for line in text.splitlines() if line.strip()]
         return keys
 

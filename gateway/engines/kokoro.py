@@ -200,3 +200,6 @@ class KokoroEngine:
 
     def unload(self, handle: Any) -> None:
         del handle
+
+    def audio_seconds(self, payload: SpeechUnit, result: np.ndarray) -> float:
+        return len(result) / SAMPLE_RATE

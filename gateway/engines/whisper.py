@@ -161,3 +161,6 @@ class WhisperEngine:
 
     def unload(self, handle: Any) -> None:
         del handle
+
+    def audio_seconds(self, payload: TranscribeUnit, result: TranscribeResult) -> float:
+        return len(payload.audio) / SAMPLE_RATE

@@ -59,7 +59,7 @@ class Scheduler:
         self._busy = {"gpu": 0, "cpu": 0, "cpu-bg": 0}
         self._running: set[asyncio.Task[None]] = set()
         self._run_times: dict[tuple[str, str], float] = {}
-        self.over_budget: set[str] = set()
+        self.over_budget: dict[str, float] = {}  # model -> monotonic time it may return
         self.gpu_broken: dict[str, str] = {}
         self.fallback_counts: dict[tuple[str, str], int] = defaultdict(int)
         self.closing = False
@@ -193,7 +193,7 @@ class Scheduler:
         reason = None
         if not self.gpu_present or not self.engine_gpu[model][0] or model in self.gpu_broken:
             reason = "no_gpu"
-        elif model in self.over_budget or (
+        elif self._over_budget(model) or (
             (model, "gpu") not in self._instances and not self._admit(model)
         ):
             reason = "not_admitted"
@@ -206,12 +206,20 @@ class Scheduler:
             lanes.append(("cpu", "spillover"))
         return lanes
 
+    def _over_budget(self, model: str) -> bool:
+        until = self.over_budget.get(model)
+        if until is not None and time.monotonic() >= until:
+            del self.over_budget[model]
+            until = None
+        return until is not None
+
     def _spillover(self, unit: Unit) -> bool:
         bound = self.settings.spillover_wait_s
         if not bound or self.policies[unit.model].placement == Placement.gpu:
             return False
-        ahead = sum(1 for u in self._queue if u.lane != "cpu") + self._busy["gpu"]
-        mean = self._run_times.get((unit.model, "gpu"), 0.0)
+        ahead = sum(1 for u in self._queue if u is not unit) + self._busy["gpu"]
+        gpu_times = [t for (_, lane), t in self._run_times.items() if lane == "gpu"]
+        mean = sum(gpu_times) / len(gpu_times) if gpu_times else 0.0
         return ahead * mean / self.settings.gpu_slots > bound
 
     def _gpu_committed(self) -> int:
@@ -340,7 +348,8 @@ class Scheduler:
             if was_loaded:
                 self._run_times[(unit.model, inst.lane)] = run_s
             unit.job.records.append(
-                UnitRecord(inst.lane, unit.reason, unit.started - unit.enqueued, run_s)
+                UnitRecord(inst.lane, unit.reason, unit.started - unit.enqueued, run_s,
+                           unit.enqueued, unit.started)
             )
             if self.metrics:
                 self.metrics.run_time.labels(unit.model, inst.lane).observe(run_s)
@@ -376,7 +385,7 @@ class Scheduler:
         if usage > inst.budget_mib and inst.model not in self.over_budget:
             log.warning("engine over its GPU budget; unloading it from the GPU",
                         extra={"model": inst.model, "usage_mib": usage, "budget_mib": inst.budget_mib})
-            self.over_budget.add(inst.model)
+            self.over_budget[inst.model] = time.monotonic() + self.settings.over_budget_cooldown_s
             self._unload(inst, "over_budget")
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -385,10 +394,7 @@ class Scheduler:
         self._instances.pop((inst.model, inst.lane), None)
         if self.metrics and inst.loaded:
             self.metrics.unloads.labels(inst.model, inst.lane, reason).inc()
-        fut = inst.unload()
-        if reason == "over_budget":
-            fut.add_done_callback(lambda _: self.over_budget.discard(inst.model))
-        return fut
+        return inst.unload()
 
     def lane_for(self, model: str) -> str:
         """The lane a new unit of this model would use now (for preload and status)."""

@@ -56,6 +56,8 @@ class UnitRecord:
     reason: str | None
     queue_wait_s: float
     run_s: float
+    enqueued_at: float = 0.0  # event-loop clock, so records of different jobs can be ordered
+    started_at: float = 0.0
 
 
 _seq = itertools.count()

@@ -1,0 +1,124 @@
+"""Shared fixtures: one real gateway (uvicorn on a loopback port) per test session, on the real
+embedded models, and helpers to make and measure audio."""
+
+from __future__ import annotations
+
+import io
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import av
+import numpy as np
+import pytest
+import uvicorn
+
+from gateway.app import create_app
+from gateway.config import Settings
+
+PASSAGE = (
+    "The little robot walked slowly across the kitchen floor. It picked up a red cup and placed "
+    "it carefully on the wooden table. Then it turned toward the window and watched the rain "
+    "falling on the green garden outside."
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class LiveServer:
+    def __init__(self, settings: Settings) -> None:
+        self.app = create_app(settings)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_config=None,
+                                lifespan="on")  # fmt: skip
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("gateway did not start")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=60)
+
+    @property
+    def gateway(self):  # type: ignore[no-untyped-def]
+        return self.app.state.gateway
+
+
+@pytest.fixture(scope="session")
+def server() -> Iterator[LiveServer]:
+    """The default configuration, as `make run` serves it (no keys)."""
+    with LiveServer(Settings()) as live:
+        yield live
+
+
+@pytest.fixture(scope="session")
+def base_url(server: LiveServer) -> str:
+    return server.url + "/v1"
+
+
+def decode(data: bytes) -> tuple[np.ndarray, int]:
+    """Any container -> (mono float32 samples at the stream's own rate, that rate)."""
+    with av.open(io.BytesIO(data)) as container:
+        stream = container.streams.audio[0]
+        rate = stream.codec_context.sample_rate
+        chunks = [f.to_ndarray().astype(np.float32).mean(axis=0) if f.format.is_planar
+                  else f.to_ndarray().astype(np.float32).reshape(-1)
+                  for f in container.decode(stream)]  # fmt: skip
+    return np.concatenate(chunks), rate
+
+
+def encode(audio: np.ndarray, rate: int, container: str, codec: str, fmt: str = "fltp",
+           layout: str = "mono") -> bytes:  # fmt: skip
+    """Encode float32 samples (channels x n or n) into a container, for upload tests."""
+    buf = io.BytesIO()
+    with av.open(buf, "w", format=container) as out:
+        stream = out.add_stream(codec, rate=rate)
+        stream.layout = layout
+        stream.format = fmt
+        size = stream.codec_context.frame_size or 1024
+        channels = 1 if audio.ndim == 1 else audio.shape[0]
+        data = audio.reshape(channels, -1)
+        pts = 0
+        for i in range(0, data.shape[1], size):
+            chunk = data[:, i : i + size]
+            if chunk.shape[1] < size and stream.codec_context.frame_size:
+                chunk = np.pad(chunk, ((0, 0), (0, size - chunk.shape[1])))
+            if fmt == "s16":
+                arr = (np.clip(chunk, -1, 1) * 32767).astype(np.int16).T.reshape(1, -1)
+            elif fmt.endswith("p"):
+                arr = np.ascontiguousarray(chunk.astype(np.float32))
+            else:
+                arr = chunk.astype(np.float32).T.reshape(1, -1)
+            frame = av.AudioFrame.from_ndarray(arr, format=fmt, layout=layout)
+            frame.sample_rate = rate
+            frame.pts = pts
+            pts += chunk.shape[1]
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return buf.getvalue()
+
+
+def wer(reference: str, hypothesis: str) -> float:
+    import jiwer
+
+    def clean(t: str) -> str:
+        return " ".join(re.sub(r"[^a-z0-9' ]+", " ", t.lower().replace("-", " ")).split())
+
+    return float(jiwer.wer(clean(reference), clean(hypothesis)))
