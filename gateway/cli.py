@@ -8,7 +8,12 @@ import json
 import sys
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from . import __version__
+
+if TYPE_CHECKING:
+    from .config import Settings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     pull.add_argument("--allow-download", action="store_true", help="allow Hugging Face downloads")
     pull.add_argument("--force", action="store_true", help="re-assemble even if present")
     verify = msub.add_parser("verify", help="re-hash model files against the pinned sha256")
-    verify.add_argument("ids", nargs="*", help="model ids (default: every present model)")
+    verify.add_argument("ids", nargs="*", help="model ids (default: the bundle and pulled models)")
 
     sp = sub.add_parser("speak", help="synthesize speech to a file, without HTTP")
     sp.add_argument("text")
@@ -74,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     return int(handler(args, settings) or 0)
 
 
-def _cmd_serve(args: argparse.Namespace, settings) -> int:  # type: ignore[no-untyped-def]
+def _cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     from .app import create_app
@@ -90,13 +95,13 @@ def _cmd_serve(args: argparse.Namespace, settings) -> int:  # type: ignore[no-un
     return 0
 
 
-def _cmd_models(args: argparse.Namespace, settings) -> int:  # type: ignore[no-untyped-def]
+def _cmd_models(args: argparse.Namespace, settings: Settings) -> int:
     from .registry import cli as models_cli
 
     return models_cli.run(args, settings)
 
 
-def _cmd_doctor(args: argparse.Namespace, settings) -> int:  # type: ignore[no-untyped-def]
+def _cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
     from .doctor import diagnose, render
     from .service import Gateway
 
@@ -105,7 +110,7 @@ def _cmd_doctor(args: argparse.Namespace, settings) -> int:  # type: ignore[no-u
     return 0
 
 
-def _cmd_settings(args: argparse.Namespace, settings) -> int:  # type: ignore[no-untyped-def]
+def _cmd_settings(args: argparse.Namespace, settings: Settings) -> int:
     from .config import env_vars
 
     rows = env_vars()
@@ -119,7 +124,7 @@ def _cmd_settings(args: argparse.Namespace, settings) -> int:  # type: ignore[no
     return 0
 
 
-def _cmd_speak(args: argparse.Namespace, settings) -> int:  # type: ignore[no-untyped-def]
+def _cmd_speak(args: argparse.Namespace, settings: Settings) -> int:
     from .local import speak
 
     fmt = args.format or (args.output.suffix.lstrip(".") or "mp3")
@@ -130,7 +135,7 @@ def _cmd_speak(args: argparse.Namespace, settings) -> int:  # type: ignore[no-un
     return 0
 
 
-def _cmd_transcribe(args: argparse.Namespace, settings) -> int:  # type: ignore[no-untyped-def]
+def _cmd_transcribe(args: argparse.Namespace, settings: Settings) -> int:
     from .local import transcribe
 
     out = asyncio.run(transcribe(settings, args.file.read_bytes(), args.format, args.language,
@@ -139,7 +144,7 @@ def _cmd_transcribe(args: argparse.Namespace, settings) -> int:  # type: ignore[
     return 0
 
 
-def _cmd_bench(args: argparse.Namespace, settings) -> int:  # type: ignore[no-untyped-def]
+def _cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     from .bench import run_bench
 
     return run_bench(args, settings)

@@ -192,22 +192,28 @@ class SchedulerSettings(BaseModel):
     gpu_idle_ttl_s: float = Field(
         300.0, ge=0, description="Unload a GPU model idle this long; 0: never."
     )
-    cpu_idle_ttl_s: float = Field(0.0, ge=0, description="Unload a CPU model idle this long; 0: never.")
+    cpu_idle_ttl_s: float = Field(
+        0.0, ge=0, description="Unload a CPU model idle this long; 0: never."
+    )
     over_budget_cooldown_s: float = Field(
         300.0,
         ge=0,
         description="An engine found over its GPU budget is unloaded and kept on the CPU this long.",
     )
     spillover_wait_s: float = Field(
-        0.0, ge=0, description="Run on the idle CPU when the GPU wait estimate exceeds this; 0: off."
+        0.0,
+        ge=0,
+        description="Run on the idle CPU when the GPU wait estimate exceeds this; 0: off.",
     )
     cores: int = Field(0, ge=0, description="CPU cores to plan for; 0: what the process may use.")
 
     @model_validator(mode="after")
     def _cores(self) -> SchedulerSettings:
         if self.cores == 0:
-            self.cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
-                os.cpu_count() or 1
+            self.cores = (
+                len(os.sched_getaffinity(0))
+                if hasattr(os, "sched_getaffinity")
+                else (os.cpu_count() or 1)
             )
         return self
 
@@ -255,17 +261,23 @@ def env_vars() -> list[tuple[str, str, str]]:
     """(env var, default, description) for every leaf setting, for docs and manifest checks."""
     rows: list[tuple[str, str, str]] = []
 
-    def walk(model: type[BaseModel], prefix: str) -> None:
+    def walk(model: type[BaseModel], default: BaseModel | None, prefix: str) -> None:
         for name, field in model.model_fields.items():
-            ann = field.annotation
             env = f"{prefix}{name.upper()}"
-            if isinstance(ann, type) and issubclass(ann, BaseModel):
-                walk(ann, env + "__")
+            value = (
+                getattr(default, name)
+                if default is not None
+                else field.get_default(call_default_factory=True)
+            )
+            if isinstance(value, BaseModel):
+                walk(type(value), value, env + "__")
                 continue
-            default = field.get_default(call_default_factory=True)
-            if isinstance(default, Enum):
-                default = default.value
-            rows.append((env, repr(default) if default != "" else '""', field.description or ""))
+            if isinstance(value, Enum):
+                value = value.value
+            if name == "cores" and model is SchedulerSettings:
+                value = 0  # resolved from the machine at start-up
+            shown = '""' if value == "" else str(value).replace(os.path.expanduser("~"), "~")
+            rows.append((env, shown, field.description or ""))
 
-    walk(Settings, "GATEWAY_")
+    walk(Settings, None, "GATEWAY_")
     return rows

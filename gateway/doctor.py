@@ -153,13 +153,21 @@ def where(gw: Gateway, model_id: str) -> str:
         return f"CPU (no_gpu: {sched.gpu_reason})"
     if not ok:
         return f"CPU (no_gpu: {why})"
-    return f"GPU {gw.settings.scheduler.gpu_device} when admitted (budget {policy.gpu_budget_mib} MiB)"
+    return (
+        f"GPU {gw.settings.scheduler.gpu_device} when admitted (budget {policy.gpu_budget_mib} MiB)"
+    )
 
 
 def log_verdicts(verdicts: list[Verdict]) -> None:
     for v in verdicts:
         level = logging.WARNING if v["ok"] is False else logging.INFO
-        log.log(level, "doctor: %s: %s", v["check"], v["detail"], extra={"fix": v["fix"]} if v["fix"] else {})
+        log.log(
+            level,
+            "doctor: %s: %s",
+            v["check"],
+            v["detail"],
+            extra={"fix": v["fix"]} if v["fix"] else {},
+        )
 
 
 def render(verdicts: list[Verdict]) -> str:

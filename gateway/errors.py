@@ -97,3 +97,58 @@ def install(app: FastAPI) -> None:
         return JSONResponse(
             error_body("the server failed to process the request", "server_error", None,
                        "internal_error"), 500)  # fmt: skip
+
+    _document(app)
+
+
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {
+        "type": "object",
+        "required": ["message", "type", "param", "code"],
+        "properties": {
+            "message": {"type": "string"},
+            "type": {"type": "string"},
+            "param": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+            "code": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+        },
+    }},
+}  # fmt: skip
+
+
+def _document(app: FastAPI) -> None:
+    """Make the OpenAPI document say what these handlers do: a validation error is a 400 (never
+    FastAPI's 422) and every error body is the OpenAI error object; key-protected routes may
+    answer 401 (keys optional when none are configured); request bodies may get 413."""
+    base = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        doc = base()
+        schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+        for name in ("HTTPValidationError", "ValidationError"):
+            schemas.pop(name, None)
+        schemas["Error"] = ERROR_SCHEMA
+        ref = {"$ref": "#/components/schemas/Error"}
+        keys = bool(getattr(app.state, "api_keys", None))
+        for ops in doc.get("paths", {}).values():
+            for op in ops.values():
+                responses = op.setdefault("responses", {})
+                if responses.pop("422", None) is not None:
+                    responses.setdefault("400", {"description": "Invalid request"})
+                if op.get("security"):
+                    responses.setdefault("401", {"description": "Missing or invalid API key"})
+                    if not keys:  # no keys configured: the key is not checked
+                        op["security"] = [*op["security"], {}]
+                if "requestBody" in op:
+                    responses.setdefault(
+                        "413", {"description": "Request body larger than the limit"}
+                    )
+                for status, response in responses.items():
+                    if status[0] in "45" and not response.get("content"):
+                        response["content"] = {"application/json": {"schema": ref}}
+        return doc
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -40,7 +40,9 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         extra = {k: v for k, v in vars(record).items() if k not in _STD and not k.startswith("_")}
         rid = request_id.get()
-        base = f"{self.formatTime(record)} {record.levelname:<7} {record.name}: {record.getMessage()}"
+        base = (
+            f"{self.formatTime(record)} {record.levelname:<7} {record.name}: {record.getMessage()}"
+        )
         tail = " ".join(f"{k}={v}" for k, v in extra.items())
         text = f"{base} [{rid}] {tail}" if rid else f"{base} {tail}"
         if record.exc_info:

@@ -16,7 +16,12 @@ from .engines.whisper import WhisperEngine
 from .registry.manifest import ModelSpec, load_manifest
 from .registry.store import ModelError, ModelStore
 from .scheduler import (
-    GpuCollector, GpuMonitor, ModelPolicy, NvmlMonitor, Scheduler, SchedulerMetrics,
+    GpuCollector,
+    GpuMonitor,
+    ModelPolicy,
+    NvmlMonitor,
+    Scheduler,
+    SchedulerMetrics,
 )  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -114,8 +119,10 @@ class Gateway:
                 if problems:
                     state.problems += problems
                     state.engine = None
-                    log.error("model files are corrupt; run `gateway models pull --force "
-                              f"{model_id}`", extra={"model": model_id, "problems": problems})
+                    log.error(
+                        f"model files are corrupt; run `gateway models pull --force {model_id}`",
+                        extra={"model": model_id, "problems": problems},
+                    )
                 state.verified = not problems
 
         self._verify_thread = threading.Thread(target=run, name="verify-models", daemon=True)
@@ -145,8 +152,10 @@ class Gateway:
     def ready(self) -> tuple[bool, dict[str, Any]]:
         detail: dict[str, Any] = {}
         ok = not self.scheduler.closing
-        for task, default in (("speech", self.settings.models.speech_default),
-                              ("transcription", self.settings.models.transcription_default)):
+        for task, default in (
+            ("speech", self.settings.models.speech_default),
+            ("transcription", self.settings.models.transcription_default),
+        ):
             state = self.models.get(default)
             good = state is not None and state.engine is not None and state.verified is True
             ok = ok and good
@@ -170,8 +179,11 @@ class Gateway:
             log.info("engine placement", extra={"model": model, "gpu_usable": ok, "detail": why})
         for model_id, state in self.models.items():
             if state.problems and state.spec.default:
-                log.warning("model unavailable: %s; run `gateway models pull %s`",
-                            "; ".join(state.problems), model_id)
+                log.warning(
+                    "model unavailable: %s; run `gateway models pull %s`",
+                    "; ".join(state.problems),
+                    model_id,
+                )
         preload = [m for m in csv(self.settings.models.preload) if m in self.scheduler.engines]
         if preload:
             await self.scheduler.preload(preload)

@@ -9,13 +9,19 @@ import time
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from gateway.config import Placement, QueuePolicy, SchedulerSettings
 from gateway.engines.base import Device
 from gateway.scheduler import (
-    Level, ModelPolicy, QueueFull, QueueTimeout, Scheduler, SchedulerMetrics, SimulatedGpu,
+    Level,
+    ModelPolicy,
+    QueueFull,
+    QueueTimeout,
+    Scheduler,
+    SchedulerMetrics,
+    SimulatedGpu,
 )  # fmt: skip
-from prometheus_client import CollectorRegistry
 
 
 class TimedEngine:

@@ -8,6 +8,7 @@ from collections.abc import Awaitable
 from typing import Annotated, TypeVar
 
 from fastapi import Depends, Header, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ..errors import APIError, bad_request
 from ..scheduler import Level
@@ -17,23 +18,27 @@ T = TypeVar("T")
 
 
 def get_gateway(request: Request) -> Gateway:
-    return request.app.state.gateway  # type: ignore[no-any-return]
+    gw: Gateway = request.app.state.gateway
+    return gw
 
 
 GatewayDep = Annotated[Gateway, Depends(get_gateway)]
 
 
+# Declares the bearer scheme in the OpenAPI document; the check itself is `require_key`.
+bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <key>`; only enforced "
+                    "when keys are configured (GATEWAY_SERVER__API_KEYS or ..._API_KEYS_FILE).")
+
+
 def require_key(
     request: Request,
-    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)] = None,
 ) -> None:
     """Bearer key check; a no-op when no keys are configured. Constant-time, never logged."""
     keys: list[bytes] = request.app.state.api_keys
     if not keys:
         return
-    token = ""
-    if authorization and authorization.lower().startswith("bearer "):
-        token = authorization[7:].strip()
+    token = credentials.credentials.strip() if credentials is not None else ""
     given = token.encode()
     # Compare against every key so the time taken does not reveal which one matched.
     matched = False

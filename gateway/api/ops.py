@@ -17,7 +17,12 @@ async def health() -> dict:
     return {"status": "ok"}
 
 
-@router.get("/ready", responses={503: {"description": "Not ready"}})
+_NOT_READY = {"type": "object", "required": ["status"],
+              "properties": {"status": {"type": "string", "enum": ["not_ready"]}}}
+
+
+@router.get("/ready", responses={503: {"description": "Not ready",
+                                       "content": {"application/json": {"schema": _NOT_READY}}}})
 async def ready(gw: GatewayDep) -> JSONResponse:
     """Readiness: default models present, verified and loadable; false while shutting down."""
     ok, detail = gw.ready()
@@ -30,6 +35,10 @@ async def scheduler_status(gw: GatewayDep) -> dict:
     return {**gw.scheduler.status(), "diagnosis": gw.diagnosis}
 
 
-@router.get("/metrics", response_class=Response)
+@router.get(
+    "/metrics", response_class=Response,
+    responses={200: {"description": "Prometheus text format",
+                     "content": {"text/plain": {"schema": {"type": "string"}}}}},
+)  # fmt: skip
 async def metrics(gw: GatewayDep) -> Response:
     return Response(generate_latest(gw.registry), media_type=CONTENT_TYPE_LATEST)

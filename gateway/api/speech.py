@@ -38,12 +38,14 @@ ERRORS: dict[int | str, dict] = {
 
 
 class SpeechRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    # strict: JSON types as documented (no "1.0" for a number, no 0 for a boolean)
+    model_config = ConfigDict(extra="ignore", strict=True)
 
-    model: str = Field(..., min_length=1, description="`tts-1`, `tts-1-hd`, `kokoro` or a model id.")
-    input: str = Field(..., description="Text to speak.")
+    model: str = Field(..., min_length=1, description="`tts-1`, `tts-1-hd`, `kokoro` or a model id.",
+                       examples=["tts-1"])
+    input: str = Field(..., description="Text to speak.", examples=["Hello."])
     voice: str = Field(
-        ..., min_length=1,
+        ..., min_length=1, examples=["alloy"],
         description="An OpenAI voice name, an installed voice id, or a mix `a+b` / `a(2)+b(1)`.",
     )  # fmt: skip
     response_format: SpeechFormat = "mp3"

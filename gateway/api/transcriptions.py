@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import replace
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
@@ -32,7 +32,8 @@ LANGUAGES = set(_LANGUAGE_CODES)
 NO_SPACE_LANGS = {"ja", "zh", "th", "lo", "my", "km", "yue", "bo"}
 RESPONSES: dict[int | str, dict] = {
     **ERRORS,
-    200: {"content": {"application/json": {}, "text/plain": {}, "text/event-stream": {}},
+    200: {"content": {"application/json": {}, "text/plain": {}, "text/vtt": {},
+                      "text/event-stream": {}},
           "description": "Transcript in the requested format"},
     413: {"description": "Upload larger than the limit"},
 }  # fmt: skip
@@ -102,11 +103,13 @@ async def _transcribe(
         Level.batch
     )
     w = gw.settings.whisper
-    base = dict(task="translate" if translate else "transcribe", language=language, prompt=prompt,
-                temperature=temperature, word_timestamps="word" in grains,
-                vad_filter=w.vad_filter, beam_size=w.beam_size)  # fmt: skip
+    template = TranscribeUnit(
+        audio=audio[:0], offset_s=0.0, task="translate" if translate else "transcribe",
+        language=language, prompt=prompt, temperature=temperature,
+        word_timestamps="word" in grains, vad_filter=w.vad_filter, beam_size=w.beam_size,
+    )  # fmt: skip
     units = [
-        TranscribeUnit(audio=audio[win.start : win.end], offset_s=win.start / SAMPLE_RATE, **base)
+        replace(template, audio=audio[win.start : win.end], offset_s=win.start / SAMPLE_RATE)
         for win in windows
     ]
     async with gw.scheduler.job(model_id, level or default_level, timeout_s) as job:
@@ -203,7 +206,7 @@ _LANGUAGE_NAMES = {"en": "english", "de": "german", "fr": "french", "es": "spani
                    "it": "italian", "ja": "japanese", "zh": "chinese", "pt": "portuguese",
                    "nl": "dutch", "ru": "russian", "ko": "korean", "pl": "polish"}  # fmt: skip
 
-FileField = Annotated[UploadFile | None, File(description="Audio: webm, ogg, mp4/m4a, mp3, wav, flac.")]
+FileField = Annotated[UploadFile, File(description="Audio: webm, ogg, mp4/m4a, mp3, wav, flac.")]
 ModelField = Annotated[str, Form(description="`whisper-1`, `whisper-base`, `whisper-tiny.en`.")]
 PromptField = Annotated[str | None, Form(max_length=2000)]
 FormatField = Annotated[TextFormat, Form()]
@@ -214,7 +217,7 @@ StreamField = Annotated[bool, Form()]
 @router.post("/transcriptions", responses=RESPONSES, response_class=Response)
 async def create_transcription(
     request: Request, gw: GatewayDep,
-    file: FileField = None, model: ModelField = "whisper-1",
+    file: FileField, model: ModelField = "whisper-1",
     language: Annotated[str | None, Form(max_length=16)] = None, prompt: PromptField = None,
     response_format: FormatField = "json", temperature: TempField = 0.0,
     timestamp_granularities: Annotated[
@@ -234,7 +237,7 @@ async def create_transcription(
 @router.post("/translations", responses=RESPONSES, response_class=Response)
 async def create_translation(
     request: Request, gw: GatewayDep,
-    file: FileField = None, model: ModelField = "whisper-1", prompt: PromptField = None,
+    file: FileField, model: ModelField = "whisper-1", prompt: PromptField = None,
     response_format: FormatField = "json", temperature: TempField = 0.0,
     level: Annotated[Level | None, Depends(priority_level)] = None,
     timeout_s: Annotated[float | None, Depends(queue_timeout)] = None,

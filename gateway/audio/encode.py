@@ -10,9 +10,12 @@ from __future__ import annotations
 import io
 import struct
 from dataclasses import dataclass
+from typing import cast
 
 import av
 import numpy as np
+from av.audio.stream import AudioStream
+
 
 @dataclass(frozen=True)
 class Format:
@@ -41,9 +44,14 @@ def _to_s16(audio: np.ndarray) -> bytes:
 def wav_header(sample_rate: int, n_samples: int | None) -> bytes:
     """A 16-bit mono WAV header; unknown length (streaming) uses the maximum sizes."""
     data_size = 0xFFFFFFFF - 36 if n_samples is None else n_samples * 2
-    return b"RIFF" + struct.pack("<I", min(36 + data_size, 0xFFFFFFFF)) + b"WAVEfmt " + struct.pack(
-        "<IHHIIHH", 16, 1, 1, sample_rate, sample_rate * 2, 2, 16
-    ) + b"data" + struct.pack("<I", data_size)
+    return (
+        b"RIFF"
+        + struct.pack("<I", min(36 + data_size, 0xFFFFFFFF))
+        + b"WAVEfmt "
+        + struct.pack("<IHHIIHH", 16, 1, 1, sample_rate, sample_rate * 2, 2, 16)
+        + b"data"
+        + struct.pack("<I", data_size)
+    )
 
 
 class StreamEncoder:
@@ -57,11 +65,18 @@ class StreamEncoder:
         self._buf = io.BytesIO()
         self._pos = 0
         self._container: av.container.OutputContainer | None = None
-        if self.format.container is not None:
-            self._container = av.open(self._buf, mode="w", format=self.format.container)
-            stream = self._container.add_stream(self.format.codec, rate=sample_rate)
+        self._sample_format = self.format.sample_format or "s16"
+        if self.format.container is not None and self.format.codec is not None:
+            # Ogg holds pages back for a second by default; 100 ms pages let streamed opus flow.
+            options = {"page_duration": "100000"} if self.format.container == "ogg" else {}
+            self._container = av.open(
+                self._buf, mode="w", format=self.format.container, options=options
+            )
+            stream = cast(
+                AudioStream, self._container.add_stream(self.format.codec, rate=sample_rate)
+            )
             stream.layout = "mono"
-            stream.format = self.format.sample_format
+            stream.format = self._sample_format
             if self.format.bit_rate:
                 stream.bit_rate = self.format.bit_rate
             self._stream = stream
@@ -85,11 +100,11 @@ class StreamEncoder:
             self._pending = np.zeros(0, dtype=np.float32)
         out = []
         for chunk in frames:
-            if self.format.sample_format == "s16":
+            if self._sample_format == "s16":
                 arr = (np.clip(chunk, -1, 1) * 32767).astype(np.int16).reshape(1, -1)
             else:
                 arr = chunk.astype(np.float32).reshape(1, -1)
-            frame = av.AudioFrame.from_ndarray(arr, format=self.format.sample_format, layout="mono")
+            frame = av.AudioFrame.from_ndarray(arr, format=self._sample_format, layout="mono")
             frame.sample_rate = self.sample_rate
             frame.pts = self._pts
             self._pts += len(chunk)

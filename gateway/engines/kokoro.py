@@ -76,7 +76,11 @@ class KokoroEngine:
     sample_rate = SAMPLE_RATE
 
     def __init__(
-        self, model_id: str, folder: Path, default_lang: str = "en-us", sentence_pause_s: float = 0.25
+        self,
+        model_id: str,
+        folder: Path,
+        default_lang: str = "en-us",
+        sentence_pause_s: float = 0.25,
     ) -> None:
         self.model_id = model_id
         self.folder = folder
@@ -109,7 +113,9 @@ class KokoroEngine:
         """`name`, `a+b` or `a(2)+b(1)` -> (voice ids, style array); raises VoiceError."""
         terms = voice.split("+")
         if not voice.strip() or len(terms) > MAX_VOICE_TERMS:
-            raise VoiceError(f"voice {voice!r} is empty or mixes more than {MAX_VOICE_TERMS} voices")
+            raise VoiceError(
+                f"voice {voice!r} is empty or mixes more than {MAX_VOICE_TERMS} voices"
+            )
         ids: list[str] = []
         weights: list[float] = []
         for term in terms:

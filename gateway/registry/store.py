@@ -125,7 +125,9 @@ class ModelStore:
         try:
             return self.specs[model_id]
         except KeyError:
-            raise ModelError(f"unknown model {model_id!r}; known: {', '.join(self.specs)}") from None
+            raise ModelError(
+                f"unknown model {model_id!r}; known: {', '.join(self.specs)}"
+            ) from None
 
     def folder(self, model_id: str) -> Path:
         if model_id in self.local_paths:

@@ -4,7 +4,14 @@ from .core import ModelPolicy, Scheduler
 from .gpu import GpuInfo, GpuMonitor, NvmlMonitor, SimulatedGpu
 from .metrics import GpuCollector, SchedulerMetrics
 from .units import (
-    Job, Level, NotPlaceable, QueueFull, QueueTimeout, SchedulerError, ShuttingDown, UnitRecord,
+    Job,
+    Level,
+    NotPlaceable,
+    QueueFull,
+    QueueTimeout,
+    SchedulerError,
+    ShuttingDown,
+    UnitRecord,
 )  # fmt: skip
 
 __all__ = [

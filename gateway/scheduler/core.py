@@ -11,9 +11,10 @@ import logging
 import math
 import time
 from collections import defaultdict
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, AsyncIterator
+from typing import Any
 
 from ..config import Placement, SchedulerSettings
 from ..engines.base import Device, Engine, is_gpu_error
@@ -21,7 +22,14 @@ from .gpu import GpuMonitor
 from .instances import Instance
 from .metrics import SchedulerMetrics
 from .units import (
-    Job, Level, NotPlaceable, QueueFull, QueueTimeout, SchedulerError, ShuttingDown, Unit,
+    Job,
+    Level,
+    NotPlaceable,
+    QueueFull,
+    QueueTimeout,
+    SchedulerError,
+    ShuttingDown,
+    Unit,
     UnitRecord,
 )  # fmt: skip
 
@@ -78,8 +86,10 @@ class Scheduler:
     # -- configuration checks -------------------------------------------------------------------
 
     def _background(self, model: str) -> bool:
-        return self.priority and self.policies[model].cpu_nice > 0 and (
-            self.settings.cpu_background_slots > 0
+        return (
+            self.priority
+            and self.policies[model].cpu_nice > 0
+            and (self.settings.cpu_background_slots > 0)
         )
 
     def _nice(self, model: str) -> int:
@@ -332,8 +342,10 @@ class Scheduler:
             outcome = "error"
             if inst.lane == "gpu" and is_gpu_error(exc) and not unit.retried:
                 outcome = "gpu_error"
-                log.warning("GPU error, retrying on CPU", extra={"model": unit.model,
-                                                                 "error": str(exc)[:200]})
+                log.warning(
+                    "GPU error, retrying on CPU",
+                    extra={"model": unit.model, "error": str(exc)[:200]},
+                )
                 if not was_loaded and not inst.loaded:
                     self.gpu_broken[unit.model] = str(exc)[:300]
                     self._unload(inst, "load_failed")
@@ -348,8 +360,14 @@ class Scheduler:
             if was_loaded:
                 self._run_times[(unit.model, inst.lane)] = run_s
             unit.job.records.append(
-                UnitRecord(inst.lane, unit.reason, unit.started - unit.enqueued, run_s,
-                           unit.enqueued, unit.started)
+                UnitRecord(
+                    inst.lane,
+                    unit.reason,
+                    unit.started - unit.enqueued,
+                    run_s,
+                    unit.enqueued,
+                    unit.started,
+                )
             )
             if self.metrics:
                 self.metrics.run_time.labels(unit.model, inst.lane).observe(run_s)
@@ -383,8 +401,10 @@ class Scheduler:
                      if lane == "gpu" and i.engine.gpu_capped)  # fmt: skip
         usage = dev.process_used_mib - capped - self.settings.gpu_reserve_mib
         if usage > inst.budget_mib and inst.model not in self.over_budget:
-            log.warning("engine over its GPU budget; unloading it from the GPU",
-                        extra={"model": inst.model, "usage_mib": usage, "budget_mib": inst.budget_mib})
+            log.warning(
+                "engine over its GPU budget; unloading it from the GPU",
+                extra={"model": inst.model, "usage_mib": usage, "budget_mib": inst.budget_mib},
+            )
             self.over_budget[inst.model] = time.monotonic() + self.settings.over_budget_cooldown_s
             self._unload(inst, "over_budget")
 
@@ -425,9 +445,9 @@ class Scheduler:
         ttls = {"gpu": self.settings.gpu_idle_ttl_s, "cpu": self.settings.cpu_idle_ttl_s}
         for inst in list(self._instances.values()):
             ttl = ttls[inst.lane]
-            if ttl and inst.loaded and not inst.busy and not inst.pinned:
-                if now - inst.last_used > ttl:
-                    self._unload(inst, "idle")
+            idle = inst.loaded and not inst.busy and not inst.pinned
+            if ttl and idle and now - inst.last_used > ttl:
+                self._unload(inst, "idle")
 
     async def close(self, grace_s: float) -> None:
         """Refuse new work, fail what is queued (503), let running units finish within grace."""

@@ -125,7 +125,9 @@ class SimulatedGpu:
     def allocate(self, owner: str, mib: int) -> None:
         with self._lock:
             if self._used() + mib > self.total_mib:
-                raise RuntimeError(f"CUDA error: out of memory (simulated, {owner} asked {mib} MiB)")
+                raise RuntimeError(
+                    f"CUDA error: out of memory (simulated, {owner} asked {mib} MiB)"
+                )
             self.allocations[owner] = self.allocations.get(owner, 0) + mib
 
     def release(self, owner: str) -> None:

@@ -19,39 +19,56 @@ RTF_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 5)
 class SchedulerMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.queue_depth = Gauge(
-            "gateway_queue_depth", "Work units waiting, per priority level and engine.",
-            ["level", "engine"], registry=registry,
+            "gateway_queue_depth",
+            "Work units waiting, per priority level and engine.",
+            ["level", "engine"],
+            registry=registry,
         )
         self.queue_wait = Histogram(
-            "gateway_queue_wait_seconds", "Time a work unit waited in the queue.",
-            ["level", "engine"], buckets=WAIT_BUCKETS, registry=registry,
+            "gateway_queue_wait_seconds",
+            "Time a work unit waited in the queue.",
+            ["level", "engine"],
+            buckets=WAIT_BUCKETS,
+            registry=registry,
         )
         self.run_time = Histogram(
-            "gateway_unit_run_seconds", "Time a work unit ran (load included on first use).",
-            ["engine", "lane"], buckets=RUN_BUCKETS, registry=registry,
+            "gateway_unit_run_seconds",
+            "Time a work unit ran (load included on first use).",
+            ["engine", "lane"],
+            buckets=RUN_BUCKETS,
+            registry=registry,
         )
         self.units = Counter(
-            "gateway_units_total", "Work units finished, by lane and outcome.",
-            ["engine", "lane", "outcome"], registry=registry,
+            "gateway_units_total",
+            "Work units finished, by lane and outcome.",
+            ["engine", "lane", "outcome"],
+            registry=registry,
         )
         self.fallbacks = Counter(
-            "gateway_fallbacks_total", "Units placed on the CPU instead of the GPU, by reason.",
-            ["engine", "reason"], registry=registry,
+            "gateway_fallbacks_total",
+            "Units placed on the CPU instead of the GPU, by reason.",
+            ["engine", "reason"],
+            registry=registry,
         )
         self.rejections = Counter(
-            "gateway_rejections_total", "Requests refused by a queue policy.",
-            ["level", "reason"], registry=registry,
+            "gateway_rejections_total",
+            "Requests refused by a queue policy.",
+            ["level", "reason"],
+            registry=registry,
         )
         self.loads = Counter(
             "gateway_model_loads_total", "Model loads.", ["engine", "lane"], registry=registry
         )
         self.unloads = Counter(
-            "gateway_model_unloads_total", "Model unloads.", ["engine", "lane", "reason"],
+            "gateway_model_unloads_total",
+            "Model unloads.",
+            ["engine", "lane", "reason"],
             registry=registry,
         )
         self.slots = Gauge("gateway_lane_slots", "Slots per lane.", ["lane"], registry=registry)
-        self.busy = Gauge("gateway_lane_busy_slots", "Busy slots per lane.", ["lane"],
-                          registry=registry)
+        self.busy = Gauge(
+            "gateway_lane_busy_slots", "Busy slots per lane.", ["lane"], registry=registry
+        )
         self.rtf = Histogram(
             "gateway_real_time_factor", "Compute seconds per second of audio, per engine and lane.",
             ["engine", "lane"], buckets=RTF_BUCKETS, registry=registry,
@@ -65,14 +82,24 @@ class GpuCollector(Collector):
         self._read = read
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        used = GaugeMetricFamily("DCGM_FI_DEV_FB_USED", "Framebuffer memory used (MiB).",
-                                 labels=["gpu", "UUID", "modelName"])
-        free = GaugeMetricFamily("DCGM_FI_DEV_FB_FREE", "Framebuffer memory free (MiB).",
-                                 labels=["gpu", "UUID", "modelName"])
-        util = GaugeMetricFamily("DCGM_FI_DEV_GPU_UTIL", "GPU utilization (%).",
-                                 labels=["gpu", "UUID", "modelName"])
-        mine = GaugeMetricFamily("gateway_gpu_process_memory_mib",
-                                 "GPU memory used by this process (MiB).", labels=["gpu"])
+        used = GaugeMetricFamily(
+            "DCGM_FI_DEV_FB_USED",
+            "Framebuffer memory used (MiB).",
+            labels=["gpu", "UUID", "modelName"],
+        )
+        free = GaugeMetricFamily(
+            "DCGM_FI_DEV_FB_FREE",
+            "Framebuffer memory free (MiB).",
+            labels=["gpu", "UUID", "modelName"],
+        )
+        util = GaugeMetricFamily(
+            "DCGM_FI_DEV_GPU_UTIL", "GPU utilization (%).", labels=["gpu", "UUID", "modelName"]
+        )
+        mine = GaugeMetricFamily(
+            "gateway_gpu_process_memory_mib",
+            "GPU memory used by this process (MiB).",
+            labels=["gpu"],
+        )
         for d in self._read():
             labels = [str(d.index), d.uuid, d.name]
             used.add_metric(labels, d.used_mib)

@@ -85,9 +85,7 @@ class Unit:
 class Job:
     """One API request: a sequence of units run one after another, each scheduled on its own."""
 
-    def __init__(
-        self, scheduler: Scheduler, model: str, level: Level, timeout_s: float
-    ) -> None:
+    def __init__(self, scheduler: Scheduler, model: str, level: Level, timeout_s: float) -> None:
         self.scheduler = scheduler
         self.model = model
         self.level = level
