@@ -62,4 +62,7 @@ def setup(level: str = "INFO", fmt: str = "json") -> None:
     # Our middleware writes the access log (with request id and no query strings).
     logging.getLogger("uvicorn.access").disabled = True
     logging.getLogger("faster_whisper").setLevel(logging.WARNING)
-    logging.getLogger("phonemizer").setLevel(logging.ERROR)
+    # phonemizer warns on every sentence whose word count changes (punctuation): noise, no signal.
+    logging.getLogger("phonemizer").addFilter(
+        lambda record: "words count mismatch" not in record.getMessage()
+    )
