@@ -75,10 +75,12 @@ async def run_job(s: Scheduler, model: str, level: Level, payloads: list[Any],
         return [await job.run(p) for p in payloads]
 
 
-def test_interactive_runs_before_queued_batch() -> None:
+def _arrival_order(**settings: Any) -> list:
+    """A unit runs; then a batch unit and an interactive unit queue, in that order."""
+
     async def main() -> list:
         eng = TimedEngine("m", 0.05)
-        s = make({"m": eng}, cpu_background_slots=0)
+        s = make({"m": eng}, cpu_background_slots=0, **settings)
         blocker = asyncio.create_task(run_job(s, "m", Level.batch, ["first"]))
         await asyncio.sleep(0.01)  # "first" is running; now queue batch, then interactive
         batch = asyncio.create_task(run_job(s, "m", Level.batch, ["b1"]))
@@ -87,22 +89,15 @@ def test_interactive_runs_before_queued_batch() -> None:
         await asyncio.gather(blocker, batch, inter)
         return [p for p, _ in eng.log]
 
-    assert asyncio.run(main()) == ["first", "i1", "b1"]
+    return asyncio.run(main())
+
+
+def test_interactive_runs_before_queued_batch() -> None:
+    assert _arrival_order() == ["first", "i1", "b1"]
 
 
 def test_fifo_policy_keeps_arrival_order() -> None:
-    async def main() -> list:
-        eng = TimedEngine("m", 0.05)
-        s = make({"m": eng}, policy="fifo")
-        blocker = asyncio.create_task(run_job(s, "m", Level.batch, ["first"]))
-        await asyncio.sleep(0.01)
-        batch = asyncio.create_task(run_job(s, "m", Level.batch, ["b1"]))
-        await asyncio.sleep(0)
-        inter = asyncio.create_task(run_job(s, "m", Level.interactive, ["i1"]))
-        await asyncio.gather(blocker, batch, inter)
-        return [p for p, _ in eng.log]
-
-    assert asyncio.run(main()) == ["first", "b1", "i1"]
+    assert _arrival_order(policy="fifo") == ["first", "b1", "i1"]
 
 
 def test_ten_unit_batch_job_yields_within_one_unit_on_one_gpu_slot() -> None:
