@@ -115,6 +115,13 @@ class KokoroSettings(BaseModel):
     )
     default_voice: str = Field("", description="Voice used when none is given; empty: first.")
     sentence_pause_s: float = Field(0.25, ge=0, description="Silence after a sentence.")
+    max_unit_phonemes: int = Field(
+        250,
+        ge=50,
+        le=510,
+        description="Longest work unit in phonemes (the model takes 510). Smaller units bound "
+        "memory and yield the device sooner between sentences.",
+    )
 
 
 class WhisperSettings(BaseModel):
