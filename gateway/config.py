@@ -106,7 +106,8 @@ class KokoroSettings(BaseModel):
         0,
         ge=0,
         le=19,
-        description="Nice value of the threads running Kokoro on CPU (under policy `priority`).",
+        description="Nice value of the threads running batch-level Kokoro units on CPU (under "
+        "policy `priority`).",
     )
     default_lang: str = Field(
         "en-us",
@@ -139,9 +140,9 @@ class WhisperSettings(BaseModel):
         19,
         ge=0,
         le=19,
-        description="Nice value of the threads running Whisper on CPU (under policy "
-        "`priority`). The kernel then gives cores to speech first and idle cycles to "
-        "transcription.",
+        description="Nice value of the threads running batch-level Whisper units on CPU (under "
+        "policy `priority`). The kernel then gives cores to speech and voice notes first and "
+        "idle cycles to long transcriptions.",
     )
     beam_size: int = Field(5, ge=1, le=10, description="Beam size.")
     vad_filter: bool = Field(True, description="Skip silence with the Silero VAD.")

@@ -63,6 +63,10 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
         return "the request body is not valid JSON", None
     if first.get("type") == "missing":
         return f"missing required parameter: {param}", param
+    if first.get("type") in ("model_attributes_type", "model_type", "dict_type") and not param:
+        return "the request body must be a JSON object (Content-Type: application/json)", None
+    if "Expected UploadFile" in str(msg):
+        return f"{param} must be a file part of a multipart/form-data body", param
     return f"invalid value for {param}: {msg}" if param else msg, param
 
 

@@ -60,8 +60,12 @@ class GatewayMiddleware:
         status = 500
         t0 = time.perf_counter()
 
+        rejected = False  # a 413 went out from here: whatever the app answers is dropped
+
         async def send_wrapper(message: Message) -> None:
             nonlocal started, status
+            if rejected:
+                return
             if message["type"] == "http.response.start":
                 started = True
                 status = message["status"]
@@ -72,11 +76,16 @@ class GatewayMiddleware:
         seen = 0
 
         async def receive_wrapper() -> Message:
-            nonlocal seen
+            nonlocal seen, rejected
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
+                    # Answer 413 now: FastAPI turns any error raised while it reads a body into
+                    # its own 400, so the exception alone would not reach the caller as a 413.
+                    if not started:
+                        await self._too_large(send_wrapper, limit)
+                        rejected = True
                     raise BodyTooLarge()
             return message
 

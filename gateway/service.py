@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import zipfile
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,13 +89,21 @@ class Gateway:
                 continue
             try:
                 state.engine = self._engine(spec, status.path)
-            except (OSError, ValueError) as exc:
-                state.problems.append(f"cannot open model files: {exc}")
+            except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # corrupt files
+                state.problems.append(f"cannot open model files: {exc}; run `gateway models "
+                                      f"verify {model_id}`")  # fmt: skip
+                log.error(
+                    "cannot open model files; run `gateway models pull --force %s`",
+                    model_id,
+                    extra={"model": model_id, "error": str(exc)[:300]},
+                )
 
     def _engine(self, spec: ModelSpec, folder: Any) -> Any:
         if spec.family == "kokoro":
             k = self.settings.kokoro
-            return KokoroEngine(spec.id, folder, k.default_lang, k.sentence_pause_s)
+            return KokoroEngine(
+                spec.id, folder, k.default_lang, k.sentence_pause_s, k.max_unit_phonemes
+            )
         w = self.settings.whisper
         return WhisperEngine(spec.id, folder, spec.multilingual, w.compute_type, w.gpu_compute_type)
 

@@ -26,9 +26,7 @@ def test_speech_default_is_mp3_and_round_trips(client: OpenAI, passage_mp3: byte
     audio, rate = decode(passage_mp3)
     assert rate == 24000
     assert 8 < len(audio) / rate < 30  # 36 words: about 12 s of speech
-    result = client.audio.transcriptions.create(
-        model="whisper-1", file=("speech.mp3", passage_mp3)
-    )
+    result = client.audio.transcriptions.create(model="whisper-1", file=("speech.mp3", passage_mp3))
     assert len(PASSAGE.split()) >= 20
     assert wer(PASSAGE, result.text) <= 0.15, result.text
 
@@ -115,10 +113,14 @@ def test_mp3_part_without_content_type(server: LiveServer, passage_mp3: bytes) -
     # What Open WebUI sends: file=(<uuid>.mp3, bytes) with no content type on the part.
     boundary = "xyzBOUNDARYxyz"
     body = (
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper-1\r\n"
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
-        f"filename=\"6f1c.mp3\"\r\n\r\n"
-    ).encode() + passage_mp3 + f"\r\n--{boundary}--\r\n".encode()
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="model"\r\n\r\nwhisper-1\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+            f'filename="6f1c.mp3"\r\n\r\n'
+        ).encode()
+        + passage_mp3
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
     r = httpx.post(
         f"{server.url}/v1/audio/transcriptions",
         content=body,

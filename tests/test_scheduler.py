@@ -401,3 +401,15 @@ def test_spillover_uses_idle_cpu_when_gpu_wait_is_long() -> None:
         return fast.log
 
     assert asyncio.run(main()) == [("load", "gpu"), ("warm", "gpu"), ("spilled", "cpu")]
+
+
+def test_interactive_units_of_a_niced_engine_run_at_normal_priority() -> None:
+    # A short voice note must not crawl at nice 19 behind speech: only batch units are niced.
+    async def main() -> list:
+        eng = TimedEngine("stt", 0.01)
+        s = make({"stt": eng}, None, {"stt": ModelPolicy(cpu_threads=2, cpu_nice=19)})
+        await run_job(s, "stt", Level.interactive, ["note"])
+        await run_job(s, "stt", Level.batch, ["long"])
+        return sorted((i["background"], i["nice"]) for i in s.status()["instances"])
+
+    assert asyncio.run(main()) == [(False, 0), (True, 19)]

@@ -109,6 +109,8 @@ async def create_speech(
     except VoiceError as exc:
         raise bad_request(str(exc), "voice", "invalid_voice") from None
     except NothingToSpeak as exc:
+        if body.lang and exc.__cause__ is not None:  # the phonemizer refused the given language
+            raise bad_request(str(exc), "lang", "invalid_lang") from None
         raise bad_request(str(exc), "input", "nothing_to_speak") from None
     fmt = body.response_format
     media = "text/event-stream" if body.stream and body.stream_format == "sse" else (

@@ -18,6 +18,13 @@ ALLOWED_FORMATS = {
     "matroska,webm", "ogg", "mov,mp4,m4a,3gp,3g2,mj2", "mp3", "wav", "flac", "aac", "aiff",
     "caf", "w64",
 }  # fmt: skip
+# Enforced by FFmpeg after probing and before a demuxer reads anything: bytes that probe as SDP,
+# HLS or concat lists never get a demuxer that opens the sockets, URLs or files they name (an SDP
+# upload used to open RTP/UDP sockets for the address it names and hold a worker for 10 s).
+_OPEN_OPTIONS = {
+    "format_whitelist": ",".join(sorted(ALLOWED_FORMATS)),
+    "protocol_whitelist": "none",
+}
 
 
 class AudioDecodeError(ValueError):
@@ -29,7 +36,7 @@ def decode_audio(data: bytes, max_seconds: float | None = None) -> np.ndarray:
     if not data:
         raise AudioDecodeError("the uploaded file is empty")
     try:
-        container = av.open(io.BytesIO(data), mode="r")
+        container = av.open(io.BytesIO(data), mode="r", options=_OPEN_OPTIONS)
     except (av.FFmpegError, ValueError, OSError) as exc:
         raise AudioDecodeError("the file is not a supported audio format") from exc
     chunks: list[np.ndarray] = []

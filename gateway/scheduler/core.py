@@ -99,7 +99,7 @@ class Scheduler:
         """Foreground CPU slots x threads per unit never exceed the cores."""
         cores = self.settings.cores
         for model, policy in self.policies.items():
-            if not self._background(model) and policy.cpu_threads * self.settings.cpu_slots > cores:
+            if policy.cpu_threads * self.settings.cpu_slots > cores:
                 raise ValueError(
                     f"{model}: {self.settings.cpu_slots} CPU slots x {policy.cpu_threads} "
                     f"threads exceed {cores} cores"
@@ -265,8 +265,11 @@ class Scheduler:
         self._instance(model, "gpu").wait_for = waits
         return True
 
-    def _instance(self, model: str, lane: str) -> Instance:
-        inst = self._instances.get((model, lane))
+    def _instance(self, model: str, lane: str, background: bool = False) -> Instance:
+        """The instance for a lane; a niced engine's batch units get a CPU instance of their own
+        (nice value, background slot), while its interactive units run at normal priority."""
+        key = (model, "cpu-bg" if lane == "cpu" and background else lane)
+        inst = self._instances.get(key)
         if inst is None:
             policy = self.policies[model]
             if lane == "gpu":
@@ -275,9 +278,10 @@ class Scheduler:
                                 policy.pinned)  # fmt: skip
             else:
                 device = Device("cpu", 0, policy.cpu_threads)
-                inst = Instance(self.engines[model], device, 0, self._nice(model),
-                                self._background(model), policy.pinned)  # fmt: skip
-            self._instances[(model, lane)] = inst
+                nice = self._nice(model) if background else 0
+                inst = Instance(self.engines[model], device, 0, nice, background, policy.pinned)
+            inst.key = key
+            self._instances[key] = inst
         return inst
 
     def _slot(self, inst: Instance) -> str | None:
@@ -300,8 +304,9 @@ class Scheduler:
                 if not unit.future.done():
                     unit.future.set_exception(exc)
                 continue
+            background = self._background(unit.model) and unit.job.level == Level.batch
             for lane, reason in candidates:
-                inst = self._instance(unit.model, lane)
+                inst = self._instance(unit.model, lane, background)
                 slot = None if inst.busy else self._slot(inst)
                 if slot is not None:
                     self._start(unit, inst, slot, reason)
@@ -411,7 +416,7 @@ class Scheduler:
     # -- lifecycle ------------------------------------------------------------------------------
 
     def _unload(self, inst: Instance, reason: str) -> Any:
-        self._instances.pop((inst.model, inst.lane), None)
+        self._instances.pop(inst.key, None)
         if self.metrics and inst.loaded:
             self.metrics.unloads.labels(inst.model, inst.lane, reason).inc()
         return inst.unload()

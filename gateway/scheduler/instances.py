@@ -51,6 +51,7 @@ class Instance:
         self.last_used = time.monotonic()
         self.load_s: float | None = None
         self.wait_for: list[Future[Any]] = []
+        self.key: tuple[str, str] = (self.model, self.lane)
         self._executor = ThreadPoolExecutor(
             max_workers=1,
             thread_name_prefix=f"{self.model}-{self.lane}",

@@ -1,0 +1,181 @@
+"""Graceful shutdown of a real `gateway serve` process on SIGTERM.
+
+- readiness turns false at once: /ready answers 503 (shutting_down) while running work finishes;
+- the unit already running finishes and its caller gets the result;
+- work still queued gets a 503 in the OpenAI shape (code shutting_down), and so does new work;
+- the process then exits on its own, well within the grace period plus a margin.
+
+Nothing here asserts a duration: the waits are for states (a unit running, one queued), with
+generous upper bounds only so that a broken build fails instead of hanging.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+from soak import GatewayProcess, encode  # noqa: E402
+
+MODEL = "whisper-tiny.en"  # the quick one: the test needs a unit running, not a long one
+GRACE_S = 60  # generous: the running unit must finish inside it even on a busy 2-core machine
+PHRASE = "The quick brown fox jumps over the lazy dog, and then it runs far away into the woods."
+
+
+def assert_openai_error(r: httpx.Response, status: int) -> dict:
+    assert r.status_code == status, (r.status_code, r.text[:300])
+    err = r.json()["error"]
+    assert {"message", "type", "param", "code"} <= set(err) and err["message"].strip(), err
+    return err
+
+
+def _clips(url: str) -> tuple[bytes, bytes]:
+    """~28 s of speech (one work unit: windows are up to 30 s) and a short one, spoken by the
+    server's own TTS."""
+    from gateway.audio.decode import decode_audio
+
+    r = httpx.post(
+        url + "/v1/audio/speech",
+        timeout=300,
+        json={"model": "tts-1", "voice": "alloy", "input": PHRASE, "response_format": "wav"},
+    )
+    r.raise_for_status()
+    speech = decode_audio(r.content)
+    gap = np.zeros(4000, np.float32)
+    reps = int(28 * 16000 // (len(speech) + len(gap))) + 1
+    audio = np.concatenate([speech, gap] * reps)[: 28 * 16000]
+    return encode(audio, 16000, "mp3"), encode(speech, 16000, "mp3")
+
+
+async def _wait_state(client: httpx.AsyncClient, predicate: Any, what: str) -> None:
+    deadline = time.monotonic() + 300
+    while True:
+        status = (await client.get("/v1/scheduler")).json()
+        if predicate(status):
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}: {status}")
+        await asyncio.sleep(0.05)
+
+
+def _whisper_busy(status: dict) -> bool:
+    return any(i["model"] == MODEL and i["busy"] for i in status["instances"])
+
+
+def test_sigterm_drains_running_work_and_refuses_queued() -> None:
+    server = GatewayProcess(env={"GATEWAY_SERVER__SHUTDOWN_GRACE_S": str(GRACE_S)})
+    try:
+        server.start()
+        clip, short = _clips(server.url)
+        # warm Whisper so that "running" below means transcribing, not loading
+        warm = httpx.post(
+            server.url + "/v1/audio/transcriptions",
+            timeout=600,
+            files={"file": ("w.mp3", short)},
+            data={"model": MODEL},
+        )
+        assert warm.status_code == 200, warm.text
+
+        async def scenario() -> dict[str, Any]:
+            out: dict[str, Any] = {}
+            async with httpx.AsyncClient(base_url=server.url, timeout=600) as c:
+
+                def stt(name: str) -> Any:
+                    return asyncio.ensure_future(
+                        c.post(
+                            "/v1/audio/transcriptions",
+                            files={"file": (name, clip)},
+                            data={"model": MODEL},
+                        )
+                    )
+
+                running = stt("running.mp3")
+                await _wait_state(c, _whisper_busy, "a transcription unit running")
+                queued = stt("queued.mp3")
+                await _wait_state(c, lambda s: s["queues"]["interactive"]["depth"] == 1,
+                                  "a second transcription queued")  # fmt: skip
+                server.send_signal(signal.SIGTERM)
+                # readiness turns false at once, while the running unit is still running
+                ready = await c.get("/ready")
+                deadline = time.monotonic() + 60
+                while ready.status_code == 200 and time.monotonic() < deadline:
+                    await asyncio.sleep(0.01)  # the signal is handled on the next loop turn
+                    ready = await c.get("/ready")
+                out["ready"] = ready
+                out["still_running"] = _whisper_busy((await c.get("/v1/scheduler")).json())
+                out["queued"] = await queued
+                try:
+                    out["new"] = await c.post(
+                        "/v1/audio/speech",
+                        json={"model": "tts-1", "voice": "alloy", "input": "Too late."},
+                    )
+                except httpx.HTTPError as exc:  # already stopped listening: also a refusal
+                    out["new"] = exc
+                out["running"] = await running
+            return out
+
+        out = asyncio.run(scenario())
+        code = server.wait(GRACE_S + 60)
+    finally:
+        server.stop()
+        log = server.log()
+        server.close()
+
+    ready = out["ready"]
+    assert ready.status_code == 503, ready.text
+    assert ready.json()["status"] == "not_ready" and ready.json()["shutting_down"] is True
+    assert out["still_running"], "the probe came after the running unit had finished"
+
+    err = assert_openai_error(out["queued"], 503)
+    assert err["code"] == "shutting_down" and err["type"] == "server_error"
+    if isinstance(out["new"], httpx.Response):
+        assert assert_openai_error(out["new"], 503)["code"] == "shutting_down"
+
+    running = out["running"]
+    assert running.status_code == 200, running.text
+    assert "fox" in running.json()["text"].lower()
+
+    assert code in (0, -signal.SIGTERM), (code, log[-2000:])
+    assert "SIGTERM: draining" in log
+    assert "Traceback" not in log, log[-3000:]
+
+
+def test_sigterm_when_idle_exits_cleanly() -> None:
+    server = GatewayProcess(env={"GATEWAY_SERVER__SHUTDOWN_GRACE_S": "5"})
+    try:
+        server.start(ready=False)
+        server.send_signal(signal.SIGTERM)
+        code = server.wait(120)
+    finally:
+        server.stop()
+        log = server.log()
+        server.close()
+    assert code in (0, -signal.SIGTERM), (code, log[-2000:])
+    assert "Traceback" not in log
+
+
+def test_sigint_drains_too_and_a_second_one_stops_at_once() -> None:
+    """Ctrl-C drains like SIGTERM and exits cleanly; Ctrl-C twice stops without waiting for the
+    grace period (here 600 s)."""
+    for count in (1, 2):
+        server = GatewayProcess(env={"GATEWAY_SERVER__SHUTDOWN_GRACE_S": "600"})
+        try:
+            server.start(ready=False)
+            for _ in range(count):
+                server.send_signal(signal.SIGINT)
+            code = server.wait(120)
+        finally:
+            server.stop()
+            log = server.log()
+            server.close()
+        assert code == 0, (count, code, log[-2000:])
+        assert "SIGINT: draining" in log
+        if count == 1:
+            assert "Traceback" not in log, log[-3000:]
