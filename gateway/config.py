@@ -46,6 +46,11 @@ class ServerSettings(BaseModel):
     max_upload_mb: float = Field(
         25.0, gt=0, description="Largest audio upload in MiB; larger requests get 413."
     )
+    max_audio_s: float = Field(
+        4 * 3600.0,
+        gt=0,
+        description="Longest decoded upload in seconds (1 h decodes to ~0.5 GiB); longer gets 400.",
+    )
     max_input_chars: int = Field(
         4096, ge=1, description="Longest speech `input` in characters; longer gets 400."
     )

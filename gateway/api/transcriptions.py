@@ -92,7 +92,7 @@ async def _transcribe(
                           "timestamp_granularities[]")  # fmt: skip
     data = await _read_upload(request, file, gw)
     try:
-        audio = await asyncio.to_thread(decode_audio, data)
+        audio = await asyncio.to_thread(decode_audio, data, gw.settings.server.max_audio_s)
     except AudioDecodeError as exc:
         raise bad_request(str(exc), "file", "invalid_audio") from None
     del data
