@@ -37,3 +37,14 @@ lint: setup-test
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache
+
+# Load test (locust, headless): starts the gateway on a free loopback port, writes CSV + HTML to
+# results/loadtest-<timestamp>/, exits non-zero when a threshold fails. `make loadtest DURATION=30s`
+DURATION ?= 60s
+USERS ?= 3
+loadtest: setup-test
+	DURATION="$(DURATION)" USERS="$(USERS)" PYTHON=$(BIN)/python scripts/loadtest.sh
+
+# Benchmarks: writes docs/benchmarks.md and docs/img/*.png (about 15 min on 2 cores).
+bench: setup-test
+	$(BIN)/gateway bench report

@@ -7,7 +7,6 @@ import asyncio
 import json
 import sys
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from . import __version__

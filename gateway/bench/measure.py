@@ -1,0 +1,250 @@
+"""Sections of `gateway bench report` that run against one gateway: overhead against the raw
+libraries, throughput against concurrency, and streaming's time to first audio byte."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ..config import Settings
+from ..registry.manifest import load_manifest
+from ..registry.store import ModelStore
+from . import clips
+from .client import median, speech, stream_speech, summary, transcribe
+from .server import proc_cpu_seconds
+
+Say = Callable[[str], None]
+VOICE = "jf_alpha"  # what `alloy` maps to in the embedded pack; named, so both sides agree
+
+
+class RawWorker:
+    """The child process of gateway.bench.raw, holding both models loaded."""
+
+    def __init__(self, settings: Settings) -> None:
+        store = ModelStore(settings.models.dir, load_manifest(settings.models.manifest),
+                           settings.models.local_paths)  # fmt: skip
+        self.threads = {"kokoro": settings.cpu_threads("kokoro"),
+                        "whisper": settings.cpu_threads("whisper")}  # fmt: skip
+        kdir = store.folder(settings.models.speech_default)
+        wdir = store.folder(settings.models.transcription_default)
+        threads = min(self.threads.values())
+        cmd = [sys.executable, "-m", "gateway.bench.raw", str(kdir), str(wdir), str(threads),
+               settings.whisper.compute_type]  # fmt: skip
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True, bufsize=1)  # fmt: skip
+        ready = self._read()
+        if not ready.get("ready"):
+            raise RuntimeError(f"raw worker failed to start: {ready}")
+
+    def _read(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"raw worker exited ({self.proc.poll()})")
+        reply: dict[str, Any] = json.loads(line)
+        return reply
+
+    def call(self, **cmd: Any) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(cmd) + "\n")
+        self.proc.stdin.flush()
+        reply = self._read()
+        if "error" in reply:
+            raise RuntimeError(f"raw {cmd.get('op')}: {reply['error']}")
+        return reply
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                assert self.proc.stdin is not None
+                self.proc.stdin.write(json.dumps({"op": "quit"}) + "\n")
+                self.proc.stdin.close()
+                self.proc.wait(timeout=20)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+
+
+def overhead(base: str, pid: int, settings: Settings, inputs: dict[str, Any], runs: int,
+             say: Say) -> dict[str, Any]:  # fmt: skip
+    """Gateway over HTTP vs the raw call on the same input, interleaved, median of `runs`: wall
+    time, and CPU time (the gateway process's, all threads; the raw worker's), which other
+    processes on a shared machine disturb far less than wall time."""
+    raw = RawWorker(settings)
+
+    def timed(call: Callable[[], Any]) -> tuple[float, float]:
+        c0 = proc_cpu_seconds(pid)
+        t0 = time.perf_counter()
+        call()
+        return time.perf_counter() - t0, proc_cpu_seconds(pid) - c0
+
+    cases: list[dict[str, Any]] = []
+    try:
+        mem_raw_idle = raw.call(op="memory")
+        with httpx.Client(timeout=httpx.Timeout(600.0, connect=10.0)) as client:
+            text = inputs["speech_text"]
+            # warm both sides once (first runs pay for allocations and caches)
+            raw.call(op="speech", text=text, voice=VOICE)
+            speech(client, base, text, VOICE, "wav")
+            variants = [("speech, wav", "wav")]
+            if runs >= 3:  # the default format too (MP3 encoding is part of what clients get)
+                variants.append(("speech, mp3 (default)", "mp3"))
+            for label, fmt in variants:
+                raw_t: list[tuple[float, float]] = []
+                gw_t: list[tuple[float, float]] = []
+                n = runs if fmt == "wav" else max(1, runs - 2)
+                say(f"overhead: {label} x{n}")
+                audio_s = 0.0
+                for _ in range(n):
+                    r = raw.call(op="speech", text=text, voice=VOICE)
+                    raw_t.append((r["s"], r["cpu"]))
+                    audio_s = r["audio_s"]
+                    gw_t.append(timed(partial(speech, client, base, text, VOICE, fmt)))
+                cases.append(_case(label, audio_s, raw_t, gw_t))
+            for label, path, audio_s in inputs["transcription"]:
+                data = Path(path).read_bytes()
+                raw.call(op="transcribe", path=str(path))
+                transcribe(client, base, data, Path(path).name)
+                raw_t, gw_t = [], []
+                n = runs if audio_s <= 30 else max(1, runs - 3)
+                say(f"overhead: {label} x{n}")
+                for _ in range(n):
+                    r = raw.call(op="transcribe", path=str(path))
+                    raw_t.append((r["s"], r["cpu"]))
+                    gw_t.append(timed(partial(transcribe, client, base, data, Path(path).name)))
+                cases.append(_case(label, audio_s, raw_t, gw_t))
+        mem_raw = raw.call(op="memory")
+    finally:
+        raw.close()
+    return {"cases": cases, "raw_memory_idle": mem_raw_idle, "raw_memory": mem_raw,
+            "threads": raw.threads}  # fmt: skip
+
+
+def _case(label: str, audio_s: float, raw: list[tuple[float, float]],
+          gw: list[tuple[float, float]]) -> dict[str, Any]:  # fmt: skip
+    """(wall, cpu) pairs of both sides -> medians and ratios."""
+    raw_s, raw_cpu = [r[0] for r in raw], [r[1] for r in raw]
+    gw_s, gw_cpu = [g[0] for g in gw], [g[1] for g in gw]
+    return {
+        "case": label,
+        "audio_s": audio_s,
+        "raw": raw_s,
+        "gateway": gw_s,
+        "raw_cpu": raw_cpu,
+        "gateway_cpu": gw_cpu,
+        "raw_median": median(raw_s),
+        "gateway_median": median(gw_s),
+        "ratio": median(gw_s) / median(raw_s),
+        "raw_cpu_median": median(raw_cpu),
+        "gateway_cpu_median": median(gw_cpu),
+        "cpu_ratio": median(gw_cpu) / median(raw_cpu) if median(raw_cpu) else float("nan"),
+    }
+
+
+def throughput(base: str, levels: tuple[int, ...], per_client: Callable[[int], int],
+               inputs: dict[str, Any], say: Say) -> dict[str, Any]:  # fmt: skip
+    """Closed-loop clients at each concurrency: requests/s and real-time factor per engine."""
+    out: dict[str, Any] = {"speech": [], "transcription": []}
+    for engine in ("speech", "transcription"):
+        for c in levels:
+            say(f"throughput: {engine}, {c} clients x {per_client(c)}")
+            out[engine].append(_level(base, engine, c, per_client(c), inputs))
+    return out
+
+
+def _level(base: str, engine: str, clients: int, n: int, inputs: dict[str, Any]) -> dict[str, Any]:
+    sentences: list[tuple[str, float]] = inputs["sentences"]  # (text, audio seconds)
+    clip = Path(inputs["tp_clip"]).read_bytes()
+    latencies: list[float] = []
+    audio = [0.0]
+    errors: list[str] = []
+    lock = threading.Lock()
+
+    def client_loop(i: int) -> None:
+        with httpx.Client(timeout=httpx.Timeout(900.0, connect=10.0)) as client:
+            for k in range(n):
+                try:
+                    if engine == "speech":
+                        text, secs = sentences[(i * n + k) % len(sentences)]
+                        dt = speech(client, base, text)
+                    else:
+                        secs = inputs["tp_clip_s"]
+                        dt = transcribe(client, base, clip, "recording.wav")[0]
+                except Exception as exc:  # recorded; the level goes on
+                    with lock:
+                        errors.append(str(exc)[:200])
+                    continue
+                with lock:
+                    latencies.append(dt)
+                    audio[0] += secs
+
+    threads = [threading.Thread(target=client_loop, args=(i,)) for i in range(clients)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    return {
+        "clients": clients,
+        "requests": len(latencies),
+        "errors": errors[:3],
+        "wall_s": wall,
+        "rps": len(latencies) / wall,
+        "rtf": wall / audio[0] if audio[0] else float("nan"),  # wall s per audio s
+        "latency": summary(latencies),
+    }
+
+
+def streaming(base: str, text: str, runs: int, say: Say) -> dict[str, Any]:
+    """Time to first audio byte of a streamed multi-sentence request vs the whole response."""
+    say(f"streaming x{runs}")
+    ttfb, stream_total, full = [], [], []
+    with httpx.Client(timeout=httpx.Timeout(600.0, connect=10.0)) as client:
+        if runs > 1:
+            stream_speech(client, base, text)  # warm
+        for _ in range(runs):
+            first, total, _ = stream_speech(client, base, text)
+            ttfb.append(first)
+            stream_total.append(total)
+            full.append(speech(client, base, text))
+    return {
+        "text_chars": len(text),
+        "ttfb": summary(ttfb),
+        "stream_total": summary(stream_total),
+        "full": summary(full),
+        "ttfb_runs": ttfb,
+        "full_runs": full,
+    }
+
+
+def prepare(base: str, quick: bool, say: Say) -> dict[str, Any]:
+    """Inputs of the report sections, built with the gateway's own TTS (cached)."""
+    t0 = time.perf_counter()
+    pool = clips.POOL[:4] if quick else clips.POOL
+    sentences = [(s, len(a) / r) for s in pool for a, r in [clips.speak(base, s)]]
+    speech_text = " ".join(clips.POOL[:1] if quick else clips.POOL[1:3])  # ~9 s of audio
+    lengths = (4.0,) if quick else (10.0, 60.0)
+    transcription = []
+    for secs in lengths:
+        path = clips.clip_file(base, secs, "mp3")
+        transcription.append((f"transcription, {secs:g} s clip", str(path), secs))
+    tp_s = 4.0 if quick else 10.0
+    stream_text = " ".join(clips.POOL[4:6] if quick else clips.POOL[4:7])
+    say(f"report inputs ready in {time.perf_counter() - t0:.1f} s")
+    return {
+        "sentences": sentences,
+        "speech_text": speech_text,
+        "transcription": transcription,
+        "tp_clip": str(clips.clip_file(base, tp_s, "mp3")),
+        "tp_clip_s": tp_s,
+        "stream_text": stream_text,
+    }

@@ -1,0 +1,91 @@
+"""The raw library calls the gateway is compared with, in a child process of their own.
+
+`python -m gateway.bench.raw KOKORO_DIR WHISPER_DIR THREADS` loads Kokoro (kokoro_onnx on an
+ONNX Runtime session with the same model files and thread count) and Whisper (faster_whisper's
+WhisperModel, same compute type and threads), then answers one JSON command per stdin line:
+
+    {"op": "speech", "text": ..., "voice": ..., "lang": "en-us"}   -> {"s", "cpu", "audio_s"}
+    {"op": "transcribe", "path": ..., "beam_size": 5, "vad": true} -> {"s", "cpu", "text"}
+
+(`s`: wall seconds; `cpu`: CPU seconds of the process, all threads.)
+    {"op": "memory"}                                               -> {"VmHWM": MiB, "VmRSS": MiB}
+
+A process of its own keeps its memory figures clean and lets the caller interleave raw and
+gateway runs, so a change in background load hits both sides alike.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def _load(kokoro_dir: Path, whisper_dir: Path, threads: int, compute_type: str) -> tuple[Any, Any]:
+    import onnxruntime as ort
+    from faster_whisper import WhisperModel
+    from kokoro_onnx import Kokoro
+
+    from ..engines.kokoro import find_files
+
+    model_path, voices_path = find_files(kokoro_dir)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+    kokoro = Kokoro.from_session(session, str(voices_path))
+    whisper = WhisperModel(str(whisper_dir), device="cpu", compute_type=compute_type,
+                           cpu_threads=threads, num_workers=1)  # fmt: skip
+    return kokoro, whisper
+
+
+def _handle(cmd: dict[str, Any], kokoro: Any, whisper: Any) -> dict[str, Any]:
+    from .server import proc_memory
+
+    op = cmd.get("op")
+    if op == "speech":
+        t0, c0 = time.perf_counter(), time.process_time()
+        audio, rate = kokoro.create(cmd["text"], voice=cmd["voice"], speed=1.0,
+                                    lang=cmd.get("lang", "en-us"))  # fmt: skip
+        return {"s": time.perf_counter() - t0, "cpu": time.process_time() - c0,
+                "audio_s": len(audio) / rate}  # fmt: skip
+    if op == "transcribe":
+        t0, c0 = time.perf_counter(), time.process_time()
+        segments, info = whisper.transcribe(cmd["path"], beam_size=cmd.get("beam_size", 5),
+                                            vad_filter=cmd.get("vad", True))  # fmt: skip
+        text = " ".join(s.text.strip() for s in segments)  # decoding happens here
+        return {"s": time.perf_counter() - t0, "cpu": time.process_time() - c0, "text": text,
+                "duration": info.duration}  # fmt: skip
+    if op == "memory":
+        import os
+
+        return proc_memory(os.getpid())
+    return {"error": f"unknown op {op!r}"}
+
+
+def serve(argv: list[str]) -> int:
+    kokoro_dir, whisper_dir, threads = Path(argv[0]), Path(argv[1]), int(argv[2])
+    compute_type = argv[3] if len(argv) > 3 else "int8"
+    kokoro, whisper = _load(kokoro_dir, whisper_dir, threads, compute_type)
+    out = sys.stdout
+    out.write(json.dumps({"ready": True}) + "\n")
+    out.flush()
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        cmd = json.loads(line)
+        if cmd.get("op") == "quit":
+            break
+        try:
+            reply = _handle(cmd, kokoro, whisper)
+        except Exception as exc:  # report, keep serving
+            reply = {"error": f"{type(exc).__name__}: {exc}"}
+        out.write(json.dumps(reply) + "\n")
+        out.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(serve(sys.argv[1:]))

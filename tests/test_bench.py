@@ -1,0 +1,135 @@
+"""The benchmark generator: its arithmetic and rendering on made-up numbers (fast), and one real
+`gateway bench report --quick` into a temporary folder (tiny inputs, few runs). Timings are never
+asserted: only that every section, table and plot is produced."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from argparse import Namespace
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+
+from gateway.bench import report, sharing
+from gateway.bench.client import BatchLoop, JobRecord, summary
+from gateway.bench.server import CpuTimes, cpu_busy, machine_info, proc_memory
+
+ROOT = Path(__file__).resolve().parents[1]
+PNG = b"\x89PNG\r\n\x1a\n"
+PLOTS = ("sharing", "overhead", "throughput", "memory", "streaming")
+
+
+def _config(name: str, idle: float, loaded: float) -> dict:
+    return {
+        "name": name, "label": sharing.CONFIGS[name]["label"],
+        "idle": summary([idle, idle * 1.1]), "load": summary([loaded, loaded * 1.2]),
+        "idle_runs": [idle], "load_runs": [loaded],
+        "ratio_p95": loaded * 1.2 / (idle * 1.1), "ratio_p50": loaded / idle,
+        "batch_jobs_finished": 4, "batch_jobs_during_probe": 2, "batch_errors": [],
+        "batch_rate_alone": 6.0, "batch_rate_with_speech": 3.0, "batch_rate_ratio": 0.5,
+        "speech_duty": 0.6, "cpu_busy": 0.99, "gateway_cpu": 0.97, "others_cpu_load": 0.01,
+        "others_cpu_idle": 0.0, "peak_rss_mib": 800.0, "processes": 1,
+    }  # fmt: skip
+
+
+def fake_results() -> dict:
+    sh = {
+        "params": asdict(sharing.QUICK),
+        "quick": True,
+        "configs": {"priority": _config("priority", 1.5, 1.6), "fifo": _config("fifo", 1.5, 4.0),
+                    "two-servers": _config("two-servers", 1.6, 3.5)},
+        "probe": {"text": "The quick brown fox.", "audio_s": 3.6},
+    }  # fmt: skip
+    sh["verdict"] = sharing.verdict(sh)
+    case = {"case": "speech, wav", "audio_s": 10.0, "raw": [4.0], "gateway": [4.1],
+            "raw_cpu_median": 7.9, "gateway_cpu_median": 8.0, "cpu_ratio": 1.01,
+            "raw_median": 4.0, "gateway_median": 4.1, "ratio": 1.025}  # fmt: skip
+    level = {"clients": 1, "requests": 2, "errors": [], "wall_s": 3.0, "rps": 0.66, "rtf": 0.4,
+             "latency": summary([1.5, 1.5])}  # fmt: skip
+    return {
+        "quick": True, "date": "2026-01-01 00:00 UTC", "command": "gateway bench report --quick",
+        "machine": machine_info(), "load_before": (0.1, 0.2, 0.3), "load_after": (1.0, 0.5, 0.3),
+        "memory_idle": {"VmRSS": 700.0, "VmHWM": 720.0},
+        "memory_after": {"VmRSS": 750.0, "VmHWM": 800.0},
+        "memory_sections": {"overhead": {"VmRSS": 740.0, "VmHWM": 790.0}},
+        "overhead": {"cases": [case, {**case, "case": "transcription, 10 s clip"}],
+                     "raw_memory": {"VmHWM": 690.0}, "raw_memory_idle": {"VmHWM": 600.0},
+                     "threads": {"kokoro": 2, "whisper": 2}},
+        "throughput": {"speech": [level, {**level, "clients": 2}],
+                       "transcription": [level, {**level, "clients": 2}], "clip_s": 4.0},
+        "streaming": {"text_chars": 120, "ttfb": summary([1.0]), "stream_total": summary([3.0]),
+                      "full": summary([2.9]), "ttfb_runs": [1.0], "full_runs": [2.9]},
+        "gateway_env": {"policy": "priority", "cores": 2, "cpu_slots": 1},
+        "sharing": sh, "elapsed_s": 60.0,
+    }  # fmt: skip
+
+
+def test_statistics_and_kernel_readings() -> None:
+    s = summary([1.0, 2.0, 3.0, 4.0])
+    assert s["n"] == 4 and s["p50"] == 2.5 and 3.8 < s["p95"] < 4.0
+    assert summary([])["n"] == 0
+    assert cpu_busy(CpuTimes(100, 1000, 0), CpuTimes(250, 1200, 1)) == 0.75
+    mem = proc_memory(os.getpid())
+    assert mem["VmHWM"] >= mem["VmRSS"] > 0
+
+
+def test_batch_throughput_counts_overlap_share() -> None:
+    loop = BatchLoop("http://unused", [b""], 48.0)
+    loop.records = [JobRecord(0, 10, True, 48.0), JobRecord(10, 20, True, 48.0),
+                    JobRecord(5, 6, False, 48.0)]  # fmt: skip
+    # window [5, 15]: half of each finished job -> 48 s of audio in 10 s
+    assert loop.throughput(5, 15) == pytest.approx(4.8)
+    assert loop.finished(0, 15) == 1
+
+
+def test_verdict_and_render_from_fake_numbers(tmp_path: Path) -> None:
+    res = fake_results()
+    v = res["sharing"]["verdict"]
+    assert v["priority_ratio_within_target"] and v["priority_better_than_others"]
+    md_path = report.write(res, tmp_path)
+    md = md_path.read_text()
+    for heading in ("# Benchmarks", "## 1. Overhead", "## 2. Sharing", "## 3. Throughput",
+                    "## 4. Memory", "## 5. Streaming"):  # fmt: skip
+        assert heading in md
+    for name in PLOTS:
+        assert f"img/{name}.png" in md
+        assert (tmp_path / "img" / f"{name}.png").read_bytes().startswith(PNG)
+    assert "| priority |" in md and "| two-servers |" in md
+    assert "CPU ratio" in md and "**1.01×**" in md
+    assert res["machine"]["cpu"] in md
+    assert "| overhead | 0.72 GiB | 0.77 GiB |" in md
+
+
+def test_quick_never_writes_docs() -> None:
+    args = Namespace(name="report", quick=True, out=report.DOCS)
+    with pytest.raises(SystemExit):
+        report.main(args, None)  # type: ignore[arg-type]
+
+
+@pytest.mark.timeout(420)
+def test_quick_report_end_to_end(tmp_path: Path) -> None:
+    docs_md = ROOT / "docs" / "benchmarks.md"
+    before = docs_md.stat().st_mtime if docs_md.exists() else None
+    out = tmp_path / "report"
+    r = subprocess.run([sys.executable, "-m", "gateway.cli", "bench", "report", "--quick",
+                        "--out", str(out)], capture_output=True, text=True, timeout=400,
+                       cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
+    md = (out / "benchmarks.md").read_text()
+    assert "quick mode" in md
+    for heading in ("## 1. Overhead", "## 2. Sharing", "## 3. Throughput", "## 4. Memory",
+                    "## 5. Streaming"):  # fmt: skip
+        assert heading in md
+    for name in PLOTS:
+        assert (out / "img" / f"{name}.png").read_bytes().startswith(PNG), name
+    raw = json.loads(next(out.glob("bench-report-*.json")).read_text())
+    assert set(raw["sharing"]["configs"]) == {"priority", "fifo", "two-servers"}
+    for cfg in raw["sharing"]["configs"].values():
+        assert cfg["idle"]["n"] >= 1 and cfg["load"]["n"] >= 1
+    assert all(c["ratio"] > 0 and c["cpu_ratio"] > 0 for c in raw["overhead"]["cases"])
+    assert raw["memory_after"]["VmHWM"] > 0
+    assert (docs_md.stat().st_mtime if docs_md.exists() else None) == before
