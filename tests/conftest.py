@@ -115,6 +115,12 @@ def encode(audio: np.ndarray, rate: int, container: str, codec: str, fmt: str = 
     return buf.getvalue()
 
 
+def tone_wav(seconds: float = 1.0, rate: int = 16000) -> bytes:
+    """A 440 Hz tone as 16-bit mono WAV: audio that decodes, with no speech in it."""
+    x = (0.2 * np.sin(2 * np.pi * 440 * np.arange(int(rate * seconds)) / rate)).astype(np.float32)
+    return encode(x, rate, "wav", "pcm_s16le", "s16")
+
+
 def wer(reference: str, hypothesis: str) -> float:
     import jiwer
 

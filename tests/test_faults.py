@@ -9,7 +9,6 @@ surfaces from ONNX Runtime / CTranslate2.
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 import os
 import re
@@ -20,9 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import av
 import httpx
-import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -33,6 +30,8 @@ from gateway.engines.whisper import WhisperEngine
 from gateway.scheduler import SimulatedGpu
 from gateway.service import Gateway
 
+from .conftest import tone_wav
+
 CACHE = Path(os.path.expanduser("~/.cache/gateway/models"))
 DEFAULTS = ("kokoro", "whisper-base", "whisper-tiny.en")
 
@@ -42,23 +41,6 @@ def assert_openai_error(r: Any, status: int) -> dict:
     err = r.json()["error"]
     assert {"message", "type", "param", "code"} <= set(err) and err["message"].strip(), err
     return err
-
-
-def tone_wav(seconds: float = 1.0) -> bytes:
-    rate = 16000
-    x = (0.2 * np.sin(2 * np.pi * 440 * np.arange(int(rate * seconds)) / rate)).astype(np.float32)
-    buf = io.BytesIO()
-    with av.open(buf, "w", format="wav") as out:
-        stream = out.add_stream("pcm_s16le", rate=rate)
-        stream.layout = "mono"
-        frame = av.AudioFrame.from_ndarray((x * 32767).astype(np.int16)[None], format="s16",
-                                           layout="mono")  # fmt: skip
-        frame.sample_rate = rate
-        for packet in stream.encode(frame):
-            out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
-    return buf.getvalue()
 
 
 def metric(text: str, name: str, **labels: str) -> float:

@@ -8,20 +8,19 @@ flood runs against a real uvicorn process with tiny queues.
 from __future__ import annotations
 
 import asyncio
-import io
 import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-import av
 import httpx
-import numpy as np
 import pytest
 
 from gateway.app import create_app
 from gateway.config import Settings
+
+from .conftest import tone_wav
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 from soak import GatewayProcess  # noqa: E402
@@ -37,18 +36,7 @@ def assert_openai_error(r: httpx.Response, status: int) -> dict:
     return err
 
 
-def wav(seconds: float = 1.0, rate: int = 16000) -> bytes:
-    x = (0.2 * np.sin(2 * np.pi * 440 * np.arange(int(rate * seconds)) / rate)).astype(np.float32)
-    buf = io.BytesIO()
-    with av.open(buf, "w", format="wav") as out:
-        stream = out.add_stream("pcm_s16le", rate=rate)
-        stream.layout = "mono"
-        frame = av.AudioFrame.from_ndarray((x * 32767).astype(np.int16)[None], format="s16",
-                                           layout="mono")  # fmt: skip
-        frame.sample_rate = rate
-        for packet in [*stream.encode(frame), *stream.encode(None)]:
-            out.mux(packet)
-    return buf.getvalue()
+wav = tone_wav
 
 
 def metric(text: str, name: str, **labels: str) -> float:
