@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 import zipfile
@@ -199,4 +198,3 @@ class Gateway:
 
     async def stop(self) -> None:
         await self.scheduler.close(self.settings.server.shutdown_grace_s)
-        await asyncio.sleep(0)

@@ -123,9 +123,6 @@ class Scheduler:
             timeout = min(timeout, timeout_s)
         yield Job(self, model, level, timeout)
 
-    def _level(self, unit: Unit) -> Level:
-        return unit.job.level
-
     def queued(self, level: Level | None = None, model: str | None = None) -> int:
         return sum(
             1
