@@ -152,16 +152,8 @@ class OpenWebUIChatUser(HttpUser):
             body = {"input": text, "voice": "alloy", "model": "tts-1"}
             with self.client.post("/v1/audio/speech", json=body, headers=_auth(self),
                                   name=SPEECH, catch_response=True) as r:  # fmt: skip
-                delay = _backpressure(r, SPEECH)
-                if delay is not None:
-                    gevent.sleep(delay)
+                if _judge(r, SPEECH, _check_mp3):
                     return  # Open WebUI shows the error; the user moves on
-                if r.status_code != 200:
-                    r.failure(f"HTTP {r.status_code}: {_error(r)}")
-                elif not r.headers.get("content-type", "").startswith("audio/mpeg"):
-                    r.failure(f"content type {r.headers.get('content-type')!r}, expected MP3")
-                elif len(r.content) < 100:
-                    r.failure(f"only {len(r.content)} bytes of audio")
 
 
 class VoiceNoteUser(HttpUser):
@@ -187,13 +179,7 @@ class VoiceNoteUser(HttpUser):
         with self.client.post("/v1/audio/transcriptions", files={"file": (filename, data)},
                               data=form, headers=_auth(self), name=VOICE_NOTE,
                               catch_response=True) as r:  # fmt: skip
-            delay = _backpressure(r, VOICE_NOTE)
-            if delay is not None:
-                gevent.sleep(delay)
-            elif r.status_code != 200:
-                r.failure(f"HTTP {r.status_code}: {_error(r)}")
-            else:
-                _check_text(r)
+            _judge(r, VOICE_NOTE, _check_text)
 
 
 class BatchTranscriptionUser(HttpUser):
@@ -210,13 +196,28 @@ class BatchTranscriptionUser(HttpUser):
                               files={"file": (f"{uuid.uuid4()}.mp3", inputs.batch)},
                               data={"model": "whisper-1"}, headers=headers, name=BATCH,
                               catch_response=True, timeout=900) as r:  # fmt: skip
-            delay = _backpressure(r, BATCH)
-            if delay is not None:
-                gevent.sleep(delay)
-            elif r.status_code != 200:
-                r.failure(f"HTTP {r.status_code}: {_error(r)}")
-            else:
-                _check_text(r)
+            _judge(r, BATCH, _check_text)
+
+
+def _judge(r: Any, name: str, check: Any) -> bool:
+    """Backpressure (429) sleeps and is no failure; another non-200 fails; a 200 is checked.
+    True when the server pushed back."""
+    delay = _backpressure(r, name)
+    if delay is not None:
+        gevent.sleep(delay)
+        return True
+    if r.status_code != 200:
+        r.failure(f"HTTP {r.status_code}: {_error(r)}")
+    else:
+        check(r)
+    return False
+
+
+def _check_mp3(r: Any) -> None:
+    if not r.headers.get("content-type", "").startswith("audio/mpeg"):
+        r.failure(f"content type {r.headers.get('content-type')!r}, expected MP3")
+    elif len(r.content) < 100:
+        r.failure(f"only {len(r.content)} bytes of audio")
 
 
 def _check_text(r: Any) -> None:
