@@ -8,23 +8,36 @@ loaded instance, so thread-local runtime state (CUDA context, nice value) stays 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, runtime_checkable
+from enum import StrEnum
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
-LaneName = Literal["gpu", "cpu"]
+
+class Lane(StrEnum):
+    """Where a unit runs. The values are the labels of metrics and the keys of JSON status."""
+
+    gpu = "gpu"
+    cpu = "cpu"
+
+
+
+UnitT = TypeVar("UnitT", contravariant=True)
+ResultT = TypeVar("ResultT")
 
 
 @dataclass(frozen=True)
 class Device:
     """Where an instance runs: the lane, the GPU index, CPU threads and the GPU memory cap."""
 
-    lane: LaneName
+    lane: Lane
     index: int = 0
     threads: int = 1
     gpu_mem_limit_mib: int | None = None
 
 
 @runtime_checkable
-class Engine(Protocol):
+class Engine(Protocol[UnitT, ResultT]):
+    """One model family's runtime, generic in its work unit and its result."""
+
     model_id: str
     family: str
     # False when the runtime cannot cap its own GPU memory (CTranslate2): the scheduler then
@@ -37,9 +50,13 @@ class Engine(Protocol):
 
     def load(self, device: Device) -> Any: ...
 
-    def run(self, handle: Any, payload: Any) -> Any: ...
+    def run(self, handle: Any, payload: UnitT) -> ResultT: ...
 
     def unload(self, handle: Any) -> None: ...
+
+    def audio_seconds(self, payload: UnitT, result: ResultT) -> float:
+        """Seconds of audio a unit spoke or heard, for the real-time-factor metric (0: unknown)."""
+        ...
 
 
 GPU_ERROR_MARKERS = (

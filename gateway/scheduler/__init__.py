@@ -1,9 +1,14 @@
-"""GPU-sharing scheduler: the API layer talks to it; it talks to engines through a protocol."""
+"""GPU-sharing scheduler: the task layer talks to it; it talks to engines through a protocol.
 
-from .core import ModelPolicy, Scheduler
+Arrows point one way: core -> placement -> pool -> policy; core -> queue; core -> status.
+"""
+
+from ..engines.base import Lane
+from .core import Scheduler
 from .gpu import GpuInfo, GpuMonitor, NvmlMonitor, SimulatedGpu
 from .metrics import GpuCollector, SchedulerMetrics
-from .units import (
+from .policy import ModelPolicy
+from .queue import (
     Job,
     Level,
     NotPlaceable,
@@ -11,11 +16,27 @@ from .units import (
     QueueTimeout,
     SchedulerError,
     ShuttingDown,
+    Unit,
     UnitRecord,
-)  # fmt: skip
+)
 
 __all__ = [
-    "GpuCollector", "GpuInfo", "GpuMonitor", "Job", "Level", "ModelPolicy", "NotPlaceable",
-    "NvmlMonitor", "QueueFull", "QueueTimeout", "Scheduler", "SchedulerError",
-    "SchedulerMetrics", "ShuttingDown", "SimulatedGpu", "UnitRecord",
-]  # fmt: skip
+    "GpuCollector",
+    "GpuInfo",
+    "GpuMonitor",
+    "Job",
+    "Lane",
+    "Level",
+    "ModelPolicy",
+    "NotPlaceable",
+    "NvmlMonitor",
+    "QueueFull",
+    "QueueTimeout",
+    "Scheduler",
+    "SchedulerError",
+    "SchedulerMetrics",
+    "ShuttingDown",
+    "SimulatedGpu",
+    "Unit",
+    "UnitRecord",
+]

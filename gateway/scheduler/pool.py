@@ -1,4 +1,5 @@
-"""An instance: one loaded copy of a model on one lane, owned by one worker thread.
+"""The instance pool. An instance is one loaded copy of a model on one lane, owned by one worker
+thread (Triton: a model instance).
 
 All of an instance's runtime calls happen on its own thread. Threads inherit their nice value
 from the thread that creates them, so an instance whose thread lowers its priority before loading
@@ -12,10 +13,14 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 
-from ..engines.base import Device, Engine
+from ..config import SchedulerSettings
+from ..engines.base import Device, Engine, Lane
+from .metrics import SchedulerMetrics
+from .policy import ModelPolicy
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +56,7 @@ class Instance:
         self.last_used = time.monotonic()
         self.load_s: float | None = None
         self.wait_for: list[Future[Any]] = []
-        self.key: tuple[str, str] = (self.model, self.lane)
+        self.key: tuple[str, str] = (self.model, str(self.lane))
         self._executor = ThreadPoolExecutor(
             max_workers=1,
             thread_name_prefix=f"{self.model}-{self.lane}",
@@ -97,6 +102,12 @@ class Instance:
             del handle
             log.info("model unloaded", extra={"model": self.model, "lane": self.lane})
 
+    def audio_seconds(self, payload: Any, result: Any) -> float:
+        try:
+            return float(self.engine.audio_seconds(payload, result))
+        except AttributeError:  # a test double without the method: no real-time factor
+            return 0.0
+
     def describe(self) -> dict[str, Any]:
         return {
             "model": self.model,
@@ -111,3 +122,71 @@ class Instance:
             "idle_s": round(time.monotonic() - self.last_used, 1),
             "load_s": None if self.load_s is None else round(self.load_s, 3),
         }
+
+
+class InstancePool:
+    """Every instance, keyed by (model, lane) and (model, "cpu-bg") for niced batch instances."""
+
+    def __init__(
+        self,
+        engines: dict[str, Engine],
+        policies: dict[str, ModelPolicy],
+        settings: SchedulerSettings,
+        metrics: SchedulerMetrics | None,
+    ) -> None:
+        self.engines = engines
+        self.policies = policies
+        self.settings = settings
+        self.metrics = metrics
+        self.instances: dict[tuple[str, str], Instance] = {}
+
+    def __iter__(self) -> Iterator[Instance]:
+        return iter(list(self.instances.values()))
+
+    def has(self, model: str, lane: Lane) -> bool:
+        return (model, str(lane)) in self.instances
+
+    def on_gpu(self) -> list[Instance]:
+        return [i for (_, lane), i in self.instances.items() if lane == Lane.gpu]
+
+    def gpu_committed(self) -> int:
+        return sum(i.budget_mib for i in self.on_gpu())
+
+    def get(self, model: str, lane: Lane, background: bool = False, nice: int = 0) -> Instance:
+        """The instance for a lane, created (not loaded) when missing; a niced engine's batch
+        units get a CPU instance of their own (nice value, background slot), while its
+        interactive units run at normal priority."""
+        key = (model, "cpu-bg" if lane == Lane.cpu and background else str(lane))
+        inst = self.instances.get(key)
+        if inst is None:
+            policy = self.policies[model]
+            if lane == Lane.gpu:
+                device = Device(Lane.gpu, self.settings.gpu_device, 1, policy.gpu_budget_mib)
+                inst = Instance(
+                    self.engines[model], device, policy.gpu_budget_mib, 0, False, policy.pinned
+                )
+            else:
+                device = Device(Lane.cpu, 0, policy.cpu_threads)
+                inst = Instance(
+                    self.engines[model], device, 0, nice if background else 0, background,
+                    policy.pinned,
+                )  # fmt: skip
+            inst.key = key
+            self.instances[key] = inst
+        return inst
+
+    def unload(self, inst: Instance, reason: str) -> Future[Any]:
+        self.instances.pop(inst.key, None)
+        if self.metrics and inst.loaded:
+            self.metrics.unloads.labels(inst.model, inst.lane, reason).inc()
+        return inst.unload()
+
+    def expire_idle(self) -> None:
+        """Unload instances idle longer than their lane's TTL (never pinned ones)."""
+        now = time.monotonic()
+        ttls = {Lane.gpu: self.settings.gpu_idle_ttl_s, Lane.cpu: self.settings.cpu_idle_ttl_s}
+        for inst in self:
+            ttl = ttls[inst.lane]
+            idle = inst.loaded and not inst.busy and not inst.pinned
+            if ttl and idle and now - inst.last_used > ttl:
+                self.unload(inst, "idle")

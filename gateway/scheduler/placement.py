@@ -1,0 +1,142 @@
+"""Placement, admission and eviction.
+
+`candidates` is a query: the lanes a unit may run on now, each with its fallback reason. When the
+GPU lane needs a new instance, the candidate carries the admission plan (the idle instances to
+evict); `admit` is the action that carries it out and creates the instance.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from ..config import Placement, SchedulerSettings
+from ..engines.base import Engine, Lane
+from .gpu import GpuMonitor
+from .policy import ModelPolicy
+from .pool import Instance, InstancePool
+from .queue import NotPlaceable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Candidate:
+    lane: Lane
+    reason: str | None = None
+    # Set when a GPU instance must be loaded first: the idle instances to evict for it.
+    evict: list[Instance] | None = field(default=None)
+
+
+class Placer:
+    def __init__(
+        self,
+        engines: dict[str, Engine],
+        policies: dict[str, ModelPolicy],
+        settings: SchedulerSettings,
+        gpu: GpuMonitor | None,
+        pool: InstancePool,
+    ) -> None:
+        self.policies = policies
+        self.settings = settings
+        self.gpu = gpu
+        self.pool = pool
+        device = gpu.device(settings.gpu_device) if gpu is not None else None
+        self.gpu_present = device is not None
+        self.gpu_reason = gpu.reason if gpu is not None else "no GPU monitor"
+        self.engine_gpu: dict[str, tuple[bool, str]] = {
+            m: e.gpu_support() for m, e in engines.items()
+        }
+        self.over_budget: dict[str, float] = {}  # model -> monotonic time it may return
+        self.gpu_broken: dict[str, str] = {}
+
+    # -- queries --------------------------------------------------------------------------------
+
+    def candidates(
+        self, model: str, force_cpu: str | None = None, spillover: bool = False
+    ) -> list[Candidate]:
+        """Lanes to try, in order. Raises NotPlaceable when a GPU-only model cannot go there."""
+        policy = self.policies[model]
+        if force_cpu:
+            return [Candidate(Lane.cpu, force_cpu)]
+        if policy.placement == Placement.cpu:
+            return [Candidate(Lane.cpu)]
+        reason = None
+        evict: list[Instance] | None = None
+        if not self.gpu_present or not self.engine_gpu[model][0] or model in self.gpu_broken:
+            reason = "no_gpu"
+        elif self._in_cooldown(model):
+            reason = "not_admitted"
+        elif not self.pool.has(model, Lane.gpu):
+            evict = self.admission_plan(model)
+            if evict is None:
+                reason = "not_admitted"
+        if reason:
+            if policy.placement == Placement.gpu:
+                raise NotPlaceable(f"{model} is set to run on the GPU only, but: {reason}")
+            return [Candidate(Lane.cpu, reason)]
+        lanes = [Candidate(Lane.gpu, None, evict)]
+        if spillover and policy.placement != Placement.gpu:
+            lanes.append(Candidate(Lane.cpu, "spillover"))
+        return lanes
+
+    def _in_cooldown(self, model: str) -> bool:
+        """Whether an over-budget engine is still kept off the GPU (an expired mark is dropped)."""
+        until = self.over_budget.get(model)
+        if until is not None and time.monotonic() >= until:
+            del self.over_budget[model]
+            until = None
+        return until is not None
+
+    def admission_plan(self, model: str) -> list[Instance] | None:
+        """The idle instances to evict so a GPU load fits (NVML shows room for budget + reserve
+        and the budgets fit the device), or None when it cannot be admitted."""
+        assert self.gpu is not None
+        budget = self.policies[model].gpu_budget_mib
+        reserve = self.settings.gpu_reserve_mib
+        dev = self.gpu.device(self.settings.gpu_device)
+        if dev is None:
+            return None
+        freed = 0
+        evict: list[Instance] = []
+        victims = sorted(
+            (i for i in self.pool.on_gpu() if not i.busy and not i.pinned),
+            key=lambda i: i.last_used,
+        )
+        committed = self.pool.gpu_committed()
+        while True:
+            fits_budgets = committed - freed + budget + reserve <= dev.total_mib
+            fits_free = dev.free_mib + freed >= budget + reserve
+            if fits_budgets and fits_free:
+                return evict
+            if not victims:
+                log.info("GPU load not admitted", extra={"model": model, "budget_mib": budget})
+                return None
+            victim = victims.pop(0)
+            evict.append(victim)
+            freed += victim.budget_mib
+
+    def explain(self, model: str) -> str:
+        """Where a model runs, in words (for `gateway doctor`)."""
+        policy = self.policies[model]
+        ok, why = self.engine_gpu[model]
+        if policy.placement == Placement.cpu:
+            return "CPU (placement=cpu)"
+        if not self.gpu_present:
+            return f"CPU (no_gpu: {self.gpu_reason})"
+        if not ok:
+            return f"CPU (no_gpu: {why})"
+        return f"GPU {self.settings.gpu_device} when admitted (budget {policy.gpu_budget_mib} MiB)"
+
+    # -- actions --------------------------------------------------------------------------------
+
+    def admit(self, model: str, evict: list[Instance]) -> Instance:
+        """Evict the planned victims and create the GPU instance, which loads once they are gone."""
+        waits = [self.pool.unload(v, "evicted") for v in evict]
+        inst = self.pool.get(model, Lane.gpu)
+        inst.wait_for = waits
+        return inst
+
+    def mark_over_budget(self, model: str) -> None:
+        self.over_budget[model] = time.monotonic() + self.settings.over_budget_cooldown_s

@@ -1,0 +1,171 @@
+"""Jobs, work units, priority levels, the queue with aging, and the errors a queue policy raises.
+
+The queue knows nothing of lanes or engines; it orders units. A `Job` submits and cancels its
+units through the small `Submitter` protocol, which the `Scheduler` implements.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any, Protocol
+
+
+class Level(IntEnum):
+    """Priority levels; a lower value runs first (Triton: priority level 1 is highest)."""
+
+    interactive = 0
+    batch = 1
+
+
+class SchedulerError(Exception):
+    status = 503
+    code = "unavailable"
+
+    def __init__(self, message: str, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class QueueFull(SchedulerError):
+    status = 429
+    code = "queue_full"
+
+
+class QueueTimeout(SchedulerError):
+    status = 503
+    code = "queue_timeout"
+
+
+class ShuttingDown(SchedulerError):
+    status = 503
+    code = "shutting_down"
+
+
+class NotPlaceable(SchedulerError):
+    status = 503
+    code = "placement_unavailable"
+
+
+@dataclass
+class UnitRecord:
+    """What happened to one unit: for logs, headers and tests."""
+
+    lane: str
+    reason: str | None
+    queue_wait_s: float
+    run_s: float
+    enqueued_at: float = 0.0  # event-loop clock, so records of different jobs can be ordered
+    started_at: float = 0.0
+
+
+_seq = itertools.count()
+
+
+@dataclass(eq=False)
+class Unit:
+    job: Job
+    payload: Any
+    enqueued: float
+    future: asyncio.Future[Any]
+    seq: int = field(default_factory=lambda: next(_seq))
+    force_cpu: str | None = None
+    retried: bool = False
+    timer: asyncio.TimerHandle | None = None
+    lane: str | None = None
+    reason: str | None = None
+    started: float = 0.0
+
+    @property
+    def model(self) -> str:
+        return self.job.model
+
+
+class Submitter(Protocol):
+    """What a job needs from the scheduler: queue a unit, and take back one not yet started."""
+
+    def submit(self, job: Job, payload: Any) -> Unit: ...
+
+    def cancel(self, unit: Unit) -> None: ...
+
+
+class Job:
+    """One API request: a sequence of units run one after another, each scheduled on its own."""
+
+    def __init__(self, scheduler: Submitter, model: str, level: Level, timeout_s: float) -> None:
+        self.scheduler = scheduler
+        self.model = model
+        self.level = level
+        self.timeout_s = timeout_s
+        self.records: list[UnitRecord] = []
+        self.units_run = 0
+        self._waiting: set[Unit] = set()
+
+    async def run(self, payload: Any) -> Any:
+        """Queue one unit and wait for its result; cancelling removes it from the queue."""
+        unit = self.scheduler.submit(self, payload)
+        self._waiting.add(unit)
+        try:
+            return await asyncio.shield(unit.future)
+        except asyncio.CancelledError:
+            self.scheduler.cancel(unit)
+            raise
+        finally:
+            self._waiting.discard(unit)
+            self.units_run += 1
+
+    def cancel_queued(self) -> None:
+        """Take back every unit of this job that has not started (a running one finishes)."""
+        for unit in list(self._waiting):
+            self.scheduler.cancel(unit)
+
+
+class UnitQueue:
+    """Queued units of all levels. Under policy `priority` a unit is ordered by its level, and
+    `aging_s` of waiting promotes it one level, so batch work is never starved; under `fifo` by
+    arrival alone."""
+
+    def __init__(self, priority: bool, aging_s: float) -> None:
+        self.priority = priority
+        self.aging_s = aging_s
+        self._units: list[Unit] = []
+
+    def __contains__(self, unit: Unit) -> bool:
+        return unit in self._units
+
+    def __len__(self) -> int:
+        return len(self._units)
+
+    def __iter__(self) -> Iterator[Unit]:
+        return iter(list(self._units))
+
+    def push(self, unit: Unit) -> None:
+        self._units.append(unit)
+
+    def remove(self, unit: Unit) -> None:
+        self._units.remove(unit)
+
+    def count(self, level: Level | None = None, model: str | None = None) -> int:
+        return sum(
+            1
+            for u in self._units
+            if (level is None or u.job.level == level) and (model is None or u.model == model)
+        )
+
+    def _key(self, now: float) -> Callable[[Unit], Any]:
+        if not self.priority:
+            return lambda u: u.seq
+        aging = self.aging_s
+
+        def key(u: Unit) -> tuple[int, int]:
+            promoted = int((now - u.enqueued) // aging)
+            return (max(0, int(u.job.level) - promoted), u.seq)
+
+        return key
+
+    def in_order(self, now: float) -> list[Unit]:
+        """Units in the order dispatch tries them."""
+        return sorted(self._units, key=self._key(now))

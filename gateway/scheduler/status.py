@@ -1,0 +1,106 @@
+"""What the scheduler shows: the JSON of /v1/scheduler and the Prometheus glue of queue events."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from ..config import QueuePolicy, SchedulerSettings
+from ..engines.base import Engine
+from .gpu import GpuMonitor
+from .metrics import SchedulerMetrics
+from .placement import Placer
+from .policy import ModelPolicy
+from .pool import InstancePool
+from .queue import Level, Unit, UnitQueue
+
+
+class SchedulerView(Protocol):
+    """The parts of the scheduler its status reads (the scheduler imports this module)."""
+
+    settings: SchedulerSettings
+    engines: dict[str, Engine]
+    policies: dict[str, ModelPolicy]
+    gpu: GpuMonitor | None
+    placer: Placer
+    pool: InstancePool
+    queue: UnitQueue
+    busy: dict[str, int]
+    closing: bool
+    fallback_counts: dict[tuple[str, str], int]
+
+
+def queue_policy(settings: SchedulerSettings, level: Level) -> QueuePolicy:
+    return settings.interactive if level == Level.interactive else settings.batch
+
+
+class QueueGauges:
+    """Queue depth and rejections, per level and model."""
+
+    def __init__(self, queue: UnitQueue, metrics: SchedulerMetrics | None) -> None:
+        self.queue = queue
+        self.metrics = metrics
+
+    def depth(self, unit: Unit) -> None:
+        if self.metrics:
+            level = unit.job.level
+            self.metrics.queue_depth.labels(level.name, unit.model).set(
+                self.queue.count(level, unit.model)
+            )
+
+    def rejected(self, level: Level, reason: str) -> None:
+        if self.metrics:
+            self.metrics.rejections.labels(level.name, reason).inc()
+
+
+def status(s: SchedulerView) -> dict[str, Any]:
+    cfg = s.settings
+    placer, pool, queue = s.placer, s.pool, s.queue
+    dev = s.gpu.device(cfg.gpu_device) if s.gpu and placer.gpu_present else None
+    gpu_lane = {
+        "present": placer.gpu_present,
+        "slots": cfg.gpu_slots if placer.gpu_present else 0,
+        "busy": s.busy["gpu"],
+        "reason": placer.gpu_reason,
+    }
+    cpu_lane = {
+        "slots": cfg.cpu_slots,
+        "busy": s.busy["cpu"],
+        "background_slots": cfg.cpu_background_slots,
+        "background_busy": s.busy["cpu-bg"],
+        "cores": cfg.cores,
+    }
+    return {
+        "policy": cfg.policy,
+        "closing": s.closing,
+        "lanes": {"gpu": gpu_lane, "cpu": cpu_lane},
+        "queues": {
+            lvl.name: {
+                "depth": queue.count(lvl),
+                "by_model": {m: queue.count(lvl, m) for m in s.engines},
+                "max_queue_size": queue_policy(cfg, lvl).max_queue_size,
+                "default_timeout_s": queue_policy(cfg, lvl).default_timeout_s,
+            }
+            for lvl in Level
+        },
+        "models": {
+            m: {
+                "placement": s.policies[m].placement.value,
+                "gpu_budget_mib": s.policies[m].gpu_budget_mib,
+                "gpu_runtime": {"usable": ok, "detail": why},
+                "gpu_broken": placer.gpu_broken.get(m),
+                "over_budget": m in placer.over_budget,
+            }
+            for m, (ok, why) in placer.engine_gpu.items()
+        },
+        "instances": [i.describe() for i in pool],
+        "fallbacks": [
+            {"model": m, "reason": r, "count": c} for (m, r), c in sorted(s.fallback_counts.items())
+        ],
+        "gpu": None
+        if dev is None
+        else {
+            **dev.__dict__,
+            "committed_budget_mib": pool.gpu_committed(),
+            "reserve_mib": cfg.gpu_reserve_mib,
+        },
+    }
