@@ -12,21 +12,21 @@ from fastapi.middleware.cors import CORSMiddleware
 from . import __version__, errors
 from .api import catalog, ops, speech, transcriptions
 from .config import Settings, csv
-from .doctor import diagnose, log_verdicts
 from .middleware import GatewayMiddleware
-from .service import Gateway
+from .service import Gateway, assemble_defaults
 
 log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings | None = None, gateway: Gateway | None = None) -> FastAPI:
-    gw = gateway or Gateway(settings)
+    if gateway is None:
+        settings = settings or Settings()
+        gateway = Gateway(settings, pull_problems=assemble_defaults(settings))
+    gw = gateway
     settings = gw.settings
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        gw.diagnosis = diagnose(gw)
-        log_verdicts(gw.diagnosis)
         await gw.start()
         try:
             yield
@@ -49,13 +49,20 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
     origins = csv(settings.server.cors_origins)
     if origins:
         app.add_middleware(
-            CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"],
-            allow_headers=["Authorization", "Content-Type", "X-Priority", "X-Queue-Timeout",
-                           "X-Request-ID"],
-        )  # fmt: skip
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "X-Priority",
+                "X-Queue-Timeout",
+                "X-Request-ID",
+            ],
+        )
     app.add_middleware(
         GatewayMiddleware,
-        registry=gw.registry,
+        registry=gw.metrics_registry,
         upload_limit=int(settings.server.max_upload_mb * 1024 * 1024),
         json_limit=1 << 20,
     )

@@ -119,7 +119,6 @@ class KokoroSettings(BaseModel):
         description="Phonemizer language for Latin-script text when the voice's own language "
         "is not a Latin-script one.",
     )
-    default_voice: str = Field("", description="Voice used when none is given; empty: first.")
     sentence_pause_s: float = Field(0.25, ge=0, description="Silence after a sentence.")
     max_unit_phonemes: int = Field(
         250,
@@ -261,7 +260,8 @@ class Settings(BaseSettings):
     def cpu_threads(self, family: str) -> int:
         """Threads per unit for a family on CPU, so that foreground slots x threads <= cores."""
         sched = self.scheduler
-        configured = self.kokoro.cpu_threads if family == "kokoro" else self.whisper.cpu_threads
+        section: KokoroSettings | WhisperSettings = getattr(self, family)  # the family's section
+        configured = section.cpu_threads
         per_slot = max(1, sched.cores // sched.cpu_slots)
         return min(configured, per_slot) if configured else per_slot
 

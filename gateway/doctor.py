@@ -14,10 +14,31 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from .service import Gateway
+from .config import Settings
+from .scheduler import GpuMonitor, Scheduler
+
+
+class ModelView(Protocol):
+    @property
+    def engine(self) -> Any: ...
+    @property
+    def spec(self) -> Any: ...
+    @property
+    def problems(self) -> list[str]: ...
+
+
+class Gateway(Protocol):
+    """What diagnosis reads (the service's Gateway; doctor never imports the service)."""
+
+    settings: Settings
+    gpu: GpuMonitor
+    scheduler: Scheduler
+
+    @property
+    def models(self) -> Any: ...
+
 
 log = logging.getLogger(__name__)
 
@@ -48,19 +69,26 @@ def _ort_checks() -> list[Verdict]:
     out = []
     cpu, gpu = _dist("onnxruntime"), _dist("onnxruntime-gpu")
     if cpu and gpu:
-        out.append(_verdict(
-            "onnxruntime build", False,
-            f"both onnxruntime {cpu} (CPU) and onnxruntime-gpu {gpu} are installed; they share "
-            "one module and the CPU build can silently win",
-            "pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu",
-        ))  # fmt: skip
+        out.append(
+            _verdict(
+                "onnxruntime build",
+                False,
+                f"both onnxruntime {cpu} (CPU) and onnxruntime-gpu {gpu} are installed; they share "
+                "one module and the CPU build can silently win",
+                "pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu",
+            )
+        )
     elif gpu:
         out.append(_verdict("onnxruntime build", True, f"onnxruntime-gpu {gpu} alone"))
     else:
-        out.append(_verdict(
-            "onnxruntime build", None, f"onnxruntime {cpu} (CPU build): Kokoro runs on the CPU",
-            "for the GPU, install onnxruntime-gpu alone (the CUDA image does)",
-        ))  # fmt: skip
+        out.append(
+            _verdict(
+                "onnxruntime build",
+                None,
+                f"onnxruntime {cpu} (CPU build): Kokoro runs on the CPU",
+                "for the GPU, install onnxruntime-gpu alone (the CUDA image does)",
+            )
+        )
     try:
         import onnxruntime as ort
 
@@ -71,12 +99,19 @@ def _ort_checks() -> list[Verdict]:
             if shared.exists():
                 ctypes.CDLL(str(shared), mode=ctypes.RTLD_GLOBAL)
             err = _loads(str(lib))
-            out.append(_verdict(
-                "onnxruntime CUDA provider", err is None,
-                "libonnxruntime_providers_cuda.so loads" if err is None else f"does not load: {err}",
-                "" if err is None else "install the CUDA and cuDNN libraries this onnxruntime-gpu "
-                "was built for (see docs/deploy.md)",
-            ))  # fmt: skip
+            out.append(
+                _verdict(
+                    "onnxruntime CUDA provider",
+                    err is None,
+                    "libonnxruntime_providers_cuda.so loads"
+                    if err is None
+                    else f"does not load: {err}",
+                    ""
+                    if err is None
+                    else "install the CUDA and cuDNN libraries this onnxruntime-gpu "
+                    "was built for (see docs/deploy.md)",
+                )
+            )
     except Exception as exc:  # a broken install must not break diagnosis
         out.append(_verdict("onnxruntime CUDA provider", False, f"cannot inspect: {exc}"))
     return out
@@ -97,65 +132,85 @@ def _ct2_checks(has_gpu: bool) -> list[Verdict]:
     if not has_gpu:
         verdict = None  # no GPU at all: the CPU is the expected place, not a failure
     return [
-        _verdict("ctranslate2 CUDA", verdict, detail
-                 + (f"; cannot load {', '.join(missing)}" if missing else ""),
-                 "" if ok and not missing else
-                 "CTranslate2 4.x needs CUDA 12 cuBLAS and cuDNN 9 on the library path"),
-    ]  # fmt: skip
+        _verdict(
+            "ctranslate2 CUDA",
+            verdict,
+            detail + (f"; cannot load {', '.join(missing)}" if missing else ""),
+            ""
+            if ok and not missing
+            else "CTranslate2 4.x needs CUDA 12 cuBLAS and cuDNN 9 on the library path",
+        ),
+    ]
 
 
 def diagnose(gw: Gateway) -> list[Verdict]:
     out: list[Verdict] = []
     devices = gw.gpu.devices()
-    out.append(_verdict("NVIDIA driver (NVML)", bool(devices) or None, gw.gpu.reason,
-                        "" if devices else "no GPU: everything runs on the CPU (that is fine); for "
-                        "the GPU install the driver and the container toolkit"))  # fmt: skip
+    out.append(
+        _verdict(
+            "NVIDIA driver (NVML)",
+            bool(devices) or None,
+            gw.gpu.reason,
+            ""
+            if devices
+            else "no GPU: everything runs on the CPU (that is fine); for "
+            "the GPU install the driver and the container toolkit",
+        )
+    )
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     for d in devices:
-        out.append(_verdict(
-            f"GPU {d.index}", True,
-            f"{d.name}, {d.total_mib} MiB total, {d.free_mib} MiB free"
-            + (", MIG enabled: each MIG instance is placed as its own device" if d.mig else "")
-            + (f" (CUDA_VISIBLE_DEVICES={visible})" if visible is not None else ""),
-        ))  # fmt: skip
+        out.append(
+            _verdict(
+                f"GPU {d.index}",
+                True,
+                f"{d.name}, {d.total_mib} MiB total, {d.free_mib} MiB free"
+                + (", MIG enabled: each MIG instance is placed as its own device" if d.mig else "")
+                + (f" (CUDA_VISIBLE_DEVICES={visible})" if visible is not None else ""),
+            )
+        )
     if devices and gw.settings.scheduler.gpu_device >= len(devices):
-        out.append(_verdict("GPU index", False,
-                            f"GATEWAY_SCHEDULER__GPU_DEVICE={gw.settings.scheduler.gpu_device} "
-                            f"but {len(devices)} GPU(s) are visible", "set it to 0"))  # fmt: skip
+        out.append(
+            _verdict(
+                "GPU index",
+                False,
+                f"GATEWAY_SCHEDULER__GPU_DEVICE={gw.settings.scheduler.gpu_device} "
+                f"but {len(devices)} GPU(s) are visible",
+                "set it to 0",
+            )
+        )
     out += _ort_checks()
     out += _ct2_checks(bool(devices))
     tmp = tempfile.gettempdir()
     writable = os.access(tmp, os.W_OK)
-    out.append(_verdict("temp dir", writable, f"{tmp} {'is' if writable else 'is not'} writable",
-                        "" if writable else "mount a writable emptyDir at /tmp: the phonemizer "
-                        "copies espeak-ng there"))  # fmt: skip
+    out.append(
+        _verdict(
+            "temp dir",
+            writable,
+            f"{tmp} {'is' if writable else 'is not'} writable",
+            ""
+            if writable
+            else "mount a writable emptyDir at /tmp: the phonemizer copies espeak-ng there",
+        )
+    )
     for model_id, state in gw.models.items():
         if state.engine is None and not state.spec.default:
             continue
         placement = where(gw, model_id) if state.engine is not None else "unavailable"
-        out.append(_verdict(
-            f"model {model_id}", state.engine is not None,
-            f"runs on: {placement}" if state.engine is not None else "; ".join(state.problems),
-            "" if state.engine is not None else f"gateway models pull {model_id}",
-        ))  # fmt: skip
+        out.append(
+            _verdict(
+                f"model {model_id}",
+                state.engine is not None,
+                f"runs on: {placement}" if state.engine is not None else "; ".join(state.problems),
+                "" if state.engine is not None else f"gateway models pull {model_id}",
+            )
+        )
     return out
 
 
 def where(gw: Gateway, model_id: str) -> str:
-    sched = gw.scheduler
-    if model_id not in sched.engines:
+    if model_id not in gw.scheduler.engines:
         return "unavailable"
-    policy = sched.policies[model_id]
-    ok, why = sched.engine_gpu[model_id]
-    if policy.placement.value == "cpu":
-        return "CPU (placement=cpu)"
-    if not sched.gpu_present:
-        return f"CPU (no_gpu: {sched.gpu_reason})"
-    if not ok:
-        return f"CPU (no_gpu: {why})"
-    return (
-        f"GPU {gw.settings.scheduler.gpu_device} when admitted (budget {policy.gpu_budget_mib} MiB)"
-    )
+    return gw.scheduler.placer.explain(model_id)
 
 
 def log_verdicts(verdicts: list[Verdict]) -> None:

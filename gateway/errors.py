@@ -48,6 +48,40 @@ def bad_request(message: str, param: str | None = None, code: str | None = None)
     return APIError(400, message, "invalid_request_error", param, code)
 
 
+class ModelLookupError(Exception):
+    """A requested model cannot serve: see the two kinds below (neither is a subclass of the
+    other, so the order of `except` clauses does not matter)."""
+
+    def __init__(self, name: str, task: str, known: list[str] | None = None) -> None:
+        super().__init__(name)
+        self.name, self.task, self.known = name, task, known or []
+
+
+class UnknownModel(ModelLookupError):
+    """No such model for this task: 404."""
+
+
+class ModelUnavailable(ModelLookupError):
+    """The model exists but is not usable here (not pulled, corrupt): 503."""
+
+
+def from_lookup(exc: ModelLookupError) -> APIError:
+    if isinstance(exc, UnknownModel):
+        return APIError(
+            404,
+            f"model {exc.name!r} does not exist; {exc.task} models: {', '.join(exc.known)}",
+            param="model",
+            code="model_not_found",
+        )
+    return APIError(
+        503,
+        f"model {exc.name!r} is not available on this server; run `gateway models pull`",
+        "server_error",
+        "model",
+        "model_unavailable",
+    )
+
+
 def from_scheduler(exc: SchedulerError) -> APIError:
     headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
     kind = "rate_limit_error" if exc.status == 429 else "server_error"
@@ -75,6 +109,10 @@ def install(app: FastAPI) -> None:
     async def _api(_: Request, exc: APIError) -> JSONResponse:
         return error_response(exc)
 
+    @app.exception_handler(ModelLookupError)
+    async def _lookup(_: Request, exc: ModelLookupError) -> JSONResponse:
+        return error_response(from_lookup(exc))
+
     @app.exception_handler(SchedulerError)
     async def _sched(_: Request, exc: SchedulerError) -> JSONResponse:
         return error_response(from_scheduler(exc))
@@ -91,16 +129,20 @@ def install(app: FastAPI) -> None:
             exc.status_code
         )
         return JSONResponse(
-            error_body(str(exc.detail), kind, None, code), exc.status_code,
+            error_body(str(exc.detail), kind, None, code),
+            exc.status_code,
             headers=getattr(exc, "headers", None),
-        )  # fmt: skip
+        )
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", extra={"path": request.url.path})
         return JSONResponse(
-            error_body("the server failed to process the request", "server_error", None,
-                       "internal_error"), 500)  # fmt: skip
+            error_body(
+                "the server failed to process the request", "server_error", None, "internal_error"
+            ),
+            500,
+        )
 
     _document(app)
 
@@ -108,17 +150,19 @@ def install(app: FastAPI) -> None:
 ERROR_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["error"],
-    "properties": {"error": {
-        "type": "object",
-        "required": ["message", "type", "param", "code"],
-        "properties": {
-            "message": {"type": "string"},
-            "type": {"type": "string"},
-            "param": {"anyOf": [{"type": "string"}, {"type": "null"}]},
-            "code": {"anyOf": [{"type": "string"}, {"type": "null"}]},
-        },
-    }},
-}  # fmt: skip
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["message", "type", "param", "code"],
+            "properties": {
+                "message": {"type": "string"},
+                "type": {"type": "string"},
+                "param": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+                "code": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+            },
+        }
+    },
+}
 
 
 def _document(app: FastAPI) -> None:

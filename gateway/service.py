@@ -6,13 +6,16 @@ import logging
 import threading
 import zipfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 
 from .config import Settings, csv
-from .engines.kokoro import KokoroEngine
-from .engines.whisper import WhisperEngine
+from .doctor import Verdict, diagnose, log_verdicts
+from .engines.base import Engine
+from .engines.families import UnknownFamily, family
+from .errors import ModelUnavailable, UnknownModel
 from .registry.manifest import ModelSpec, load_manifest
 from .registry.store import ModelError, ModelStore
 from .scheduler import (
@@ -22,20 +25,50 @@ from .scheduler import (
     NvmlMonitor,
     Scheduler,
     SchedulerMetrics,
-)  # fmt: skip
+)
 
 log = logging.getLogger(__name__)
 
-SPEECH_ALIASES = ("tts-1", "tts-1-hd")
-TRANSCRIPTION_ALIASES = ("whisper-1",)
+# OpenAI's model names, per task: alias -> model id (None: the task's configured default).
+ALIASES: dict[str, dict[str, str | None]] = {
+    "speech": {"tts-1": None, "tts-1-hd": None, "kokoro": "kokoro"},
+    "transcription": {
+        "whisper-1": None,
+        "tiny.en": "whisper-tiny.en",
+        "base": "whisper-base",
+        "small": "whisper-small",
+    },
+}
+LISTED_ALIASES = {"speech": ["tts-1", "tts-1-hd"], "transcription": ["whisper-1"]}
 
 
 @dataclass
 class ModelState:
     spec: ModelSpec
-    engine: Any = None
+    engine: Engine[Any, Any] | None = None
     problems: list[str] = field(default_factory=list)
     verified: bool | None = None  # None: check still running
+
+
+def _store(settings: Settings, specs: dict[str, ModelSpec]) -> ModelStore:
+    m = settings.models
+    return ModelStore(m.dir, specs, m.local_paths, m.allow_download)
+
+
+def assemble_defaults(settings: Settings) -> dict[str, str]:
+    """Assemble missing default models from their local sources (the embedded bundle is installed
+    packages: no download). Run at server start-up, never by `gateway doctor`. Returns the
+    problems per model that could not be assembled."""
+    specs = load_manifest(settings.models.manifest)
+    store = _store(settings, specs)
+    problems: dict[str, str] = {}
+    for model_id, spec in specs.items():
+        if spec.default and not store.status(model_id).present:
+            try:
+                store.pull(model_id, allow_download=settings.models.allow_download)
+            except ModelError as exc:
+                problems[model_id] = str(exc)
+    return problems
 
 
 class Gateway:
@@ -43,76 +76,65 @@ class Gateway:
         self,
         settings: Settings | None = None,
         gpu: GpuMonitor | None = None,
-        registry: CollectorRegistry | None = None,
+        metrics_registry: CollectorRegistry | None = None,
+        pull_problems: dict[str, str] | None = None,
     ) -> None:
         self.settings = settings or Settings()
-        self.registry = registry or CollectorRegistry()
+        self.metrics_registry = metrics_registry or CollectorRegistry()  # Prometheus
         self.specs = load_manifest(self.settings.models.manifest)
-        self.store = ModelStore(
-            self.settings.models.dir,
-            self.specs,
-            self.settings.models.local_paths,
-            self.settings.models.allow_download,
-        )
+        self.store = _store(self.settings, self.specs)  # the model files
         self.gpu = gpu if gpu is not None else NvmlMonitor()
         self.models: dict[str, ModelState] = {}
-        self._build_engines()
-        self.metrics = SchedulerMetrics(self.registry)
-        self.registry.register(GpuCollector(self.gpu.devices))
+        self._build_engines(pull_problems or {})
+        self.metrics = SchedulerMetrics(self.metrics_registry)
+        self.metrics_registry.register(GpuCollector(self.gpu.devices))
+        usable = {m: s for m, s in self.models.items() if s.engine is not None}
         self.scheduler = Scheduler(
-            {m: s.engine for m, s in self.models.items() if s.engine is not None},
-            {m: self._policy(s.spec) for m, s in self.models.items() if s.engine is not None},
+            {m: s.engine for m, s in usable.items() if s.engine is not None},
+            {m: self._policy(s.spec) for m, s in usable.items()},
             self.settings.scheduler,
             self.gpu,
             self.metrics,
         )
         self._verify_thread: threading.Thread | None = None
-        self.diagnosis: list[dict[str, Any]] = []  # `gateway doctor` verdicts, set at start
+        self.diagnosis: list[Verdict] = []  # `gateway doctor` verdicts, set at start
 
     # -- models ---------------------------------------------------------------------------------
 
-    def _build_engines(self) -> None:
+    def _build_engines(self, pull_problems: dict[str, str]) -> None:
         for model_id, spec in self.specs.items():
             state = ModelState(spec)
             self.models[model_id] = state
+            if model_id in pull_problems:
+                state.problems.append(pull_problems[model_id])
             status = self.store.status(model_id)
-            if not status.present and spec.default:
-                # The embedded bundle is local (installed packages): assembling it is no download.
-                try:
-                    self.store.pull(model_id, allow_download=self.settings.models.allow_download)
-                    status = self.store.status(model_id)
-                except ModelError as exc:
-                    state.problems.append(str(exc))
             if not status.present:
                 state.problems += status.problems or ["not present"]
                 continue
             try:
                 state.engine = self._engine(spec, status.path)
             except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # corrupt files
-                state.problems.append(f"cannot open model files: {exc}; run `gateway models "
-                                      f"verify {model_id}`")  # fmt: skip
+                if isinstance(exc, UnknownFamily):
+                    raise
+                state.problems.append(
+                    f"cannot open model files: {exc}; run `gateway models verify {model_id}`"
+                )
                 log.error(
                     "cannot open model files; run `gateway models pull --force %s`",
                     model_id,
                     extra={"model": model_id, "error": str(exc)[:300]},
                 )
 
-    def _engine(self, spec: ModelSpec, folder: Any) -> Any:
-        if spec.family == "kokoro":
-            k = self.settings.kokoro
-            return KokoroEngine(
-                spec.id, folder, k.default_lang, k.sentence_pause_s, k.max_unit_phonemes
-            )
-        w = self.settings.whisper
-        return WhisperEngine(spec.id, folder, spec.multilingual, w.compute_type, w.gpu_compute_type)
+    def _engine(self, spec: ModelSpec, folder: Path) -> Engine[Any, Any]:
+        return family(spec.family).factory(spec, folder, self.settings)
 
     def _policy(self, spec: ModelSpec) -> ModelPolicy:
-        family = self.settings.kokoro if spec.family == "kokoro" else self.settings.whisper
+        section = family(spec.family).settings(self.settings)
         return ModelPolicy(
-            placement=family.placement,
-            gpu_budget_mib=family.gpu_budget_mib,
+            placement=section.placement,
+            gpu_budget_mib=section.gpu_budget_mib,
             cpu_threads=self.settings.cpu_threads(spec.family),
-            cpu_nice=family.cpu_nice,
+            cpu_nice=section.cpu_nice,
             pinned=spec.id in csv(self.settings.models.pinned),
         )
 
@@ -140,22 +162,25 @@ class Gateway:
         return [m for m, s in self.models.items() if s.spec.task == task and s.engine is not None]
 
     def resolve(self, name: str, task: str) -> str:
-        """Map a requested model name (alias or id) to an available model id, or raise KeyError."""
-        if task == "speech" and name in (*SPEECH_ALIASES, "kokoro"):
-            name = self.settings.models.speech_default if name != "kokoro" else "kokoro"
-        elif task == "transcription" and name in TRANSCRIPTION_ALIASES:
-            name = self.settings.models.transcription_default
-        elif task == "transcription" and name in ("tiny.en", "base", "small"):
-            name = f"whisper-{name}"
-        state = self.models.get(name)
+        """Map a requested model name (alias or id) to an available model id; raises
+        UnknownModel (404) or ModelUnavailable (503)."""
+        aliases = ALIASES.get(task, {})
+        model_id = name
+        if name in aliases:
+            model_id = aliases[name] or self.default_model(task)
+        state = self.models.get(model_id)
         if state is None or state.spec.task != task:
-            raise KeyError(name)
+            raise UnknownModel(name, task, self.aliases(task) + self.available(task))
         if state.engine is None:
-            raise LookupError(name)
-        return name
+            raise ModelUnavailable(name, task)
+        return model_id
+
+    def default_model(self, task: str) -> str:
+        m = self.settings.models
+        return m.speech_default if task == "speech" else m.transcription_default
 
     def aliases(self, task: str) -> list[str]:
-        return list(SPEECH_ALIASES) if task == "speech" else list(TRANSCRIPTION_ALIASES)
+        return list(LISTED_ALIASES.get(task, []))
 
     def ready(self) -> tuple[bool, dict[str, Any]]:
         detail: dict[str, Any] = {}
@@ -172,7 +197,7 @@ class Gateway:
                 "ready": good,
                 "verified": None if state is None else state.verified,
                 "problems": ["unknown model"] if state is None else state.problems,
-            }  # fmt: skip
+            }
         if self.scheduler.closing:
             detail["shutting_down"] = True
         return ok, detail
@@ -180,6 +205,8 @@ class Gateway:
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        self.diagnosis = diagnose(self)
+        log_verdicts(self.diagnosis)
         self.verify_in_background()
         self.scheduler.start()
         log.info("GPU: %s", self.gpu.reason)

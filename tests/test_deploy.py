@@ -471,7 +471,7 @@ def test_termination_grace_covers_shutdown_grace(render, settings_env, target) -
 
 
 def test_autoscalers_use_metrics_the_app_exports(render, app) -> None:
-    exported = {metric.name for metric in app.state.gateway.registry.collect()}
+    exported = {metric.name for metric in app.state.gateway.metrics_registry.collect()}
     hpa = _one(render("gpu+hpa+servicemonitor"), "HorizontalPodAutoscaler")
     for metric in hpa["spec"]["metrics"]:
         assert metric["pods"]["metric"]["name"] in exported

@@ -7,8 +7,8 @@ import time
 
 from fastapi import APIRouter, Query
 
-from ..engines.kokoro import OPENAI_VOICES, KokoroEngine
-from ..errors import APIError
+from ..errors import APIError, ModelLookupError
+from ..tasks import speech as speech_task
 from .deps import GatewayDep
 
 router = APIRouter(tags=["catalog"])
@@ -36,8 +36,9 @@ async def list_models(gw: GatewayDep) -> dict:
 @router.get("/v1/models/{model_id:path}", responses={404: {"description": "Unknown model"}})
 async def get_model(model_id: str, gw: GatewayDep) -> dict:
     if model_id not in _ids(gw):
-        raise APIError(404, f"model {model_id!r} does not exist", param="model",
-                       code="model_not_found")  # fmt: skip
+        raise APIError(
+            404, f"model {model_id!r} does not exist", param="model", code="model_not_found"
+        )
     return _entry(model_id)
 
 
@@ -54,12 +55,9 @@ async def audio_voices(
     gw: GatewayDep, model: str | None = Query(None, description="Speech model; default: tts-1")
 ) -> dict:
     try:
-        model_id = gw.resolve(model or "tts-1", "speech")
-    except (KeyError, LookupError):
-        raise APIError(404, f"speech model {model!r} is not available", param="model",
-                       code="model_not_found") from None  # fmt: skip
-    engine: KokoroEngine = gw.models[model_id].engine
-    voices = [{"id": v, "name": v} for v in engine.voice_ids()]
-    voices += [{"id": name, "name": f"{name} ({engine.openai_voice(name)})"}
-               for name in OPENAI_VOICES if name not in engine.voices]  # fmt: skip
+        voices = speech_task.voices(gw, model)
+    except ModelLookupError:
+        raise APIError(
+            404, f"speech model {model!r} is not available", param="model", code="model_not_found"
+        ) from None
     return {"voices": voices}

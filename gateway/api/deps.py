@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 from collections.abc import Awaitable
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -15,6 +16,20 @@ from ..scheduler import Level
 from ..service import Gateway
 
 T = TypeVar("T")
+
+# Error responses every model-backed route documents.
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "Invalid request (OpenAI error shape)"},
+    401: {"description": "Missing or invalid API key"},
+    404: {"description": "Unknown model"},
+    429: {"description": "Queue full; see Retry-After"},
+    503: {"description": "Queue timeout, shutting down or model unavailable"},
+}
+
+
+def sse(event: dict[str, Any]) -> bytes:
+    """One server-sent event carrying a JSON object."""
+    return f"data: {json.dumps(event, ensure_ascii=False)}\n\n".encode()
 
 
 def get_gateway(request: Request) -> Gateway:
@@ -26,8 +41,11 @@ GatewayDep = Annotated[Gateway, Depends(get_gateway)]
 
 
 # Declares the bearer scheme in the OpenAPI document; the check itself is `require_key`.
-bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <key>`; only enforced "
-                    "when keys are configured (GATEWAY_SERVER__API_KEYS or ..._API_KEYS_FILE).")
+bearer = HTTPBearer(
+    auto_error=False,
+    description="`Authorization: Bearer <key>`; only enforced "
+    "when keys are configured (GATEWAY_SERVER__API_KEYS or ..._API_KEYS_FILE).",
+)
 
 
 def require_key(
@@ -58,7 +76,9 @@ def require_key(
 def priority_level(
     x_priority: Annotated[
         str | None,
-        Header(description="Priority level: `interactive` or `batch` (default depends on the job)."),
+        Header(
+            description="Priority level: `interactive` or `batch` (default depends on the job)."
+        ),
     ] = None,
 ) -> Level | None:
     if x_priority is None or not x_priority.strip():
@@ -74,7 +94,9 @@ def priority_level(
 def queue_timeout(
     x_queue_timeout: Annotated[
         str | None,
-        Header(description="Seconds a unit may wait in the queue; lowers, never raises, the default."),
+        Header(
+            description="Seconds a unit may wait in the queue; lowers, never raises, the default."
+        ),
     ] = None,
 ) -> float | None:
     if x_queue_timeout is None or not x_queue_timeout.strip():
@@ -85,9 +107,10 @@ def queue_timeout(
         value = float("nan")
     if not (value > 0 and value < 1e9):
         raise bad_request(
-            "X-Queue-Timeout must be a positive number of seconds", "X-Queue-Timeout",
+            "X-Queue-Timeout must be a positive number of seconds",
+            "X-Queue-Timeout",
             "invalid_timeout",
-        )  # fmt: skip
+        )
     return value
 
 
@@ -104,8 +127,9 @@ async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
         done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
         if task not in done:
             task.cancel()
-            raise APIError(499, "client closed the request", "invalid_request_error", None,
-                           "client_closed")  # fmt: skip
+            raise APIError(
+                499, "client closed the request", "invalid_request_error", None, "client_closed"
+            )
         return task.result()
     finally:
         watcher.cancel()

@@ -17,12 +17,19 @@ async def health() -> dict:
     return {"status": "ok"}
 
 
-_NOT_READY = {"type": "object", "required": ["status"],
-              "properties": {"status": {"type": "string", "enum": ["not_ready"]}}}
+_NOT_READY = {
+    "type": "object",
+    "required": ["status"],
+    "properties": {"status": {"type": "string", "enum": ["not_ready"]}},
+}
 
 
-@router.get("/ready", responses={503: {"description": "Not ready",
-                                       "content": {"application/json": {"schema": _NOT_READY}}}})
+@router.get(
+    "/ready",
+    responses={
+        503: {"description": "Not ready", "content": {"application/json": {"schema": _NOT_READY}}}
+    },
+)
 async def ready(gw: GatewayDep) -> JSONResponse:
     """Readiness: default models present, verified and loadable; false while shutting down."""
     ok, detail = gw.ready()
@@ -36,9 +43,14 @@ async def scheduler_status(gw: GatewayDep) -> dict:
 
 
 @router.get(
-    "/metrics", response_class=Response,
-    responses={200: {"description": "Prometheus text format",
-                     "content": {"text/plain": {"schema": {"type": "string"}}}}},
-)  # fmt: skip
+    "/metrics",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "Prometheus text format",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        }
+    },
+)
 async def metrics(gw: GatewayDep) -> Response:
-    return Response(generate_latest(gw.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(gw.metrics_registry), media_type=CONTENT_TYPE_LATEST)

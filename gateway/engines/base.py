@@ -19,7 +19,6 @@ class Lane(StrEnum):
     cpu = "cpu"
 
 
-
 UnitT = TypeVar("UnitT", contravariant=True)
 ResultT = TypeVar("ResultT")
 

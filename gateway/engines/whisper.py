@@ -14,11 +14,14 @@ from typing import Any
 import ctranslate2
 import numpy as np
 from faster_whisper import WhisperModel
+from faster_whisper.tokenizer import _LANGUAGE_CODES
 from faster_whisper.vad import VadOptions, get_speech_timestamps
 
+from ..audio.decode import TARGET_RATE as SAMPLE_RATE  # Whisper hears 16 kHz, as decoded
 from .base import Device
 
-SAMPLE_RATE = 16000
+# ISO-639-1 codes Whisper knows (faster-whisper keeps the list private; only this module reads it).
+LANGUAGES = frozenset(_LANGUAGE_CODES)
 
 
 @dataclass(frozen=True)

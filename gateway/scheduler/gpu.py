@@ -147,5 +147,6 @@ class SimulatedGpu:
         with self._lock:
             used = self._used()
             mine = sum(self.allocations.values())
-        return GpuInfo(0, self.name, "GPU-simulated", self.total_mib, used,
-                       self.total_mib - used, 0, mine)  # fmt: skip
+        return GpuInfo(
+            0, self.name, "GPU-simulated", self.total_mib, used, self.total_mib - used, 0, mine
+        )

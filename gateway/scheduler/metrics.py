@@ -70,9 +70,12 @@ class SchedulerMetrics:
             "gateway_lane_busy_slots", "Busy slots per lane.", ["lane"], registry=registry
         )
         self.rtf = Histogram(
-            "gateway_real_time_factor", "Compute seconds per second of audio, per engine and lane.",
-            ["engine", "lane"], buckets=RTF_BUCKETS, registry=registry,
-        )  # fmt: skip
+            "gateway_real_time_factor",
+            "Compute seconds per second of audio, per engine and lane.",
+            ["engine", "lane"],
+            buckets=RTF_BUCKETS,
+            registry=registry,
+        )
 
 
 class GpuCollector(Collector):

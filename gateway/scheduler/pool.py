@@ -168,9 +168,13 @@ class InstancePool:
             else:
                 device = Device(Lane.cpu, 0, policy.cpu_threads)
                 inst = Instance(
-                    self.engines[model], device, 0, nice if background else 0, background,
+                    self.engines[model],
+                    device,
+                    0,
+                    nice if background else 0,
+                    background,
                     policy.pinned,
-                )  # fmt: skip
+                )
             inst.key = key
             self.instances[key] = inst
         return inst

@@ -1,0 +1,123 @@
+"""Speech: text -> Kokoro work units -> one job -> float32 audio (whole, or unit by unit)."""
+
+from __future__ import annotations
+
+import asyncio
+import unicodedata
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..engines.kokoro import OPENAI_VOICES, KokoroEngine, NothingToSpeak, SpeechUnit, VoiceError
+from ..errors import ModelLookupError, bad_request
+from ..scheduler import Job, Level
+from ..service import Gateway
+
+
+@dataclass(frozen=True)
+class SpeechInput:
+    model: str
+    text: str
+    voice: str
+    speed: float = 1.0
+    lang: str | None = None
+
+
+@dataclass(frozen=True)
+class SpeechPlan:
+    model: str
+    units: list[SpeechUnit]
+    sample_rate: int
+
+
+def clean_text(text: str) -> str:
+    """Drop control and format characters (keep newlines/tabs as spaces)."""
+    out = []
+    for ch in text:
+        cat = unicodedata.category(ch)
+        if ch in "\n\t\r":
+            out.append(" ")
+        elif cat[0] != "C":
+            out.append(ch)
+    return "".join(out).strip()
+
+
+def _engine(gw: Gateway, model: str) -> KokoroEngine:
+    engine = gw.models[model].engine
+    assert isinstance(engine, KokoroEngine), f"{model} is not a Kokoro model"
+    return engine
+
+
+async def plan(gw: Gateway, req: SpeechInput) -> SpeechPlan:
+    """Everything that can be the caller's fault is checked here, before any audio is made."""
+    model = gw.resolve(req.model, "speech")
+    limit = gw.settings.server.max_input_chars
+    if len(req.text) > limit:
+        raise bad_request(
+            f"input is {len(req.text)} characters; the limit is {limit}",
+            "input",
+            "string_above_max_length",
+        )
+    text = clean_text(req.text)
+    if not text:
+        raise bad_request("input is empty", "input", "empty_input")
+    engine = _engine(gw, model)
+    try:
+        units = await asyncio.to_thread(engine.plan, text, req.voice, req.speed, req.lang)
+    except VoiceError as exc:
+        raise bad_request(str(exc), "voice", "invalid_voice") from None
+    except NothingToSpeak as exc:
+        if req.lang and exc.__cause__ is not None:  # the phonemizer refused the given language
+            raise bad_request(str(exc), "lang", "invalid_lang") from None
+        raise bad_request(str(exc), "input", "nothing_to_speak") from None
+    return SpeechPlan(model, units, engine.sample_rate)
+
+
+class SpeechJob:
+    """The scheduled synthesis of one plan: all at once, or the first unit then the rest."""
+
+    def __init__(self, job: Job, plan: SpeechPlan) -> None:
+        self.job = job
+        self.plan = plan
+        self.model = plan.model
+        self.level = job.level
+        self.sample_rate = plan.sample_rate
+
+    async def audio(self) -> np.ndarray:
+        parts = [await self.job.run(unit) for unit in self.plan.units]
+        return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+
+    async def first(self) -> np.ndarray:
+        result: np.ndarray = await self.job.run(self.plan.units[0])
+        return result
+
+    async def rest(self) -> AsyncIterator[np.ndarray]:
+        """The units after the first; a consumer that goes away cancels the queued unit."""
+        for unit in self.plan.units[1:]:
+            yield await self.job.run(unit)
+
+
+@asynccontextmanager
+async def start(
+    gw: Gateway, plan: SpeechPlan, level: Level | None, timeout_s: float | None
+) -> AsyncIterator[SpeechJob]:
+    async with gw.scheduler.job(plan.model, level or Level.interactive, timeout_s) as job:
+        yield SpeechJob(job, plan)
+
+
+def voices(gw: Gateway, model: str | None) -> list[dict[str, str]]:
+    """Installed voices, then the OpenAI names mapped onto them; raises ModelLookupError."""
+    model_id = gw.resolve(model or "tts-1", "speech")
+    engine = _engine(gw, model_id)
+    out = [{"id": v, "name": v} for v in engine.voice_ids()]
+    out += [
+        {"id": name, "name": f"{name} ({engine.openai_voice(name)})"}
+        for name in OPENAI_VOICES
+        if name not in engine.voices
+    ]
+    return out
+
+
+__all__ = ["ModelLookupError", "SpeechInput", "SpeechJob", "SpeechPlan", "plan", "start", "voices"]

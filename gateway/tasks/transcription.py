@@ -1,0 +1,203 @@
+"""Transcription and translation: audio bytes -> 16 kHz windows -> one job -> a typed transcript.
+
+Checks that need no audio run first (`check`), so a bad parameter is refused before the upload
+is read; `prepare` decodes and cuts the audio into windows, one work unit each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ..audio.decode import TARGET_RATE, AudioDecodeError, decode_audio
+from ..engines.whisper import LANGUAGES, TranscribeResult, TranscribeUnit, plan_windows
+from ..errors import bad_request
+from ..scheduler import Job, Level
+from ..service import Gateway
+
+NO_SPACE_LANGS = {"ja", "zh", "th", "lo", "my", "km", "yue", "bo"}
+
+
+@dataclass(frozen=True)
+class TranscriptionInput:
+    model: str
+    translate: bool = False
+    language: str | None = None
+    prompt: str | None = None
+    temperature: float = 0.0
+    granularities: list[str] | None = None
+    response_format: str = "json"
+
+
+@dataclass(frozen=True)
+class TranscriptionPlan:
+    model: str
+    task: str  # "transcribe" | "translate"
+    language: str | None
+    prompt: str | None
+    temperature: float
+    words: bool
+    segments: bool
+
+
+@dataclass(frozen=True)
+class Transcription:
+    """A planned transcription: the decoded clip cut into units."""
+
+    plan: TranscriptionPlan
+    units: list[TranscribeUnit]
+    duration: float
+    default_level: Level
+
+
+@dataclass
+class Transcript:
+    """The result: segments (dicts in OpenAI's verbose_json shape), language and text."""
+
+    task: str
+    language: str
+    duration: float
+    segments: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        return join_text([s["text"] for s in self.segments], self.language)
+
+    @property
+    def words(self) -> list[dict[str, Any]]:
+        return [w for s in self.segments for w in s.get("words", [])]
+
+
+def join_text(parts: list[str], lang: str | None) -> str:
+    """Join segment texts with one space (none for scripts written without spaces)."""
+    sep = "" if lang in NO_SPACE_LANGS else " "
+    return sep.join(p.strip() for p in parts if p.strip())
+
+
+def check(gw: Gateway, req: TranscriptionInput) -> TranscriptionPlan:
+    """Model, language and granularities; raises before any audio is read."""
+    model = gw.resolve(req.model, "transcription")
+    multilingual = gw.models[model].spec.multilingual
+    if req.translate and not multilingual:
+        raise bad_request(f"model {model!r} is English-only and cannot translate", "model")
+    language = req.language
+    if language is not None:
+        language = language.strip().lower() or None
+        if language is not None and language not in LANGUAGES:
+            raise bad_request(
+                f"unsupported language {language!r}; use an ISO-639-1 code",
+                "language",
+                "invalid_language",
+            )
+        if language not in (None, "en") and not multilingual:
+            raise bad_request(f"model {model!r} is English-only", "language")
+    grains = set(req.granularities or [])
+    if not grains <= {"segment", "word"}:
+        raise bad_request(
+            "timestamp_granularities[] takes `segment` and/or `word`", "timestamp_granularities[]"
+        )
+    if grains and req.response_format != "verbose_json":
+        raise bad_request(
+            "timestamp_granularities[] needs response_format=verbose_json",
+            "timestamp_granularities[]",
+        )
+    return TranscriptionPlan(
+        model=model,
+        task="translate" if req.translate else "transcribe",
+        language=language,
+        prompt=req.prompt,
+        temperature=req.temperature,
+        words="word" in grains,
+        segments="segment" in grains or not grains,
+    )
+
+
+async def prepare(gw: Gateway, plan: TranscriptionPlan, data: bytes) -> Transcription:
+    """Decode the upload (by its bytes) and cut it into windows of at most `window_s`."""
+    try:
+        audio = await asyncio.to_thread(decode_audio, data, gw.settings.server.max_audio_s)
+    except AudioDecodeError as exc:
+        raise bad_request(str(exc), "file", "invalid_audio") from None
+    duration = len(audio) / TARGET_RATE
+    w = gw.settings.whisper
+    windows = await asyncio.to_thread(plan_windows, audio, w.window_s)
+    threshold = gw.settings.scheduler.batch_threshold_s
+    level = Level.interactive if duration <= threshold else Level.batch
+    template = TranscribeUnit(
+        audio=audio[:0],
+        offset_s=0.0,
+        task=plan.task,
+        language=plan.language,
+        prompt=plan.prompt,
+        temperature=plan.temperature,
+        word_timestamps=plan.words,
+        vad_filter=w.vad_filter,
+        beam_size=w.beam_size,
+    )
+    units = [
+        replace(template, audio=audio[win.start : win.end], offset_s=win.start / TARGET_RATE)
+        for win in windows
+    ]
+    return Transcription(plan, units, duration, level)
+
+
+def _next_unit(unit: TranscribeUnit, first: TranscribeResult | None) -> TranscribeUnit:
+    """Later windows reuse the language detected on the first, so they agree."""
+    if unit.language is None and first is not None and first.language:
+        return replace(unit, language=first.language)
+    return unit
+
+
+class TranscriptionJob:
+    def __init__(self, job: Job, work: Transcription) -> None:
+        self.job = job
+        self.work = work
+
+    async def transcript(self) -> Transcript:
+        results: list[TranscribeResult] = []
+        for unit in self.work.units:
+            results.append(await self.job.run(_next_unit(unit, results[0] if results else None)))
+        plan = self.work.plan
+        lang = plan.language or next((r.language for r in results if r.language), None) or "en"
+        segments = [s for r in results for s in r.segments]
+        return Transcript(plan.task, lang, self.work.duration, segments)
+
+    async def first(self) -> TranscribeResult | None:
+        units = self.work.units
+        return await self.job.run(units[0]) if units else None
+
+    async def deltas(self, first: TranscribeResult | None) -> AsyncIterator[str]:
+        """Text pieces as windows finish (the first already run), each with its leading space;
+        the caller joins them for the final text."""
+        started = False
+
+        def pieces(result: TranscribeResult) -> list[str]:
+            nonlocal started
+            out = []
+            sep = "" if result.language in NO_SPACE_LANGS else " "
+            for seg in result.segments:
+                piece = seg["text"].strip()
+                if not piece:
+                    continue
+                out.append(sep + piece if started else piece)
+                started = True
+            return out
+
+        if first is not None:
+            for piece in pieces(first):
+                yield piece
+        for unit in self.work.units[1:]:
+            for piece in pieces(await self.job.run(_next_unit(unit, first))):
+                yield piece
+
+
+@asynccontextmanager
+async def start(
+    gw: Gateway, work: Transcription, level: Level | None, timeout_s: float | None
+) -> AsyncIterator[TranscriptionJob]:
+    model = work.plan.model
+    async with gw.scheduler.job(model, level or work.default_level, timeout_s) as job:
+        yield TranscriptionJob(job, work)
