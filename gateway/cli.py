@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet = args.command != "serve"
     setup("WARNING" if quiet else settings.server.log_level,
           "text" if quiet else settings.server.log_format)  # fmt: skip
-    handler = globals()[f"_cmd_{args.command}"]
+    handler = COMMANDS[args.command]
     return int(handler(args, settings) or 0)
 
 
@@ -157,7 +158,7 @@ def _cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
     from .doctor import diagnose, render
     from .service import Gateway
 
-    verdicts = diagnose(Gateway(settings))
+    verdicts = diagnose(Gateway(settings))  # reads the models folder, never writes to it
     print(render(verdicts))
     return 0
 
@@ -200,6 +201,17 @@ def _cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     from .bench import run_bench
 
     return run_bench(args, settings)
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
+    "serve": _cmd_serve,
+    "models": _cmd_models,
+    "speak": _cmd_speak,
+    "transcribe": _cmd_transcribe,
+    "doctor": _cmd_doctor,
+    "settings": _cmd_settings,
+    "bench": _cmd_bench,
+}
 
 
 if __name__ == "__main__":

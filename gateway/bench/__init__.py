@@ -3,7 +3,18 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from typing import Any
+
+INSTALL_HINT = (
+    "`gateway bench report` draws its plots with matplotlib, which the `bench` extra installs: "
+    "pip install 'gateway[bench]' (in a checkout: pip install -e '.[bench]')"
+)
+
+
+def plots_available() -> bool:
+    return importlib.util.find_spec("matplotlib") is not None
 
 
 def run_bench(args: Any, settings: Any) -> int:
@@ -13,6 +24,9 @@ def run_bench(args: Any, settings: Any) -> int:
 
         return main(args, settings)
     if args.name == "report":
+        if not plots_available():
+            print(INSTALL_HINT, file=sys.stderr)
+            return 2
         from .report import main as report_main
 
         return report_main(args, settings)

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 
 from ..config import Settings
-from . import measure, plots, sharing
+from . import measure, sharing
 from .client import speech, transcribe
 from .server import GatewayProcess, load_average, machine_info
 
@@ -238,6 +238,8 @@ def _streaming(res: dict[str, Any], img: str) -> list[str]:
 
 def write(res: dict[str, Any], out: Path) -> Path:
     img = out / "img"
+    from . import plots  # matplotlib: the `bench` extra
+
     plots.sharing(res["sharing"], img / "sharing.png")
     plots.overhead(res["overhead"], img / "overhead.png")
     plots.throughput(res["throughput"], img / "throughput.png")
