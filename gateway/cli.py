@@ -73,8 +73,10 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = Settings()
     quiet = args.command != "serve"
-    setup("WARNING" if quiet else settings.server.log_level,
-          "text" if quiet else settings.server.log_format)  # fmt: skip
+    setup(
+        "WARNING" if quiet else settings.server.log_level,
+        "text" if quiet else settings.server.log_format,
+    )
     handler = COMMANDS[args.command]
     return int(handler(args, settings) or 0)
 
@@ -122,8 +124,11 @@ def _cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             self.drain_task = self.loop.create_task(self.drain(sig))  # keep a reference
 
         async def drain(self, sig: int) -> None:
-            log.info("%s: draining; not ready, running work may finish within %g s",
-                     signal.Signals(sig).name, grace)  # fmt: skip
+            log.info(
+                "%s: draining; not ready, running work may finish within %g s",
+                signal.Signals(sig).name,
+                grace,
+            )
             t0 = time.monotonic()
             try:
                 await gw.scheduler.close(grace)
@@ -181,8 +186,9 @@ def _cmd_speak(args: argparse.Namespace, settings: Settings) -> int:
     from .local import speak
 
     fmt = args.format or (args.output.suffix.lstrip(".") or "mp3")
-    data = asyncio.run(speak(settings, args.text, args.voice, fmt, args.speed, args.model,
-                             args.lang))  # fmt: skip
+    data = asyncio.run(
+        speak(settings, args.text, args.voice, fmt, args.speed, args.model, args.lang)
+    )
     args.output.write_bytes(data)
     print(f"wrote {len(data)} bytes to {args.output}", file=sys.stderr)
     return 0
@@ -191,8 +197,11 @@ def _cmd_speak(args: argparse.Namespace, settings: Settings) -> int:
 def _cmd_transcribe(args: argparse.Namespace, settings: Settings) -> int:
     from .local import transcribe
 
-    out = asyncio.run(transcribe(settings, args.file.read_bytes(), args.format, args.language,
-                                 args.model, args.translate))  # fmt: skip
+    out = asyncio.run(
+        transcribe(
+            settings, args.file.read_bytes(), args.format, args.language, args.model, args.translate
+        )
+    )
     sys.stdout.write(out if isinstance(out, str) else json.dumps(out, ensure_ascii=False))
     return 0
 

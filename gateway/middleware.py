@@ -32,14 +32,18 @@ class GatewayMiddleware:
         self.upload_limit = upload_limit
         self.json_limit = json_limit
         self.requests = Counter(
-            "gateway_http_requests_total", "HTTP requests by route, method and status.",
-            ["route", "method", "status"], registry=registry,
-        )  # fmt: skip
+            "gateway_http_requests_total",
+            "HTTP requests by route, method and status.",
+            ["route", "method", "status"],
+            registry=registry,
+        )
         self.latency = Histogram(
-            "gateway_http_request_duration_seconds", "HTTP request latency (to the last byte).",
-            ["route", "method"], registry=registry,
+            "gateway_http_request_duration_seconds",
+            "HTTP request latency (to the last byte).",
+            ["route", "method"],
+            registry=registry,
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128),
-        )  # fmt: skip
+        )
 
     def _limit(self, scope: Scope) -> int:
         headers = dict(scope.get("headers") or [])
@@ -69,8 +73,7 @@ class GatewayMiddleware:
             if message["type"] == "http.response.start":
                 started = True
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []),
-                                      (b"x-request-id", rid.encode())]  # fmt: skip
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
             await send(message)
 
         seen = 0
@@ -104,17 +107,37 @@ class GatewayMiddleware:
             self.requests.labels(route, scope["method"], str(status)).inc()
             self.latency.labels(route, scope["method"]).observe(elapsed)
             if route not in ("/health", "/metrics", "/ready"):
-                log.info("request", extra={"method": scope["method"], "route": route,
-                                           "status": status, "duration_s": round(elapsed, 4)})
+                log.info(
+                    "request",
+                    extra={
+                        "method": scope["method"],
+                        "route": route,
+                        "status": status,
+                        "duration_s": round(elapsed, 4),
+                    },
+                )
             request_id.reset(token)
 
     async def _too_large(self, send: Send, limit: int) -> None:
-        body = json.dumps(error_body(f"request body is larger than {limit} bytes",
-                                     "invalid_request_error", None, "request_too_large")).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode()),
-                                (b"connection", b"close")]})
+        body = json.dumps(
+            error_body(
+                f"request body is larger than {limit} bytes",
+                "invalid_request_error",
+                None,
+                "request_too_large",
+            )
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 

@@ -15,9 +15,17 @@ import numpy as np
 TARGET_RATE = 16000
 # Demuxers we accept (FFmpeg names; several are comma-joined aliases).
 ALLOWED_FORMATS = {
-    "matroska,webm", "ogg", "mov,mp4,m4a,3gp,3g2,mj2", "mp3", "wav", "flac", "aac", "aiff",
-    "caf", "w64",
-}  # fmt: skip
+    "matroska,webm",
+    "ogg",
+    "mov,mp4,m4a,3gp,3g2,mj2",
+    "mp3",
+    "wav",
+    "flac",
+    "aac",
+    "aiff",
+    "caf",
+    "w64",
+}
 # Enforced by FFmpeg after probing and before a demuxer reads anything: bytes that probe as SDP,
 # HLS or concat lists never get a demuxer that opens the sockets, URLs or files they name (an SDP
 # upload used to open RTP/UDP sockets for the address it names and hold a worker for 10 s).

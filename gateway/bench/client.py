@@ -16,8 +16,14 @@ class BenchRequestError(RuntimeError):
     pass
 
 
-def speech(client: httpx.Client, base: str, text: str, voice: str = "alloy",
-           fmt: str | None = None, headers: dict[str, str] | None = None) -> float:  # fmt: skip
+def speech(
+    client: httpx.Client,
+    base: str,
+    text: str,
+    voice: str = "alloy",
+    fmt: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> float:
     """One speech request (Open WebUI's shape: no format means mp3); returns seconds."""
     body: dict[str, str] = {"model": "tts-1", "voice": voice, "input": text}
     if fmt:
@@ -31,27 +37,35 @@ def speech(client: httpx.Client, base: str, text: str, voice: str = "alloy",
 
 
 def transcribe(
-    client: httpx.Client, base: str, data: bytes, filename: str = "audio.mp3",
-    level: str | None = None, model: str = "whisper-1",
-) -> tuple[float, str]:  # fmt: skip
+    client: httpx.Client,
+    base: str,
+    data: bytes,
+    filename: str = "audio.mp3",
+    level: str | None = None,
+    model: str = "whisper-1",
+) -> tuple[float, str]:
     """One transcription (multipart, no part content type, like Open WebUI); (seconds, text)."""
     headers = dict(AUTH)
     if level:
         headers["X-Priority"] = level
     t0 = time.perf_counter()
-    r = client.post(f"{base}/v1/audio/transcriptions", files={"file": (filename, data)},
-                    data={"model": model}, headers=headers)  # fmt: skip
+    r = client.post(
+        f"{base}/v1/audio/transcriptions",
+        files={"file": (filename, data)},
+        data={"model": model},
+        headers=headers,
+    )
     elapsed = time.perf_counter() - t0
     if r.status_code != 200:
         raise BenchRequestError(f"transcription: HTTP {r.status_code}: {r.text[:200]}")
     return elapsed, str(r.json().get("text", ""))
 
 
-def stream_speech(client: httpx.Client, base: str, text: str, voice: str = "alloy",
-                  fmt: str = "mp3") -> tuple[float, float, int]:  # fmt: skip
+def stream_speech(
+    client: httpx.Client, base: str, text: str, voice: str = "alloy", fmt: str = "mp3"
+) -> tuple[float, float, int]:
     """A streamed speech request: (time to first audio byte, time to last byte, bytes)."""
-    body = {"model": "tts-1", "voice": voice, "input": text, "response_format": fmt,
-            "stream": True}  # fmt: skip
+    body = {"model": "tts-1", "voice": voice, "input": text, "response_format": fmt, "stream": True}
     t0 = time.perf_counter()
     first = None
     size = 0

@@ -43,8 +43,9 @@ VOICE = "alloy"
 
 
 def cache_dir() -> Path:
-    folder = Path(os.environ.get("GATEWAY_BENCH_CACHE") or
-                  Path(tempfile.gettempdir()) / "gateway-bench-audio")  # fmt: skip
+    folder = Path(
+        os.environ.get("GATEWAY_BENCH_CACHE") or Path(tempfile.gettempdir()) / "gateway-bench-audio"
+    )
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
@@ -56,8 +57,13 @@ def read_wav(data: bytes) -> tuple[np.ndarray, int]:
     return np.frombuffer(frames, "<i2").astype(np.float32) / 32767.0, rate
 
 
-def speak(base_url: str, text: str, voice: str = VOICE, folder: Path | None = None,
-          timeout_s: float = 300.0) -> tuple[np.ndarray, int]:  # fmt: skip
+def speak(
+    base_url: str,
+    text: str,
+    voice: str = VOICE,
+    folder: Path | None = None,
+    timeout_s: float = 300.0,
+) -> tuple[np.ndarray, int]:
     """One sentence through the gateway's TTS (cached), as float32 samples and their rate."""
     folder = folder or cache_dir()
     key = hashlib.sha256(f"{voice}\n{text}".encode()).hexdigest()[:20]
@@ -74,9 +80,13 @@ def speak(base_url: str, text: str, voice: str = VOICE, folder: Path | None = No
 
 
 def build_clip(
-    base_url: str, seconds: float, start: int = 0, pause_s: float = 0.6,
-    folder: Path | None = None, pool: tuple[str, ...] = POOL,
-) -> tuple[np.ndarray, int]:  # fmt: skip
+    base_url: str,
+    seconds: float,
+    start: int = 0,
+    pause_s: float = 0.6,
+    folder: Path | None = None,
+    pool: tuple[str, ...] = POOL,
+) -> tuple[np.ndarray, int]:
     """Sentences from `pool` (from index `start`, cycling) with pauses, cut to `seconds`."""
     parts: list[np.ndarray] = []
     total = 0
@@ -109,8 +119,9 @@ def _webm(audio: np.ndarray, rate: int) -> bytes:
     stream.layout = "mono"
     stream.bit_rate = 32000
     resampler = av.AudioResampler(format="flt", layout="mono", rate=48000)
-    frame = av.AudioFrame.from_ndarray(audio.astype(np.float32).reshape(1, -1), format="flt",
-                                       layout="mono")  # fmt: skip
+    frame = av.AudioFrame.from_ndarray(
+        audio.astype(np.float32).reshape(1, -1), format="flt", layout="mono"
+    )
     frame.sample_rate = rate
     frame.pts = 0
     for out in [*resampler.resample(frame), *resampler.resample(None)]:
@@ -122,8 +133,9 @@ def _webm(audio: np.ndarray, rate: int) -> bytes:
     return buf.getvalue()
 
 
-def clip_file(base_url: str, seconds: float, fmt: str, start: int = 0,
-              folder: Path | None = None) -> Path:  # fmt: skip
+def clip_file(
+    base_url: str, seconds: float, fmt: str, start: int = 0, folder: Path | None = None
+) -> Path:
     """A clip encoded to `fmt`, cached as a file (so locust users can re-read it cheaply)."""
     folder = folder or cache_dir()
     path = folder / f"clip-{seconds:g}s-{start}.{fmt}"

@@ -30,17 +30,30 @@ class RawWorker:
     """The child process of gateway.bench.raw, holding both models loaded."""
 
     def __init__(self, settings: Settings) -> None:
-        store = ModelStore(settings.models.dir, load_manifest(settings.models.manifest),
-                           settings.models.local_paths)  # fmt: skip
-        self.threads = {"kokoro": settings.cpu_threads("kokoro"),
-                        "whisper": settings.cpu_threads("whisper")}  # fmt: skip
+        store = ModelStore(
+            settings.models.dir,
+            load_manifest(settings.models.manifest),
+            settings.models.local_paths,
+        )
+        self.threads = {
+            "kokoro": settings.cpu_threads("kokoro"),
+            "whisper": settings.cpu_threads("whisper"),
+        }
         kdir = store.folder(settings.models.speech_default)
         wdir = store.folder(settings.models.transcription_default)
         threads = min(self.threads.values())
-        cmd = [sys.executable, "-m", "gateway.bench.raw", str(kdir), str(wdir), str(threads),
-               settings.whisper.compute_type]  # fmt: skip
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     text=True, bufsize=1)  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "gateway.bench.raw",
+            str(kdir),
+            str(wdir),
+            str(threads),
+            settings.whisper.compute_type,
+        ]
+        self.proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1
+        )
         ready = self._read()
         if not ready.get("ready"):
             raise RuntimeError(f"raw worker failed to start: {ready}")
@@ -73,8 +86,9 @@ class RawWorker:
                 self.proc.kill()
 
 
-def overhead(base: str, pid: int, settings: Settings, inputs: dict[str, Any], runs: int,
-             say: Say) -> dict[str, Any]:  # fmt: skip
+def overhead(
+    base: str, pid: int, settings: Settings, inputs: dict[str, Any], runs: int, say: Say
+) -> dict[str, Any]:
     """Gateway over HTTP vs the raw call on the same input, interleaved, median of `runs`: wall
     time, and CPU time (the gateway process's, all threads; the raw worker's), which other
     processes on a shared machine disturb far less than wall time."""
@@ -124,12 +138,17 @@ def overhead(base: str, pid: int, settings: Settings, inputs: dict[str, Any], ru
         mem_raw = raw.call(op="memory")
     finally:
         raw.close()
-    return {"cases": cases, "raw_memory_idle": mem_raw_idle, "raw_memory": mem_raw,
-            "threads": raw.threads}  # fmt: skip
+    return {
+        "cases": cases,
+        "raw_memory_idle": mem_raw_idle,
+        "raw_memory": mem_raw,
+        "threads": raw.threads,
+    }
 
 
-def _case(label: str, audio_s: float, raw: list[tuple[float, float]],
-          gw: list[tuple[float, float]]) -> dict[str, Any]:  # fmt: skip
+def _case(
+    label: str, audio_s: float, raw: list[tuple[float, float]], gw: list[tuple[float, float]]
+) -> dict[str, Any]:
     """(wall, cpu) pairs of both sides -> medians and ratios."""
     raw_s, raw_cpu = [r[0] for r in raw], [r[1] for r in raw]
     gw_s, gw_cpu = [g[0] for g in gw], [g[1] for g in gw]
@@ -149,8 +168,13 @@ def _case(label: str, audio_s: float, raw: list[tuple[float, float]],
     }
 
 
-def throughput(base: str, levels: tuple[int, ...], per_client: Callable[[int], int],
-               inputs: dict[str, Any], say: Say) -> dict[str, Any]:  # fmt: skip
+def throughput(
+    base: str,
+    levels: tuple[int, ...],
+    per_client: Callable[[int], int],
+    inputs: dict[str, Any],
+    say: Say,
+) -> dict[str, Any]:
     """Closed-loop clients at each concurrency: requests/s and real-time factor per engine."""
     out: dict[str, Any] = {"speech": [], "transcription": []}
     for engine in ("speech", "transcription"):

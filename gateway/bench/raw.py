@@ -36,8 +36,13 @@ def _load(kokoro_dir: Path, whisper_dir: Path, threads: int, compute_type: str) 
     options.inter_op_num_threads = 1
     session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
     kokoro = Kokoro.from_session(session, str(voices_path))
-    whisper = WhisperModel(str(whisper_dir), device="cpu", compute_type=compute_type,
-                           cpu_threads=threads, num_workers=1)  # fmt: skip
+    whisper = WhisperModel(
+        str(whisper_dir),
+        device="cpu",
+        compute_type=compute_type,
+        cpu_threads=threads,
+        num_workers=1,
+    )
     return kokoro, whisper
 
 
@@ -47,17 +52,26 @@ def _handle(cmd: dict[str, Any], kokoro: Any, whisper: Any) -> dict[str, Any]:
     op = cmd.get("op")
     if op == "speech":
         t0, c0 = time.perf_counter(), time.process_time()
-        audio, rate = kokoro.create(cmd["text"], voice=cmd["voice"], speed=1.0,
-                                    lang=cmd.get("lang", "en-us"))  # fmt: skip
-        return {"s": time.perf_counter() - t0, "cpu": time.process_time() - c0,
-                "audio_s": len(audio) / rate}  # fmt: skip
+        audio, rate = kokoro.create(
+            cmd["text"], voice=cmd["voice"], speed=1.0, lang=cmd.get("lang", "en-us")
+        )
+        return {
+            "s": time.perf_counter() - t0,
+            "cpu": time.process_time() - c0,
+            "audio_s": len(audio) / rate,
+        }
     if op == "transcribe":
         t0, c0 = time.perf_counter(), time.process_time()
-        segments, info = whisper.transcribe(cmd["path"], beam_size=cmd.get("beam_size", 5),
-                                            vad_filter=cmd.get("vad", True))  # fmt: skip
+        segments, info = whisper.transcribe(
+            cmd["path"], beam_size=cmd.get("beam_size", 5), vad_filter=cmd.get("vad", True)
+        )
         text = " ".join(s.text.strip() for s in segments)  # decoding happens here
-        return {"s": time.perf_counter() - t0, "cpu": time.process_time() - c0, "text": text,
-                "duration": info.duration}  # fmt: skip
+        return {
+            "s": time.perf_counter() - t0,
+            "cpu": time.process_time() - c0,
+            "text": text,
+            "duration": info.duration,
+        }
     if op == "memory":
         import os
 

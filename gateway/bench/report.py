@@ -30,8 +30,9 @@ def _say(msg: str) -> None:
     print(f"[bench] {msg}", file=sys.stderr, flush=True)
 
 
-def run_report(quick: bool, settings: Settings, logs: Path, command: str,
-               say: Any = _say) -> dict[str, Any]:  # fmt: skip
+def run_report(
+    quick: bool, settings: Settings, logs: Path, command: str, say: Any = _say
+) -> dict[str, Any]:
     started = time.time()
     res: dict[str, Any] = {
         "quick": quick,
@@ -48,21 +49,25 @@ def run_report(quick: bool, settings: Settings, logs: Path, command: str,
             transcribe(client, base, Path(inputs["tp_clip"]).read_bytes(), "warm.mp3")
         time.sleep(0.5)
         res["memory_idle"] = gw.memory()
-        res["overhead"] = measure.overhead(base, gw.pid, settings, inputs, 1 if quick else 5,
-                                           say)  # fmt: skip
+        res["overhead"] = measure.overhead(base, gw.pid, settings, inputs, 1 if quick else 5, say)
         res["memory_sections"] = {"overhead": gw.memory()}
         levels = (1, 2) if quick else (1, 2, 4, 8)
         res["throughput"] = measure.throughput(
-            base, levels, (lambda c: 1) if quick else (lambda c: {1: 3, 2: 2}.get(c, 1)),
-            inputs, say,
-        )  # fmt: skip
+            base,
+            levels,
+            (lambda c: 1) if quick else (lambda c: {1: 3, 2: 2}.get(c, 1)),
+            inputs,
+            say,
+        )
         res["throughput"]["clip_s"] = inputs["tp_clip_s"]
         res["memory_sections"]["throughput"] = gw.memory()
         res["streaming"] = measure.streaming(base, inputs["stream_text"], 1 if quick else 3, say)
         res["memory_after"] = res["memory_sections"]["streaming"] = gw.memory()
-        res["gateway_env"] = {"policy": settings.scheduler.policy,
-                              "cores": settings.scheduler.cores,
-                              "cpu_slots": settings.scheduler.cpu_slots}  # fmt: skip
+        res["gateway_env"] = {
+            "policy": settings.scheduler.policy,
+            "cores": settings.scheduler.cores,
+            "cpu_slots": settings.scheduler.cpu_slots,
+        }
     res["sharing"] = sharing.run_sharing(quick, logs, say)
     res["load_after"] = load_average()
     res["elapsed_s"] = time.time() - started
@@ -128,24 +133,30 @@ def render(res: dict[str, Any], img: str = "img") -> str:
 
 
 def _overhead(res: dict[str, Any], img: str) -> list[str]:
-    rows = ["## 1. Overhead: gateway over HTTP against the raw library call", "",
-            "Same model files, same thread count, same input; raw and gateway runs interleaved "
-            "(so background load hits both alike); medians. The raw side is `kokoro_onnx` "
-            "`Kokoro.create` on an ONNX Runtime session, and `faster_whisper.WhisperModel("
-            "compute_type=int8).transcribe(path, beam_size=5, vad_filter=True)`, in a process of "
-            "its own. The gateway side is a full HTTP request (upload, decode, schedule, "
-            "encode). Wall: end-to-end seconds; CPU: CPU seconds the process spent on the call "
-            "(all threads; the gateway's whole process), which other processes on a shared "
-            "machine disturb much less than wall time. Target: ≤ 1.05×.", "",
-            "| case | audio | raw wall | gateway wall | wall ratio | raw CPU | gateway CPU "
-            "| CPU ratio | runs |",
-            "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    rows = [
+        "## 1. Overhead: gateway over HTTP against the raw library call",
+        "",
+        "Same model files, same thread count, same input; raw and gateway runs interleaved "
+        "(so background load hits both alike); medians. The raw side is `kokoro_onnx` "
+        "`Kokoro.create` on an ONNX Runtime session, and `faster_whisper.WhisperModel("
+        "compute_type=int8).transcribe(path, beam_size=5, vad_filter=True)`, in a process of "
+        "its own. The gateway side is a full HTTP request (upload, decode, schedule, "
+        "encode). Wall: end-to-end seconds; CPU: CPU seconds the process spent on the call "
+        "(all threads; the gateway's whole process), which other processes on a shared "
+        "machine disturb much less than wall time. Target: ≤ 1.05×.",
+        "",
+        "| case | audio | raw wall | gateway wall | wall ratio | raw CPU | gateway CPU "
+        "| CPU ratio | runs |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for c in res["overhead"]["cases"]:
-        rows.append(f"| {c['case']} | {c['audio_s']:.1f} s | {c['raw_median']:.2f} s "
-                    f"| {c['gateway_median']:.2f} s | **{c['ratio']:.2f}×** "
-                    f"| {_f(c.get('raw_cpu_median', NAN))} s "
-                    f"| {_f(c.get('gateway_cpu_median', NAN))} s "
-                    f"| **{_f(c.get('cpu_ratio', NAN))}×** | {len(c['raw'])} |")  # fmt: skip
+        rows.append(
+            f"| {c['case']} | {c['audio_s']:.1f} s | {c['raw_median']:.2f} s "
+            f"| {c['gateway_median']:.2f} s | **{c['ratio']:.2f}×** "
+            f"| {_f(c.get('raw_cpu_median', NAN))} s "
+            f"| {_f(c.get('gateway_cpu_median', NAN))} s "
+            f"| **{_f(c.get('cpu_ratio', NAN))}×** | {len(c['raw'])} |"
+        )
     return rows + ["", f"![overhead]({img}/overhead.png)", ""]
 
 
@@ -165,75 +176,111 @@ def _sharing(sh: dict[str, Any], cfg: dict[str, Any], img: str) -> list[str]:
     ]
     rows += [f"- `{n}`: {c['label']}" for n, c in cfg.items()]
     rows += [
-        "", sharing.format_table(sh), "",
+        "",
+        sharing.format_table(sh),
+        "",
         "Batch rate: seconds of audio transcribed per wall second, first with the batch loops "
         "alone, then while the sentence is asked for. CPU busy: all cores, from /proc/stat, "
-        "while the sentence was asked for under load (whole machine).", "",
-    ]  # fmt: skip
+        "while the sentence was asked for under load (whole machine).",
+        "",
+    ]
     if "priority" in cfg:
         pri = cfg["priority"]
         met = "met" if v.get("priority_ratio_within_target") else "NOT met"
-        rows += [f"- priority p95 under load / idle p95 = **{pri['ratio_p95']:.2f}×** (target "
-                 f"≤ {sharing.TARGET_RATIO}×): {met}.",
-                 f"- better than fifo and two servers: "
-                 f"{'yes' if v.get('priority_better_than_others') else 'no'}.",
-                 "- work-conserving (batch jobs finish and the cores stay ≥ 90 % busy while "
-                 f"batch work waits): {'yes' if v.get('work_conserving') else 'no'} — "
-                 f"{pri['batch_jobs_finished']} batch jobs finished, cores {pri['cpu_busy']:.0%} "
-                 f"busy ({pri['gateway_cpu']:.0%} by the gateway, "
-                 f"{pri['others_cpu_load']:.0%} by other processes), "
-                 f"batch rate with speech {_f(pri['batch_rate_ratio'], '.0%')} of its rate "
-                 "alone.", ""]  # fmt: skip
+        rows += [
+            f"- priority p95 under load / idle p95 = **{pri['ratio_p95']:.2f}×** (target "
+            f"≤ {sharing.TARGET_RATIO}×): {met}.",
+            f"- better than fifo and two servers: "
+            f"{'yes' if v.get('priority_better_than_others') else 'no'}.",
+            "- work-conserving (batch jobs finish and the cores stay ≥ 90 % busy while "
+            f"batch work waits): {'yes' if v.get('work_conserving') else 'no'} — "
+            f"{pri['batch_jobs_finished']} batch jobs finished, cores {pri['cpu_busy']:.0%} "
+            f"busy ({pri['gateway_cpu']:.0%} by the gateway, "
+            f"{pri['others_cpu_load']:.0%} by other processes), "
+            f"batch rate with speech {_f(pri['batch_rate_ratio'], '.0%')} of its rate "
+            "alone.",
+            "",
+        ]
     return rows + [f"![sharing]({img}/sharing.png)", ""]
 
 
 def _throughput(res: dict[str, Any], img: str) -> list[str]:
-    rows = ["## 3. Throughput against concurrency", "",
-            "N clients start together; each sends its requests one after another (3 each at 1 "
-            "client, 2 at 2, 1 at 4 and 8; quick mode: 1). "
-            "Speech: one pool sentence per request (default MP3); transcription: a "
-            f"{res['throughput'].get('clip_s', 10):g} s MP3 clip. RTF = wall seconds per second "
-            "of audio produced or transcribed, all clients together (lower is better).", "",
-            "| engine | clients | requests | req/s | RTF | p50 latency | p95 latency |",
-            "|---|---|---|---|---|---|---|"]  # fmt: skip
+    rows = [
+        "## 3. Throughput against concurrency",
+        "",
+        "N clients start together; each sends its requests one after another (3 each at 1 "
+        "client, 2 at 2, 1 at 4 and 8; quick mode: 1). "
+        "Speech: one pool sentence per request (default MP3); transcription: a "
+        f"{res['throughput'].get('clip_s', 10):g} s MP3 clip. RTF = wall seconds per second "
+        "of audio produced or transcribed, all clients together (lower is better).",
+        "",
+        "| engine | clients | requests | req/s | RTF | p50 latency | p95 latency |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for engine in ("speech", "transcription"):
         for r in res["throughput"][engine]:
-            rows.append(f"| {engine} | {r['clients']} | {r['requests']} | {r['rps']:.2f} "
-                        f"| {_f(r['rtf'])} | {_f(r['latency']['p50'])} s "
-                        f"| {_f(r['latency']['p95'])} s |")  # fmt: skip
+            rows.append(
+                f"| {engine} | {r['clients']} | {r['requests']} | {r['rps']:.2f} "
+                f"| {_f(r['rtf'])} | {_f(r['latency']['p50'])} s "
+                f"| {_f(r['latency']['p95'])} s |"
+            )
     return rows + [
-        "", "On the CPU, each engine runs one unit at a time on all its threads, so more "
+        "",
+        "On the CPU, each engine runs one unit at a time on all its threads, so more "
         "clients queue rather than go faster: requests/s stays flat and latency grows with the "
-        "queue.", "", f"![throughput]({img}/throughput.png)", "",
-    ]  # fmt: skip
+        "queue.",
+        "",
+        f"![throughput]({img}/throughput.png)",
+        "",
+    ]
 
 
 def _memory(res: dict[str, Any], img: str) -> list[str]:
-    rows = ["## 4. Memory", "", "From /proc/<pid>/status (VmRSS: now; VmHWM: peak). Target: "
-            "≤ 1.0 GiB with both models loaded.", "", "| process | memory |",
-            "|---|---|"]  # fmt: skip
+    rows = [
+        "## 4. Memory",
+        "",
+        "From /proc/<pid>/status (VmRSS: now; VmHWM: peak). Target: "
+        "≤ 1.0 GiB with both models loaded.",
+        "",
+        "| process | memory |",
+        "|---|---|",
+    ]
     rows += [f"| {label} | {_gib(mib)} |" for label, mib in memory_rows(res)]
     sections = res.get("memory_sections")
     if sections:
-        rows += ["", "The report's gateway after each section (both models loaded throughout):", "",
-                 "| after | VmRSS | VmHWM |", "|---|---|---|",
-                 f"| warm-up | {_gib(res['memory_idle'].get('VmRSS', 0))} "
-                 f"| {_gib(res['memory_idle'].get('VmHWM', 0))} |"]  # fmt: skip
-        rows += [f"| {name} | {_gib(m.get('VmRSS', 0))} | {_gib(m.get('VmHWM', 0))} |"
-                 for name, m in sections.items()]  # fmt: skip
+        rows += [
+            "",
+            "The report's gateway after each section (both models loaded throughout):",
+            "",
+            "| after | VmRSS | VmHWM |",
+            "|---|---|---|",
+            f"| warm-up | {_gib(res['memory_idle'].get('VmRSS', 0))} "
+            f"| {_gib(res['memory_idle'].get('VmHWM', 0))} |",
+        ]
+        rows += [
+            f"| {name} | {_gib(m.get('VmRSS', 0))} | {_gib(m.get('VmHWM', 0))} |"
+            for name, m in sections.items()
+        ]
     return rows + ["", f"![memory]({img}/memory.png)", ""]
 
 
 def _streaming(res: dict[str, Any], img: str) -> list[str]:
     s = res["streaming"]
-    return ["## 5. Streaming", "",
-            f"A {s['text_chars']}-character multi-sentence reply, `\"stream\": true` (MP3) vs the "
-            "same request without streaming; medians.", "",
-            "| | seconds |", "|---|---|",
-            f"| first audio byte, streamed | {_f(s['ttfb']['p50'])} |",
-            f"| last byte, streamed | {_f(s['stream_total']['p50'])} |",
-            f"| whole response, not streamed | {_f(s['full']['p50'])} |", "",
-            f"![streaming]({img}/streaming.png)", ""]  # fmt: skip
+    return [
+        "## 5. Streaming",
+        "",
+        f'A {s["text_chars"]}-character multi-sentence reply, `"stream": true` (MP3) vs the '
+        "same request without streaming; medians.",
+        "",
+        "| | seconds |",
+        "|---|---|",
+        f"| first audio byte, streamed | {_f(s['ttfb']['p50'])} |",
+        f"| last byte, streamed | {_f(s['stream_total']['p50'])} |",
+        f"| whole response, not streamed | {_f(s['full']['p50'])} |",
+        "",
+        f"![streaming]({img}/streaming.png)",
+        "",
+    ]
 
 
 def write(res: dict[str, Any], out: Path) -> Path:
@@ -263,8 +310,11 @@ def main(args: Any, settings: Settings) -> int:
     # raw numbers and server logs never go to docs/
     raw_dir = DOCS.parent / "results" if out.resolve() == DOCS.resolve() else out
     raw_dir.mkdir(parents=True, exist_ok=True)
-    command = "gateway bench report" + (" --quick" if args.quick else "") + (
-        f" --out {shlex.quote(str(args.out))}" if args.out is not None else "")
+    command = (
+        "gateway bench report"
+        + (" --quick" if args.quick else "")
+        + (f" --out {shlex.quote(str(args.out))}" if args.out is not None else "")
+    )
     res = run_report(args.quick, settings, raw_dir / "logs", command)
     raw = raw_dir / f"bench-report-{time.strftime('%Y%m%d-%H%M%S')}.json"
     raw.write_text(json.dumps(res, indent=2, default=str))

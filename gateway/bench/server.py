@@ -35,8 +35,13 @@ class ServerError(RuntimeError):
 class GatewayProcess:
     """`python -m gateway.cli serve` on 127.0.0.1:<free port>, with extra GATEWAY_* env."""
 
-    def __init__(self, env: dict[str, str] | None = None, name: str = "gateway",
-                 log_dir: Path | None = None, ready_timeout_s: float = 120.0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        env: dict[str, str] | None = None,
+        name: str = "gateway",
+        log_dir: Path | None = None,
+        ready_timeout_s: float = 120.0,
+    ) -> None:
         self.name = name
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
@@ -57,16 +62,27 @@ class GatewayProcess:
         env.setdefault("GATEWAY_SERVER__SHUTDOWN_GRACE_S", "2")
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("wb")
-        cmd = [sys.executable, "-m", "gateway.cli", "serve", "--host", "127.0.0.1",
-               "--port", str(self.port)]  # fmt: skip
-        self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL)  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "gateway.cli",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+        ]
+        self.proc = subprocess.Popen(
+            cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
         log.close()
         deadline = time.monotonic() + self.ready_timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise ServerError(f"{self.name} exited with {self.proc.returncode}; see "
-                                  f"{self.log_path}:\n{self.log_tail()}")  # fmt: skip
+                raise ServerError(
+                    f"{self.name} exited with {self.proc.returncode}; see "
+                    f"{self.log_path}:\n{self.log_tail()}"
+                )
             try:
                 if httpx.get(self.base_url + "/ready", timeout=2).status_code == 200:
                     return self
@@ -74,8 +90,9 @@ class GatewayProcess:
                 pass
             time.sleep(0.25)
         self.stop()
-        raise ServerError(f"{self.name} not ready after {self.ready_timeout_s:g} s; see "
-                          f"{self.log_path}")  # fmt: skip
+        raise ServerError(
+            f"{self.name} not ready after {self.ready_timeout_s:g} s; see {self.log_path}"
+        )
 
     def log_tail(self, n: int = 20) -> str:
         try:
@@ -100,8 +117,9 @@ class GatewayProcess:
     def __enter__(self) -> GatewayProcess:
         return self.start()
 
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
-                 tb: TracebackType | None) -> None:  # fmt: skip
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
 
@@ -154,8 +172,11 @@ class CpuMeter:
         self.pids = pids
 
     def _read(self) -> tuple[CpuTimes, float, float]:
-        return (cpu_times(), sum(proc_cpu_seconds(p) for p in self.pids),
-                proc_cpu_seconds(os.getpid()))  # fmt: skip
+        return (
+            cpu_times(),
+            sum(proc_cpu_seconds(p) for p in self.pids),
+            proc_cpu_seconds(os.getpid()),
+        )
 
     def start(self) -> CpuMeter:
         self._start = self._read()
@@ -166,8 +187,11 @@ class CpuMeter:
         capacity = max(1e-9, (m1.at - m0.at) * cores())
         machine = cpu_busy(m0, m1)
         gateway = (g1 - g0) / capacity
-        return {"machine": machine, "gateway": gateway,
-                "others": max(0.0, machine - gateway - (s1 - s0) / capacity)}  # fmt: skip
+        return {
+            "machine": machine,
+            "gateway": gateway,
+            "others": max(0.0, machine - gateway - (s1 - s0) / capacity),
+        }
 
 
 def proc_memory(pid: int) -> dict[str, float]:

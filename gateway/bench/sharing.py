@@ -46,10 +46,27 @@ class Params:
     warm_runs: int = 2  # probe sentences before measuring (the first loads Kokoro)
 
 
-FULL = Params(idle_runs=8, load_runs=10, clip_s=48, loops=2, gap_s=0.75, batch_only_s=12,
-              settle_s=3, drain_s=20)  # fmt: skip
-QUICK = Params(idle_runs=2, load_runs=2, clip_s=8, loops=2, gap_s=0.2, batch_only_s=2,
-               settle_s=1, drain_s=5, warm_runs=1)  # fmt: skip
+FULL = Params(
+    idle_runs=8,
+    load_runs=10,
+    clip_s=48,
+    loops=2,
+    gap_s=0.75,
+    batch_only_s=12,
+    settle_s=3,
+    drain_s=20,
+)
+QUICK = Params(
+    idle_runs=2,
+    load_runs=2,
+    clip_s=8,
+    loops=2,
+    gap_s=0.2,
+    batch_only_s=2,
+    settle_s=1,
+    drain_s=5,
+    warm_runs=1,
+)
 
 CONFIGS: dict[str, dict[str, Any]] = {
     "priority": {
@@ -94,15 +111,22 @@ def prepare_inputs(base: str, params: Params, say: Say = _say) -> Inputs:
         batch.append(clips.encode(clip, rate, "mp3"))
     warm, wrate = clips.speak(base, clips.POOL[0])
     say(f"inputs ready in {time.perf_counter() - t0:.1f} s (cache: {clips.cache_dir()})")
-    return Inputs(clips.PROBE_SENTENCE, len(audio) / rate, batch, params.clip_s,
-                  clips.encode(warm, wrate, "mp3"))  # fmt: skip
+    return Inputs(
+        clips.PROBE_SENTENCE,
+        len(audio) / rate,
+        batch,
+        params.clip_s,
+        clips.encode(warm, wrate, "mp3"),
+    )
 
 
 def _servers(name: str, log_dir: Path | None) -> list[GatewayProcess]:
     cfg = CONFIGS[name]
     if cfg.get("split"):
-        return [GatewayProcess(cfg["env"], f"{name}-speech", log_dir),
-                GatewayProcess(cfg["env"], f"{name}-transcription", log_dir)]  # fmt: skip
+        return [
+            GatewayProcess(cfg["env"], f"{name}-speech", log_dir),
+            GatewayProcess(cfg["env"], f"{name}-transcription", log_dir),
+        ]
     return [GatewayProcess(cfg["env"], name, log_dir)]
 
 
@@ -115,9 +139,12 @@ def _probe(client: httpx.Client, base: str, text: str, runs: int, gap_s: float) 
 
 
 def run_config(
-    name: str, params: Params, inputs: Inputs | None = None, log_dir: Path | None = None,
+    name: str,
+    params: Params,
+    inputs: Inputs | None = None,
+    log_dir: Path | None = None,
     say: Say = _say,
-) -> tuple[dict[str, Any], Inputs]:  # fmt: skip
+) -> tuple[dict[str, Any], Inputs]:
     servers = _servers(name, log_dir)
     loop: BatchLoop | None = None
     try:
@@ -138,8 +165,10 @@ def run_config(
             loop = BatchLoop(batch_base, inputs.batch_clips, inputs.batch_audio_s, params.loops)
             loop.start()
             time.sleep(params.settle_s)
-            say(f"{name}: {params.loops} batch loops of {params.clip_s:g} s clips; batch alone "
-                f"{params.batch_only_s:g} s")  # fmt: skip
+            say(
+                f"{name}: {params.loops} batch loops of {params.clip_s:g} s clips; batch alone "
+                f"{params.batch_only_s:g} s"
+            )
             tb0 = time.monotonic()
             time.sleep(params.batch_only_s)
             tb1 = c_t0 = time.monotonic()
@@ -183,15 +212,21 @@ def run_config(
         "peak_rss_mib": sum(m.get("VmHWM", 0.0) for m in memory),
         "processes": len(servers),
     }
-    say(f"{name}: idle p95 {idle_s['p95']:.2f} s, loaded p95 {load_s['p95']:.2f} s "
+    say(
+        f"{name}: idle p95 {idle_s['p95']:.2f} s, loaded p95 {load_s['p95']:.2f} s "
         f"({result['ratio_p95']:.2f}x), cores busy {cpu_load['machine']:.0%} (gateway "
         f"{cpu_load['gateway']:.0%}; other processes {cpu_idle['others']:.0%} idle phase, "
-        f"{cpu_load['others']:.0%} load phase)")  # fmt: skip
+        f"{cpu_load['others']:.0%} load phase)"
+    )
     return result, inputs
 
 
-def run_sharing(quick: bool = False, log_dir: Path | None = None, say: Say = _say,
-                configs: tuple[str, ...] = tuple(CONFIGS)) -> dict[str, Any]:  # fmt: skip
+def run_sharing(
+    quick: bool = False,
+    log_dir: Path | None = None,
+    say: Say = _say,
+    configs: tuple[str, ...] = tuple(CONFIGS),
+) -> dict[str, Any]:
     params = QUICK if quick else FULL
     results: dict[str, Any] = {"params": asdict(params), "quick": quick, "configs": {}}
     inputs = None
@@ -216,8 +251,7 @@ def verdict(results: dict[str, Any]) -> dict[str, Any]:
     # no core left idle while batch work waits (other processes may take part of the cores)
     out["work_conserving"] = pri["batch_jobs_finished"] > 0 and pri["cpu_busy"] >= 0.9
     # other processes on the machine took a noticeable share of the cores: numbers are noisy
-    out["noisy"] = any(max(c["others_cpu_idle"], c["others_cpu_load"]) > 0.15
-                       for c in cfg.values())  # fmt: skip
+    out["noisy"] = any(max(c["others_cpu_idle"], c["others_cpu_load"]) > 0.15 for c in cfg.values())
     return out
 
 
@@ -251,15 +285,21 @@ def main(args: Any, settings: Any) -> int:
     results = run_sharing(args.quick, log_dir)
     print(format_table(results))
     v = results["verdict"]
-    print(f"\npriority p95 under load <= {TARGET_RATIO}x idle p95: "
-          f"{v.get('priority_ratio_within_target')}; better than fifo and two servers: "
-          f"{v.get('priority_better_than_others')}; work-conserving: "
-          f"{v.get('work_conserving')}")  # fmt: skip
+    print(
+        f"\npriority p95 under load <= {TARGET_RATIO}x idle p95: "
+        f"{v.get('priority_ratio_within_target')}; better than fifo and two servers: "
+        f"{v.get('priority_better_than_others')}; work-conserving: "
+        f"{v.get('work_conserving')}"
+    )
     if v.get("noisy"):
-        print("warning: other processes used more than 15 % of the cores during a phase; "
-              "the figures are noisy (see the 'by others' column)")
-    print("batch rate = seconds of audio transcribed per wall second (x real time), with the "
-          "batch loops alone and while the sentence is asked for; CPU = share of all cores")
+        print(
+            "warning: other processes used more than 15 % of the cores during a phase; "
+            "the figures are noisy (see the 'by others' column)"
+        )
+    print(
+        "batch rate = seconds of audio transcribed per wall second (x real time), with the "
+        "batch loops alone and while the sentence is asked for; CPU = share of all cores"
+    )
     if out:
         path = out if out.suffix == ".json" else out / "sharing.json"
         path.parent.mkdir(parents=True, exist_ok=True)
