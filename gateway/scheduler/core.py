@@ -18,6 +18,7 @@ from typing import Any
 
 from ..config import Placement, SchedulerSettings
 from ..engines.base import Device, Engine, is_gpu_error
+from .activity import Activity
 from .gpu import GpuMonitor
 from .instances import Instance
 from .metrics import SchedulerMetrics
@@ -71,6 +72,7 @@ class Scheduler:
         self.gpu_broken: dict[str, str] = {}
         self.fallback_counts: dict[tuple[str, str], int] = defaultdict(int)
         self.closing = False
+        self.activity = Activity()
         self._ttl_task: asyncio.Task[None] | None = None
         device = gpu.device(settings.gpu_device) if gpu is not None else None
         self.gpu_present = device is not None
@@ -320,6 +322,7 @@ class Scheduler:
         unit.lane, unit.reason, unit.started = inst.lane, reason, loop.time()
         if reason:
             self.fallback_counts[(unit.model, reason)] += 1
+            self.activity.fallback(unit.model, reason, unit.job.level.name)
             if self.metrics:
                 self.metrics.fallbacks.labels(unit.model, reason).inc()
         if self.metrics:
@@ -371,10 +374,11 @@ class Scheduler:
                     unit.started,
                 )
             )
+            seconds = getattr(inst.engine, "audio_seconds", None)
+            audio_s = seconds(unit.payload, result) if seconds else 0.0
+            self.activity.finished(unit.model, inst.lane, audio_s, unit.job.units_run == 0)
             if self.metrics:
                 self.metrics.run_time.labels(unit.model, inst.lane).observe(run_s)
-                seconds = getattr(inst.engine, "audio_seconds", None)
-                audio_s = seconds(unit.payload, result) if seconds else 0.0
                 if audio_s > 0:
                     self.metrics.rtf.labels(unit.model, inst.lane).observe(run_s / audio_s)
             if not unit.future.done():
@@ -519,4 +523,5 @@ class Scheduler:
             "gpu": None if dev is None else {**dev.__dict__,
                                              "committed_budget_mib": self._gpu_committed(),
                                              "reserve_mib": s.gpu_reserve_mib},
+            "activity": self.activity.summary(list(self.engines)),
         }  # fmt: skip
