@@ -11,6 +11,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from . import __version__, errors
 from .api import catalog, ops, speech, transcriptions
+from .api.status_page import router as status_router
 from .config import Settings, csv
 from .middleware import GatewayMiddleware
 from .service import Gateway, assemble_defaults
@@ -46,6 +47,7 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
     errors.install(app)
     for router in (speech.router, transcriptions.router, catalog.router, ops.router):
         app.include_router(router)
+    app.include_router(status_router)  # GET /status, the live status page
     origins = csv(settings.server.cors_origins)
     if origins:
         app.add_middleware(

@@ -19,6 +19,7 @@ from typing import Any
 from ..config import QueuePolicy, SchedulerSettings
 from ..engines.base import Engine, Lane, is_gpu_error
 from . import status as status_view
+from .activity import Activity
 from .gpu import GpuMonitor
 from .metrics import SchedulerMetrics
 from .placement import Placer
@@ -66,6 +67,7 @@ class Scheduler:
         self._run_times: dict[tuple[str, str], float] = {}
         self.fallback_counts: dict[tuple[str, str], int] = defaultdict(int)
         self.closing = False
+        self.activity = Activity()
         self._ttl_task: asyncio.Task[None] | None = None
         self._check_cpu_plan()
         if metrics:
@@ -246,6 +248,7 @@ class Scheduler:
         unit.lane, unit.reason, unit.started = inst.lane, reason, loop.time()
         if reason:
             self.fallback_counts[(unit.model, reason)] += 1
+            self.activity.fallback(unit.model, reason, unit.job.level.name)
             if self.metrics:
                 self.metrics.fallbacks.labels(unit.model, reason).inc()
         if self.metrics:
@@ -315,9 +318,10 @@ class Scheduler:
         unit.job.records.append(
             UnitRecord(inst.lane, unit.reason, wait_s, run_s, unit.enqueued, unit.started)
         )
+        audio_s = inst.audio_seconds(unit.payload, result)
+        self.activity.finished(unit.model, inst.lane, audio_s, unit.job.units_run == 0)
         if self.metrics:
             self.metrics.run_time.labels(unit.model, inst.lane).observe(run_s)
-            audio_s = inst.audio_seconds(unit.payload, result)
             if audio_s > 0:
                 self.metrics.rtf.labels(unit.model, inst.lane).observe(run_s / audio_s)
 

@@ -6,6 +6,7 @@ from typing import Any, Protocol
 
 from ..config import QueuePolicy, SchedulerSettings
 from ..engines.base import Engine
+from .activity import Activity
 from .gpu import GpuMonitor
 from .metrics import SchedulerMetrics
 from .placement import Placer
@@ -27,6 +28,7 @@ class SchedulerView(Protocol):
     busy: dict[str, int]
     closing: bool
     fallback_counts: dict[tuple[str, str], int]
+    activity: Activity
 
 
 def queue_policy(settings: SchedulerSettings, level: Level) -> QueuePolicy:
@@ -103,4 +105,5 @@ def status(s: SchedulerView) -> dict[str, Any]:
             "committed_budget_mib": pool.gpu_committed(),
             "reserve_mib": cfg.gpu_reserve_mib,
         },
+        "activity": s.activity.summary(list(s.engines)),
     }
