@@ -56,14 +56,20 @@ class SpeechRequest(BaseModel):
         None, max_length=16, description="Phonemizer language (e.g. `en-us`); default: from text."
     )
     instructions: str | None = Field(None, description="Accepted for compatibility; ignored.")
+    normalize: bool = Field(
+        True, description="Extension: read Markdown, emoji, URLs and (in English) numbers, dates "
+        "and units as a person would; `false` speaks the text as given.",
+    )  # fmt: skip
 
 
 def clean_text(text: str) -> str:
-    """Drop control and format characters (keep newlines/tabs as spaces)."""
+    """Drop control and format characters (keep newlines for Markdown, tabs as spaces)."""
     out = []
-    for ch in text:
+    for ch in text.replace("\r\n", "\n"):
         cat = unicodedata.category(ch)
-        if ch in "\n\t\r":
+        if ch == "\n":
+            out.append(ch)
+        elif ch in "\t\r":
             out.append(" ")
         elif cat[0] != "C":
             out.append(ch)
@@ -105,7 +111,8 @@ async def create_speech(
         raise bad_request("input is empty", "input", "empty_input")
     engine: KokoroEngine = gw.models[model].engine
     try:
-        units = await asyncio.to_thread(engine.plan, text, body.voice, body.speed, body.lang)
+        units = await asyncio.to_thread(engine.plan, text, body.voice, body.speed, body.lang,
+                                      normalize=body.normalize)  # fmt: skip
     except VoiceError as exc:
         raise bad_request(str(exc), "voice", "invalid_voice") from None
     except NothingToSpeak as exc:
