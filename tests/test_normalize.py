@@ -26,7 +26,7 @@ CASES = [
     ("Mail ann.lee@example.org today.", "Mail ann dot lee at example dot org today."),
     ("| A | B |\n|---|---|\n| 1 | 2 |", "A, B. one, two."),
     ("Great job! 🎉👍", "Great job!"),
-    ("👍🎉", "thumbs up, party popper."),
+    ("👍🎉", ""),
     ("It costs $1,234.56.", "It costs one thousand two hundred thirty-four dollars and fifty-six cents."),
     ("Only $1 or £3.50 or $2.5M.", "Only one dollar or three pounds and fifty pence or two point five million dollars."),
     ("Up 12.5% in 2023.", "Up twelve point five percent in twenty twenty-three."),

@@ -6,7 +6,8 @@ is "asterisk asterisk" and "h t t p s colon slash slash". Two layers:
 * Markdown (any language), with markdown-it-py: emphasis and headings become plain text, each
   block ends as a sentence, code blocks are announced, images give their alt text, links keep
   their text, bare URLs and e-mail addresses are spoken short (`github dot com`), tables are read
-  row by row. Emoji are dropped (named, when a text is nothing but emoji).
+  row by row. Emoji are dropped (a text of nothing but emoji has nothing to
+  speak, as before).
 * English only: numbers, ordinals, currency, percentages, dates, times, phone numbers and units
   as words, with num2words. Other languages keep their numbers: espeak-ng and OpenJTalk read them.
 
@@ -102,10 +103,7 @@ def normalize_text(text: str, lang: str) -> str:
             spoken = speak_sentence(sentence, english)
             if spoken:
                 out.append(spoken)
-    result = " ".join(out)
-    if not speakable(result) and emoji.emoji_count(text):
-        return name_emoji(text)
-    return result
+    return " ".join(out)
 
 
 def _abbreviation(match: re.Match[str]) -> str:
@@ -114,13 +112,6 @@ def _abbreviation(match: re.Match[str]) -> str:
     rest = match.string[match.end() :].lstrip()
     ends = match.group(0).endswith(".") and (not rest or rest[0].isupper())
     return words + "." if ends else words
-
-
-def name_emoji(text: str) -> str:
-    """`👍🎉` -> `thumbs up, party popper.` (for a text that is nothing but emoji)."""
-    names = [e["emoji"] for e in emoji.emoji_list(text)]
-    spoken = [emoji.demojize(e, delimiters=("", "")).replace("_", " ") for e in names]
-    return ", ".join(spoken) + "."
 
 
 # -- Markdown ---------------------------------------------------------------------------------
