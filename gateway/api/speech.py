@@ -33,7 +33,9 @@ from .deps import (
 router = APIRouter(prefix="/v1/audio", tags=["speech"], dependencies=[Depends(require_key)])
 
 SpeechFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm"]
-AUDIO_CONTENT: dict[str, dict] = {f.media_type: {} for f in FORMATS.values()} | {"text/event-stream": {}}
+AUDIO_CONTENT: dict[str, dict] = {f.media_type: {} for f in FORMATS.values()} | {
+    "text/event-stream": {}
+}
 
 
 class SpeechRequest(BaseModel):
@@ -61,6 +63,11 @@ class SpeechRequest(BaseModel):
         None, max_length=16, description="Phonemizer language (e.g. `en-us`); default: from text."
     )
     instructions: str | None = Field(None, description="Accepted for compatibility; ignored.")
+    normalize: bool = Field(
+        True,
+        description="Extension: read Markdown, emoji, URLs and (in English) numbers, dates "
+        "and units as a person would; `false` speaks the text as given.",
+    )
 
 
 @router.post(
@@ -79,7 +86,10 @@ async def create_speech(
     timeout_s: Annotated[float | None, Depends(queue_timeout)] = None,
 ) -> Response:
     plan = await speech.plan(
-        gw, speech.SpeechInput(body.model, body.input, body.voice, body.speed, body.lang)
+        gw,
+        speech.SpeechInput(
+            body.model, body.input, body.voice, body.speed, body.lang, body.normalize
+        ),
     )
     fmt = body.response_format
     sse_out = body.stream and body.stream_format == "sse"

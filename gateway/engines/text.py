@@ -1,4 +1,4 @@
-"""Text handling for speech: which phonemizer language a text needs.
+"""Text handling for speech: which phonemizer language a text needs, and sentence splitting.
 
 The language must follow the text, not the voice: the embedded voices are Japanese, yet English
 text through the Japanese phonemizer comes out as gibberish, while through the English one those
@@ -7,6 +7,7 @@ voices speak English word for word.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
 # Kokoro voice id prefix -> espeak language (the voice pack's own convention).
@@ -62,3 +63,17 @@ def detect_lang(text: str, voice_ids: list[str], default_lang: str, explicit: st
         # (e.g. the embedded Japanese ones) gets the configured default, English.
         return voice_lang if voice_lang in LATIN_LANGS else default_lang
     return voice_lang or default_lang
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?…。！？])[\"')\]]*\s+|(?<=[。！？])|\n{2,}")
+
+
+def split_sentences(text: str) -> list[str]:
+    """Split on sentence ends, keeping the punctuation with its sentence."""
+    parts = [p.strip() for p in _SENTENCE_END.split(text)]
+    return [p for p in parts if p]
+
+
+def speakable(text: str) -> bool:
+    """True if the text has at least one letter or digit to speak."""
+    return any(ch.isalnum() for ch in text)

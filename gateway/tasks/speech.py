@@ -23,6 +23,7 @@ class SpeechInput:
     voice: str
     speed: float = 1.0
     lang: str | None = None
+    normalize: bool = True
 
 
 @dataclass(frozen=True)
@@ -33,11 +34,13 @@ class SpeechPlan:
 
 
 def clean_text(text: str) -> str:
-    """Drop control and format characters (keep newlines/tabs as spaces)."""
+    """Drop control and format characters (keep newlines for Markdown, tabs as spaces)."""
     out = []
-    for ch in text:
+    for ch in text.replace("\r\n", "\n"):
         cat = unicodedata.category(ch)
-        if ch in "\n\t\r":
+        if ch == "\n":
+            out.append(ch)
+        elif ch in "\t\r":
             out.append(" ")
         elif cat[0] != "C":
             out.append(ch)
@@ -65,7 +68,9 @@ async def plan(gw: Gateway, req: SpeechInput) -> SpeechPlan:
         raise bad_request("input is empty", "input", "empty_input")
     engine = _engine(gw, model)
     try:
-        units = await asyncio.to_thread(engine.plan, text, req.voice, req.speed, req.lang)
+        units = await asyncio.to_thread(
+            engine.plan, text, req.voice, req.speed, req.lang, normalize=req.normalize
+        )
     except VoiceError as exc:
         raise bad_request(str(exc), "voice", "invalid_voice") from None
     except NothingToSpeak as exc:

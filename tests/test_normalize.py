@@ -1,0 +1,113 @@
+"""Text normalization: exact outputs of the normalizer, then a corpus of chat replies spoken by the
+real Kokoro engine and heard back by real Whisper."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from gateway.engines.normalize import normalize_text
+from gateway.engines.text import split_sentences
+
+from .conftest import wer
+from .roundtrip import speak, transcribe
+
+CASES = [
+    ("# Title\n\nSome **bold** and *italic* text.", "Title. Some bold and italic text."),
+    ("- one\n- two", "one. two."),
+    ("```python\nprint('x')\n```\nAfter.", "Code block. After."),
+    ("Run `pip_install --user`.", "Run pip install user."),
+    ("![a cat](cat.png) Cute.", "image: a cat, Cute."),
+    ("See [the guide](https://example.com/x) now.", "See the guide now."),
+    ("Go to https://www.github.com/a/b?q=1 now.", "Go to github dot com now."),
+    ("Mail ann.lee@example.org today.", "Mail ann dot lee at example dot org today."),
+    ("| A | B |\n|---|---|\n| 1 | 2 |", "A, B. one, two."),
+    ("Great job! 🎉👍", "Great job!"),
+    ("👍🎉", ""),
+    ("It costs $1,234.56.", "It costs one thousand two hundred thirty-four dollars and fifty-six cents."),
+    ("Only $1 or £3.50 or $2.5M.", "Only one dollar or three pounds and fifty pence or two point five million dollars."),
+    ("Up 12.5% in 2023.", "Up twelve point five percent in twenty twenty-three."),
+    ("On 2024-03-15 or 12/24/2024.", "On March fifteenth, twenty twenty-four or December twenty-fourth, twenty twenty-four."),
+    ("By March 5th, 2025.", "By March fifth, twenty twenty-five."),
+    ("At 3:30 PM or 14:00 or 9am.", "At three thirty p m or fourteen hundred or nine a m."),
+    ("At 10:05 sharp.", "At ten oh five sharp."),
+    ("Call (555) 123-4567.", "Call five five five, one two three, four five six seven."),
+    ("Run 5 km at 20°C with 16 GB.", "Run five kilometers at twenty degrees Celsius with sixteen gigabytes."),
+    ("1 kg, 120 km/h, -5°C.", "one kilogram, one hundred twenty kilometers per hour, minus five degrees Celsius."),
+    ("The 1st and 22nd.", "The first and twenty-second."),
+    ("Pages 10-20, item #3, A & B.", "Pages ten to twenty, item number three, A and B."),
+    ("Version 3.12.1 is out.", "Version three point twelve point one is out."),
+    ("Apples, pears, etc. Then more.", "Apples, pears, et cetera. Then more."),
+    ("Bold **without an end", "Bold without an end."),
+]
+
+
+@pytest.mark.parametrize(("text", "spoken"), CASES)
+def test_normalizer_output(text: str, spoken: str) -> None:
+    assert normalize_text(text, "en-us") == spoken
+
+
+def test_other_languages_keep_their_numbers_but_lose_markdown() -> None:
+    assert normalize_text("**Hola**, tengo 3 gatos. 🐱", "es") == "Hola, tengo 3 gatos."
+    assert normalize_text("# 見出し\n\n**今日は**3月15日です。", "ja") == "見出し. 今日は3月15日です。"
+
+
+def test_sentences_are_never_merged_or_dropped() -> None:
+    """Per sentence: the normalized text has as many sentences, each the sentence alone."""
+    text = ("It costs $5. The meeting is at 3:30 PM. Send it to a@b.com! Is 12.5% right? "
+            "Yes, etc. Done in 2024.")  # fmt: skip
+    sentences = split_sentences(text)
+    whole = split_sentences(normalize_text(text, "en-us"))
+    assert len(whole) == len(sentences) == 6
+    assert whole == [normalize_text(s, "en-us") for s in sentences]
+
+
+CORPUS = Path(__file__).parent / "data" / "chat_replies.md"
+SYMBOL_NAMES = {"asterisk", "asterisks", "hash", "hashtag", "slash", "slashes", "backslash",
+                "backtick", "backticks", "underscore", "pipe", "pipes", "bracket", "brackets",
+                "tilde", "caret", "ampersand", "colon", "semicolon", "http", "https", "www",
+                "emoji", "greater", "bullet"}  # fmt: skip
+NUMBER_WORDS = {"zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
+                "ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen",
+                "seventeen", "eighteen", "nineteen", "twenty", "thirty", "forty", "fifty", "sixty",
+                "seventy", "eighty", "ninety", "hundred", "thousand", "million", "billion",
+                "first", "second", "third", "fifth", "twenty-second", "twenty-fourth"}  # fmt: skip
+
+
+def _words(text: str) -> list[str]:
+    return re.sub(r"[^a-z0-9' ]+", " ", text.lower().replace("-", " ")).split()
+
+
+def test_chat_replies_are_read_as_a_person_would() -> None:
+    """Each reply through the real engine, heard by Whisper: no symbol names, the normalized words
+    in order, numbers as words. Whisper writes numbers as digits (`$5`, `3:30 p.m.`), so its
+    transcript goes through the same normalizer before the comparison."""
+    replies = CORPUS.read_text().split("\n===\n")
+    assert len(replies) >= 40
+    started = time.monotonic()
+    rates, report, numbers_said, numbers_heard = [], [], 0, 0
+    for reply in replies:
+        reference = normalize_text(reply, "en-us")
+        heard = transcribe(speak(reply), "whisper-tiny.en", "en")
+        spoken = normalize_text(heard, "en-us")
+        assert not SYMBOL_NAMES & set(_words(reference)), reference
+        assert not SYMBOL_NAMES & set(_words(heard)), (reply, heard)
+        rate = wer(reference, spoken)
+        rates.append(rate)
+        report.append(f"{rate:.2f} {reference!r} -> {heard!r}")
+        said = [w for w in _words(reference) if w in NUMBER_WORDS]
+        numbers_said += len(said)
+        numbers_heard += sum(1 for w in said if w in _words(spoken))
+    total_words = sum(len(_words(normalize_text(r, "en-us"))) for r in replies)
+    corpus_wer = sum(r * len(_words(normalize_text(x, "en-us")))
+                     for r, x in zip(rates, replies, strict=True)) / total_words  # fmt: skip
+    print(f"\ncorpus WER {corpus_wer:.3f}, worst {max(rates):.2f}, numbers heard "
+          f"{numbers_heard}/{numbers_said}, {time.monotonic() - started:.0f} s\n" + "\n".join(report))
+    assert corpus_wer <= 0.15, "\n".join(report)
+    # per reply, a loose bound: Whisper writes some spoken numbers in forms the normalizer
+    # reads back differently ("fourteen forty-five" heard as "1445"), see the report
+    assert max(rates) <= 0.7, "\n".join(report)
+    assert numbers_heard >= 0.9 * numbers_said, "\n".join(report)
