@@ -11,7 +11,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from .config import Settings, csv
-from .engines.kokoro import KokoroEngine
+from .engines.kokoro import GpuOptions, KokoroEngine
 from .engines.whisper import WhisperEngine
 from .registry.manifest import ModelSpec, load_manifest
 from .registry.store import ModelError, ModelStore
@@ -100,8 +100,11 @@ class Gateway:
     def _engine(self, spec: ModelSpec, folder: Any) -> Any:
         if spec.family == "kokoro":
             k = self.settings.kokoro
+            gpu_model, problem = self.store.variant_path(spec.id, "gpu")
+            gpu = GpuOptions(gpu_model, problem, k.gpu_conv_algo_search,
+                             k.gpu_threads or min(4, self.settings.scheduler.cores))  # fmt: skip
             return KokoroEngine(
-                spec.id, folder, k.default_lang, k.sentence_pause_s, k.max_unit_phonemes
+                spec.id, folder, k.default_lang, k.sentence_pause_s, k.max_unit_phonemes, gpu
             )
         w = self.settings.whisper
         return WhisperEngine(spec.id, folder, spec.multilingual, w.compute_type, w.gpu_compute_type)
