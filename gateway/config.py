@@ -102,7 +102,7 @@ class ModelsSettings(BaseModel):
 class KokoroSettings(BaseModel):
     placement: Placement = Field(Placement.auto, description="auto | gpu | cpu.")
     gpu_budget_mib: int = Field(
-        1024, ge=64, description="GPU memory budget; also ONNX Runtime's `gpu_mem_limit`."
+        2048, ge=64, description="GPU memory budget; also ONNX Runtime's `gpu_mem_limit`."
     )
     gpu_conv_algo_search: Literal["HEURISTIC", "EXHAUSTIVE", "DEFAULT"] = Field(
         "HEURISTIC",
