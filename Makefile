@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test setup setup-test lint loadtest bench clean
+.PHONY: run test setup setup-test setup-gpu run-gpu lint loadtest bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,17 @@ setup: $(VENV)/.installed
 
 setup-test: $(VENV)/.installed-test
 	$(BIN)/gateway models pull
+
+# On an NVIDIA GPU outside Docker (driver R570+): the CUDA 12 runtimes from PyPI, alone.
+setup-gpu: $(VENV)/.installed
+	$(BIN)/pip install -q -e '.[models,gpu]'
+	$(BIN)/pip uninstall -q -y onnxruntime
+	$(BIN)/pip install -q --force-reinstall --no-deps 'onnxruntime-gpu==1.26.0'
+	$(BIN)/gateway models pull
+	-$(BIN)/gateway doctor
+
+run-gpu: setup-gpu
+	$(BIN)/gateway serve --host $(HOST) --port $(PORT)
 
 run: setup
 	$(BIN)/gateway serve --host $(HOST) --port $(PORT)

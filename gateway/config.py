@@ -102,7 +102,19 @@ class ModelsSettings(BaseModel):
 class KokoroSettings(BaseModel):
     placement: Placement = Field(Placement.auto, description="auto | gpu | cpu.")
     gpu_budget_mib: int = Field(
-        1024, ge=64, description="GPU memory budget; also ONNX Runtime's `gpu_mem_limit`."
+        2048, ge=64, description="GPU memory budget; also ONNX Runtime's `gpu_mem_limit`."
+    )
+    gpu_conv_algo_search: Literal["HEURISTIC", "EXHAUSTIVE", "DEFAULT"] = Field(
+        "HEURISTIC",
+        description="cuDNN convolution algorithm search on the GPU lane. Every new text length "
+        "is a new input shape, and EXHAUSTIVE benchmarks all algorithms for each one (about "
+        "1 s per new length on an H200); HEURISTIC picks at once.",
+    )
+    gpu_threads: int = Field(
+        0,
+        ge=0,
+        description="ONNX Runtime intra-op threads on the GPU lane, for the few nodes it keeps "
+        "on the CPU; 0: min(4, cores).",
     )
     cpu_threads: int = Field(
         0, ge=0, description="ONNX Runtime intra-op threads on CPU; 0: cores / CPU slots."

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .config import Settings
+from .engines.cuda import installed_mismatch
 from .scheduler import GpuMonitor, Scheduler
 
 
@@ -179,6 +180,10 @@ def diagnose(gw: Gateway) -> list[Verdict]:
             )
         )
     out += _ort_checks()
+    mismatch = installed_mismatch()
+    if mismatch:
+        out.append(_verdict("CUDA versions", False, mismatch.split(" Fix: ")[0],
+                            mismatch.split(" Fix: ")[-1]))  # fmt: skip
     out += _ct2_checks(bool(devices))
     tmp = tempfile.gettempdir()
     writable = os.access(tmp, os.W_OK)
@@ -210,7 +215,8 @@ def diagnose(gw: Gateway) -> list[Verdict]:
 def where(gw: Gateway, model_id: str) -> str:
     if model_id not in gw.scheduler.engines:
         return "unavailable"
-    return gw.scheduler.placer.explain(model_id)
+    engine = gw.scheduler.engines[model_id]
+    return gw.scheduler.placer.explain(model_id, engine.variants())
 
 
 def log_verdicts(verdicts: list[Verdict]) -> None:

@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 from .config import Settings, csv
 from .doctor import Verdict, diagnose, log_verdicts
 from .engines.base import Engine
+from .engines.cuda import preload_pip_cuda
 from .engines.families import UnknownFamily, family
 from .errors import ModelUnavailable, UnknownModel
 from .registry.manifest import ModelSpec, load_manifest
@@ -85,6 +86,8 @@ class Gateway:
         self.store = _store(self.settings, self.specs)  # the model files
         self.gpu = gpu if gpu is not None else NvmlMonitor()
         self.models: dict[str, ModelState] = {}
+        if self.gpu.devices():
+            preload_pip_cuda()  # the `gpu` extra's CUDA 12 libraries, before a runtime opens them
         self._build_engines(pull_problems or {})
         self.metrics = SchedulerMetrics(self.metrics_registry)
         self.metrics_registry.register(GpuCollector(self.gpu.devices))
@@ -126,7 +129,10 @@ class Gateway:
                 )
 
     def _engine(self, spec: ModelSpec, folder: Path) -> Engine[Any, Any]:
-        return family(spec.family).factory(spec, folder, self.settings)
+        variants: dict[str, tuple[Path | None, str | None]] = {
+            v.lane: self.store.variant_path(spec.id, v.lane) for v in spec.variants
+        }
+        return family(spec.family).factory(spec, folder, self.settings, variants)
 
     def _policy(self, spec: ModelSpec) -> ModelPolicy:
         section = family(spec.family).settings(self.settings)
@@ -154,6 +160,9 @@ class Gateway:
                         extra={"model": model_id, "problems": problems},
                     )
                 state.verified = not problems
+                for lane, problem in self.store.verify_variants(model_id).items():
+                    if problem and lane == "gpu" and state.engine is not None:
+                        self.scheduler.placer.refuse_gpu_variant(model_id, problem)
 
         self._verify_thread = threading.Thread(target=run, name="verify-models", daemon=True)
         self._verify_thread.start()

@@ -25,6 +25,9 @@ class FamilySettings(Protocol):
     cpu_nice: int
 
 
+Variants = dict[str, tuple[Path | None, str | None]]
+
+
 class UnknownFamily(ValueError):
     """A manifest names an engine family the gateway does not have."""
 
@@ -32,17 +35,27 @@ class UnknownFamily(ValueError):
 @dataclass(frozen=True)
 class EngineFamily:
     settings: Callable[[Settings], FamilySettings]
-    factory: Callable[[ModelSpec, Path, Settings], Engine[Any, Any]]
+    # (spec, folder, settings, lane variants {lane: (file, why not)}) -> engine
+    factory: Callable[[ModelSpec, Path, Settings, Variants], Engine[Any, Any]]
 
 
-def _kokoro(spec: ModelSpec, folder: Path, settings: Settings) -> Engine[Any, Any]:
-    from .kokoro import KokoroEngine
+def _kokoro(
+    spec: ModelSpec, folder: Path, settings: Settings, variants: Variants
+) -> Engine[Any, Any]:
+    from .kokoro import GpuOptions, KokoroEngine
 
     k: KokoroSettings = settings.kokoro
-    return KokoroEngine(spec.id, folder, k.default_lang, k.sentence_pause_s, k.max_unit_phonemes)
+    gpu_model, problem = variants.get("gpu", (None, "no GPU variant in the manifest"))
+    threads = k.gpu_threads or min(4, settings.scheduler.cores)
+    gpu = GpuOptions(gpu_model, problem, k.gpu_conv_algo_search, threads)
+    return KokoroEngine(
+        spec.id, folder, k.default_lang, k.sentence_pause_s, k.max_unit_phonemes, gpu
+    )
 
 
-def _whisper(spec: ModelSpec, folder: Path, settings: Settings) -> Engine[Any, Any]:
+def _whisper(
+    spec: ModelSpec, folder: Path, settings: Settings, variants: Variants
+) -> Engine[Any, Any]:
     from .whisper import WhisperEngine
 
     w: WhisperSettings = settings.whisper

@@ -59,7 +59,8 @@ def find_files(folder: Path) -> tuple[Path, Path]:
     """The ONNX model and voice pack in a model folder (ours, or a user's own layout)."""
     model = folder / "model.onnx"
     if not model.is_file():
-        candidates = sorted(folder.glob("*.onnx"))
+        # a lane variant (model.gpu.onnx) is never the CPU's model
+        candidates = sorted(p for p in folder.glob("*.onnx") if not p.name.endswith(".gpu.onnx"))
         if not candidates:
             raise FileNotFoundError(f"no .onnx model in {folder}")
         model = candidates[0]
@@ -70,6 +71,17 @@ def find_files(folder: Path) -> tuple[Path, Path]:
             raise FileNotFoundError(f"no voice pack (voices*.bin / *.npz) in {folder}")
         voices = candidates[0]
     return model, voices
+
+
+@dataclass(frozen=True)
+class GpuOptions:
+    """How the GPU lane runs Kokoro (see KokoroSettings for each field's meaning)."""
+
+    # The float variant (model.gpu.onnx); None with `problem` saying why it is not usable.
+    model: Path | None = None
+    problem: str | None = "no GPU variant configured"
+    conv_algo_search: str = "HEURISTIC"
+    threads: int = 2
 
 
 class KokoroEngine:
@@ -84,10 +96,12 @@ class KokoroEngine:
         default_lang: str = "en-us",
         sentence_pause_s: float = 0.25,
         max_unit_phonemes: int = 250,
+        gpu: GpuOptions | None = None,
     ) -> None:
         self.model_id = model_id
         self.folder = folder
         self.model_path, self.voices_path = find_files(folder)
+        self.gpu = gpu or GpuOptions()
         with np.load(self.voices_path) as pack:
             self.voices: dict[str, np.ndarray] = {k: pack[k].astype(np.float32) for k in pack.files}
         if not self.voices:
@@ -198,24 +212,42 @@ class KokoroEngine:
         providers = ort.get_available_providers()
         if "CUDAExecutionProvider" not in providers:
             return False, f"onnxruntime {ort.__version__} has no CUDA provider ({providers})"
-        return True, f"onnxruntime {ort.__version__} lists CUDAExecutionProvider"
+        if self.gpu.model is None:
+            # The int8 model on CUDA runs its integer ops on the CPU, slower than the CPU lane.
+            return False, f"no float GPU variant: {self.gpu.problem}"
+        return True, (f"onnxruntime {ort.__version__} lists CUDAExecutionProvider; "
+                      f"GPU variant {self.gpu.model.name}")  # fmt: skip
+
+    def variants(self) -> dict[str, str | None]:
+        """The model file each lane loads (None: that lane cannot run this model)."""
+        return {"cpu": self.model_path.name,
+                "gpu": self.gpu.model.name if self.gpu.model else None}  # fmt: skip
 
     def load(self, device: Device) -> Any:
         options = ort.SessionOptions()
-        options.intra_op_num_threads = device.threads
         options.inter_op_num_threads = 1
         providers: list[Any]
+        path = self.model_path
         if device.lane == "gpu":
+            if self.gpu.model is None:
+                raise RuntimeError(f"CUDA: no GPU variant of {self.model_id}: {self.gpu.problem}")
+            path = self.gpu.model
+            # A few nodes (shape arithmetic, STFT pieces) stay on the CPU; one thread starves them.
+            options.intra_op_num_threads = self.gpu.threads
             cuda = {
                 "device_id": device.index,
                 "arena_extend_strategy": "kSameAsRequested",
+                # Every new text length is a new input shape; EXHAUSTIVE benchmarks every conv
+                # algorithm for each one (about 1 s per new length on an H200).
+                "cudnn_conv_algo_search": self.gpu.conv_algo_search,
             }
             if device.gpu_mem_limit_mib:
                 cuda["gpu_mem_limit"] = device.gpu_mem_limit_mib * 1024 * 1024
             providers = [("CUDAExecutionProvider", cuda), "CPUExecutionProvider"]
         else:
+            options.intra_op_num_threads = device.threads
             providers = ["CPUExecutionProvider"]
-        session = ort.InferenceSession(str(self.model_path), options, providers=providers)
+        session = ort.InferenceSession(str(path), options, providers=providers)
         if device.lane == "gpu" and "CUDAExecutionProvider" not in session.get_providers():
             raise RuntimeError("CUDA provider failed to load in onnxruntime (see `gateway doctor`)")
         return Kokoro.from_session(session, str(self.voices_path))

@@ -7,14 +7,16 @@ window's segments and words are shifted by the window's start when results are s
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import ctranslate2
 import numpy as np
-from faster_whisper import WhisperModel
+from faster_whisper import BatchedInferencePipeline, WhisperModel
 from faster_whisper.tokenizer import _LANGUAGE_CODES
+from faster_whisper.transcribe import Segment
 from faster_whisper.vad import VadOptions, get_speech_timestamps
 
 from ..audio.decode import TARGET_RATE as SAMPLE_RATE  # Whisper hears 16 kHz, as decoded
@@ -41,6 +43,7 @@ class TranscribeUnit:
     word_timestamps: bool = False
     vad_filter: bool = True
     beam_size: int = 5
+    job: int = 0  # the job it belongs to (only for batching: see WhisperEngine.batch_key)
 
 
 @dataclass
@@ -66,6 +69,27 @@ def plan_windows(audio: np.ndarray, window_s: float) -> list[Window]:
         else:
             windows.append(Window(start, min(end, start + limit)))
     return windows
+
+
+def _segment(seg: Segment, shift: float) -> dict[str, Any]:
+    """A faster-whisper segment as the OpenAI verbose_json item, moved by `shift` seconds."""
+    item: dict[str, Any] = {
+        "start": round(seg.start + shift, 3),
+        "end": round(seg.end + shift, 3),
+        "text": seg.text,
+        "tokens": list(seg.tokens),
+        "temperature": seg.temperature,
+        "avg_logprob": seg.avg_logprob,
+        "compression_ratio": seg.compression_ratio,
+        "no_speech_prob": seg.no_speech_prob,
+    }
+    if seg.words:
+        item["words"] = [
+            {"word": w.word, "start": round(w.start + shift, 3), "end": round(w.end + shift, 3),
+             "probability": w.probability}
+            for w in seg.words
+        ]  # fmt: skip
+    return item
 
 
 def _temperatures(t: float) -> list[float]:
@@ -104,6 +128,10 @@ class WhisperEngine:
             return False, f"ctranslate2 {ctranslate2.__version__} sees no CUDA device"
         return True, f"ctranslate2 {ctranslate2.__version__} sees {count} CUDA device(s)"
 
+    def variants(self) -> dict[str, str | None]:
+        return {"cpu": f"model.bin ({self.compute_type})",
+                "gpu": f"model.bin ({self.gpu_compute_type})"}  # fmt: skip
+
     def load(self, device: Device) -> Any:
         if device.lane == "gpu":
             return WhisperModel(
@@ -131,36 +159,61 @@ class WhisperEngine:
             vad_filter=payload.vad_filter,
             beam_size=payload.beam_size,
         )
-        offset = payload.offset_s
-        out = []
-        for seg in segments:  # a generator: decoding happens while iterating, in this thread
-            item = {
-                "start": round(seg.start + offset, 3),
-                "end": round(seg.end + offset, 3),
-                "text": seg.text,
-                "tokens": list(seg.tokens),
-                "temperature": seg.temperature,
-                "avg_logprob": seg.avg_logprob,
-                "compression_ratio": seg.compression_ratio,
-                "no_speech_prob": seg.no_speech_prob,
-            }
-            if seg.words:
-                item["words"] = [
-                    {
-                        "word": w.word,
-                        "start": round(w.start + offset, 3),
-                        "end": round(w.end + offset, 3),
-                        "probability": w.probability,
-                    }
-                    for w in seg.words
-                ]
-            out.append(item)
+        # a generator: decoding happens while iterating, in this thread
+        out = [_segment(seg, payload.offset_s) for seg in segments]
         return TranscribeResult(
             segments=out,
             language=info.language,
             language_probability=info.language_probability,
             duration=len(payload.audio) / SAMPLE_RATE,
         )
+
+    def batch_key(self, payload: TranscribeUnit) -> Hashable | None:
+        """Units with equal keys may share one batched decode: same task and options, and a
+        known language (detection is per batch; a unit that needs it batches only with the
+        windows of its own job, which share one language)."""
+        language = payload.language if self.multilingual else "en"
+        return (payload.task if self.multilingual else "transcribe", language or payload.job,
+                payload.prompt, payload.temperature, payload.word_timestamps, payload.beam_size)  # fmt: skip
+
+    def run_batch(
+        self, handle: WhisperModel, payloads: list[TranscribeUnit], batch_size: int
+    ) -> list[TranscribeResult]:
+        """Decode several windows (of one job or of several with equal `batch_key`) together,
+        `batch_size` at a time, with CTranslate2's batched generate: the GPU's width is used
+        instead of one window after another. The windows were cut by the VAD already, so they
+        are decoded as given (no second VAD pass), one greedy/beam pass (no temperature
+        fallback), as faster-whisper's batched pipeline does."""
+        first = payloads[0]
+        audio = np.concatenate([p.audio for p in payloads])
+        bounds = np.cumsum([0] + [len(p.audio) for p in payloads])
+        clips = [{"start": bounds[i] / SAMPLE_RATE, "end": bounds[i + 1] / SAMPLE_RATE}
+                 for i in range(len(payloads))]  # fmt: skip
+        segments, info = BatchedInferencePipeline(handle).transcribe(
+            audio,
+            language=first.language if self.multilingual else "en",
+            task=first.task if self.multilingual else "transcribe",
+            initial_prompt=first.prompt or None,
+            temperature=first.temperature,
+            word_timestamps=first.word_timestamps,
+            beam_size=first.beam_size,
+            clip_timestamps=clips,
+            without_timestamps=False,
+            batch_size=batch_size,
+        )
+        results = [TranscribeResult(language=info.language,
+                                    language_probability=info.language_probability,
+                                    duration=len(p.audio) / SAMPLE_RATE) for p in payloads]  # fmt: skip
+        starts = bounds / SAMPLE_RATE
+        for seg in segments:
+            # Each clip is decoded on its own, so a segment lies inside one clip; its start may
+            # read a few ms before the clip's (20 ms timestamp steps), so look at its middle.
+            middle = max((seg.start + seg.end) / 2, seg.start + 0.025)
+            i = int(np.searchsorted(starts, middle, side="right")) - 1
+            i = min(max(i, 0), len(payloads) - 1)
+            shift = payloads[i].offset_s - bounds[i] / SAMPLE_RATE
+            results[i].segments.append(_segment(seg, shift))
+        return results
 
     def unload(self, handle: Any) -> None:
         del handle

@@ -47,6 +47,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                         force=args.force,
                     )
                 print(f"{model_id}: ok ({folder})")
+                for problem in store.pull_variants(model_id, bool(args.allow_download)):
+                    print(f"{model_id}: lane variant not made (that lane falls back): {problem}",
+                          file=sys.stderr)  # fmt: skip
             except ModelError as exc:
                 failed += 1
                 print(f"{model_id}: FAILED: {exc}", file=sys.stderr)
@@ -59,6 +62,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         for model_id in ids:
             try:
                 problems = store.verify(model_id)
+                if not problems:
+                    problems = [p for p in store.verify_variants(model_id).values() if p]
             except ModelError as exc:
                 problems = [str(exc)]
             if problems:

@@ -42,6 +42,25 @@ class Source:
 
 
 @dataclass(frozen=True)
+class VariantSpec:
+    """Another file of a model for one lane (e.g. a float ONNX for the GPU beside the int8 one).
+
+    It is derived offline from `source_file` (`derive = "dequantize"`) and pinned by the sha256 of
+    that derivation; where downloads are allowed, an upstream release (`upstream_*`) may be pulled
+    instead and is checked against its own pin."""
+
+    lane: Literal["gpu", "cpu"]
+    name: str
+    sha256: str | None = None
+    size: int | None = None
+    derive: Literal["dequantize"] | None = None
+    source_file: str | None = None
+    upstream_repo: str | None = None
+    upstream_file: str | None = None
+    upstream_sha256: str | None = None
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     id: str
     task: Task
@@ -52,11 +71,27 @@ class ModelSpec:
     multilingual: bool = True
     default: bool = False
     pins: dict[str, FileSpec] = field(default_factory=dict)
+    variants: tuple[VariantSpec, ...] = ()
 
     @property
     def size(self) -> int | None:
         sizes = [f.size for f in self.files]
         return sum(s for s in sizes if s) if all(sizes) else None
+
+
+def _variant(raw: dict) -> VariantSpec:
+    upstream = raw.get("upstream", {})
+    return VariantSpec(
+        lane=raw["lane"],
+        name=raw["name"],
+        sha256=raw.get("sha256"),
+        size=raw.get("size"),
+        derive=raw.get("derive"),
+        source_file=raw.get("from"),
+        upstream_repo=upstream.get("repo"),
+        upstream_file=upstream.get("file"),
+        upstream_sha256=upstream.get("sha256"),
+    )
 
 
 def _parse(data: dict) -> list[ModelSpec]:
@@ -85,6 +120,7 @@ def _parse(data: dict) -> list[ModelSpec]:
                 multilingual=raw.get("multilingual", True),
                 default=raw.get("default", False),
                 pins={f.name: f for f in files},
+                variants=tuple(_variant(v) for v in raw.get("variants", [])),
             )
         )
     ids = [m.id for m in models]

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from importlib import util as importlib_util
 from pathlib import Path
 
-from .manifest import ModelSpec, Source
+from .manifest import ModelSpec, Source, VariantSpec
 
 log = logging.getLogger(__name__)
 
@@ -192,15 +192,19 @@ class ModelStore:
         """Make the model present from the first source that works, then verify it."""
         if model_id in self.local_paths:
             return self.folder(model_id)
-        if not force and self.status(model_id).present and not self.verify(model_id):
-            return self.folder(model_id)
         allow = self.allow_download if allow_download is None else allow_download
+        if not force and self.status(model_id).present and not self.verify(model_id):
+            self.pull_variants(model_id, allow)
+            return self.folder(model_id)
         errors = []
         for source in self.sources(model_id, allow):
             try:
-                return self._pull_from(model_id, source, allow, progress)
+                folder = self._pull_from(model_id, source, allow, progress)
             except ModelError as exc:
                 errors.append(f"{source.describe()}: {exc}")
+            else:
+                self.pull_variants(model_id, allow, force=True)
+                return folder
         if not errors:
             errors.append("no source is usable offline; pass --allow-download")
         raise ModelError(f"cannot pull {model_id!r}: " + "; ".join(errors))
@@ -233,6 +237,88 @@ class ModelStore:
         (folder / RECORD).write_text(json.dumps(record, indent=2), "utf-8")
         log.info("model pulled", extra={"model": model_id, "source": source.describe()})
         return folder
+
+    # -- lane variants ---------------------------------------------------------------------------
+
+    def _variant(self, model_id: str, lane: str) -> VariantSpec | None:
+        return next((v for v in self.spec(model_id).variants if v.lane == lane), None)
+
+    def variant_path(self, model_id: str, lane: str) -> tuple[Path | None, str | None]:
+        """The file a lane loads instead of the main one, or (None, why not). (None, None): the
+        lane uses the main files. Cheap (size against the record); `verify_variants` hashes."""
+        variant = self._variant(model_id, lane)
+        if variant is None:
+            return None, None
+        folder = self.folder(model_id)
+        path = folder / variant.name
+        if model_id in self.local_paths:
+            return (path, None) if path.is_file() else (None, f"{variant.name} is not in {folder}")
+        meta = ((self._record(model_id) or {}).get("variants") or {}).get(variant.name)
+        if meta is None or not path.is_file():
+            return None, f"{variant.name} is missing; run `gateway models pull {model_id}`"
+        if path.stat().st_size != meta["size"]:
+            return None, (f"{variant.name} has {path.stat().st_size} bytes, expected "
+                          f"{meta['size']}; run `gateway models pull --force {model_id}`")  # fmt: skip
+        return path, None
+
+    def verify_variants(self, model_id: str) -> dict[str, str | None]:
+        """Re-hash each lane variant: {lane: None when intact, else the problem}."""
+        out: dict[str, str | None] = {}
+        record = (self._record(model_id) or {}).get("variants") or {}
+        for variant in self.spec(model_id).variants:
+            path, problem = self.variant_path(model_id, variant.lane)
+            if path is not None and model_id not in self.local_paths:
+                meta = record[variant.name]
+                expected = variant.upstream_sha256 if meta.get("upstream") else variant.sha256
+                actual = sha256_file(path)
+                if expected and actual != expected:
+                    problem = (f"{variant.name}: sha256 {actual[:12]}… does not match "
+                               f"{expected[:12]}…; run `gateway models pull --force {model_id}`")  # fmt: skip
+            out[variant.lane] = problem
+        return out
+
+    def pull_variants(self, model_id: str, allow_download: bool, force: bool = False) -> list[str]:
+        """Make each lane variant present; problems are returned, not raised: without its
+        variant a lane falls back (the GPU lane to the CPU), the model still works."""
+        problems = []
+        for variant in self.spec(model_id).variants:
+            if not force and self.variant_path(model_id, variant.lane)[0] is not None:
+                continue
+            try:
+                self._pull_variant(model_id, variant, allow_download)
+            except (ModelError, OSError, ValueError) as exc:
+                problems.append(f"{variant.name}: {exc}")
+                log.warning("lane variant not made", extra={"model": model_id, "error": str(exc)})
+        return problems
+
+    def _pull_variant(self, model_id: str, variant: VariantSpec, allow: bool) -> None:
+        folder = self.folder(model_id)
+        dest = folder / variant.name
+        upstream = False
+        if allow and variant.upstream_repo and variant.upstream_file:
+            try:
+                src = _hub_file(variant.upstream_repo, variant.upstream_file, True)
+                digest, upstream = _assemble([src], dest, None), True
+                expected = variant.upstream_sha256
+            except ModelError as exc:
+                log.info("upstream variant unavailable, deriving", extra={"error": str(exc)})
+        if not upstream:
+            if variant.derive != "dequantize" or not variant.source_file:
+                raise ModelError(f"no way to make {variant.name} offline")
+            from .dequantize import dequantize_file  # onnx is only needed here
+
+            dequantize_file(folder / variant.source_file, dest)
+            digest, expected = sha256_file(dest), variant.sha256
+        if expected and digest != expected:
+            dest.unlink(missing_ok=True)
+            raise ModelError(f"{variant.name} came out as sha256 {digest}, manifest pins {expected}")
+        record = self._record(model_id) or {"id": model_id, "files": {}}
+        record.setdefault("variants", {})[variant.name] = {
+            "lane": variant.lane, "sha256": digest, "size": dest.stat().st_size,
+            "upstream": upstream,
+        }  # fmt: skip
+        (folder / RECORD).write_text(json.dumps(record, indent=2), "utf-8")
+        log.info("lane variant ready", extra={"model": model_id, "file": variant.name})
 
     def remove(self, model_id: str) -> None:
         if model_id not in self.local_paths:

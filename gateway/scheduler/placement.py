@@ -48,6 +48,10 @@ class Placer:
         self.engine_gpu: dict[str, tuple[bool, str]] = {
             m: e.gpu_support() for m, e in engines.items()
         }
+        # Models whose GPU lane file (e.g. Kokoro's float variant) is missing or corrupt.
+        self.no_variant: set[str] = {
+            m for m, e in engines.items() if e.variants().get(Lane.gpu, "") is None
+        }
         self.over_budget: dict[str, float] = {}  # model -> monotonic time it may return
         self.gpu_broken: dict[str, str] = {}
 
@@ -64,7 +68,9 @@ class Placer:
             return [Candidate(Lane.cpu)]
         reason = None
         evict: list[Instance] | None = None
-        if not self.gpu_present or not self.engine_gpu[model][0] or model in self.gpu_broken:
+        if self.gpu_present and model in self.no_variant:
+            reason = "gpu_variant"
+        elif not self.gpu_present or not self.engine_gpu[model][0] or model in self.gpu_broken:
             reason = "no_gpu"
         elif self._in_cooldown(model):
             reason = "not_admitted"
@@ -117,17 +123,21 @@ class Placer:
             evict.append(victim)
             freed += victim.budget_mib
 
-    def explain(self, model: str) -> str:
-        """Where a model runs, in words (for `gateway doctor`)."""
+    def explain(self, model: str, variants: dict[str, str | None]) -> str:
+        """Where a model runs and which file each lane loads, in words (for `gateway doctor`)."""
         policy = self.policies[model]
         ok, why = self.engine_gpu[model]
+        cpu = f" [{variants.get('cpu')}]" if variants.get("cpu") else ""
         if policy.placement == Placement.cpu:
-            return "CPU (placement=cpu)"
+            return f"CPU (placement=cpu){cpu}"
         if not self.gpu_present:
-            return f"CPU (no_gpu: {self.gpu_reason})"
+            return f"CPU (no_gpu: {self.gpu_reason}){cpu}"
+        if model in self.no_variant:
+            return f"CPU (gpu_variant: {why}){cpu}"
         if not ok:
-            return f"CPU (no_gpu: {why})"
-        return f"GPU {self.settings.gpu_device} when admitted (budget {policy.gpu_budget_mib} MiB)"
+            return f"CPU (no_gpu: {why}){cpu}"
+        return (f"GPU {self.settings.gpu_device} when admitted (budget {policy.gpu_budget_mib} "
+                f"MiB) [{variants.get('gpu')}], else CPU{cpu}")  # fmt: skip
 
     # -- actions --------------------------------------------------------------------------------
 
@@ -137,6 +147,13 @@ class Placer:
         inst = self.pool.get(model, Lane.gpu)
         inst.wait_for = waits
         return inst
+
+    def refuse_gpu_variant(self, model: str, problem: str) -> None:
+        """The GPU lane's file failed its checksum: that model runs on the CPU from now on."""
+        self.no_variant.add(model)
+        self.engine_gpu[model] = (False, f"GPU variant unusable: {problem}")
+        log.error("GPU variant unusable; the model runs on the CPU",
+                  extra={"model": model, "problem": problem})  # fmt: skip
 
     def mark_over_budget(self, model: str) -> None:
         self.over_budget[model] = time.monotonic() + self.settings.over_budget_cooldown_s
