@@ -162,6 +162,19 @@ class WhisperSettings(BaseModel):
     )
     beam_size: int = Field(5, ge=1, le=10, description="Beam size.")
     vad_filter: bool = Field(True, description="Skip silence with the Silero VAD.")
+    batch_size: int = Field(
+        16,
+        ge=1,
+        le=64,
+        description="GPU lane: most audio windows decoded in one batched call (a long job's "
+        "windows, and queued windows of other requests with the same model and options).",
+    )
+    batch_latency_s: float = Field(
+        1.0,
+        gt=0,
+        description="GPU lane: a batch is cut so it takes at most this long by the measured "
+        "time per window; speech waits for at most one batch.",
+    )
     window_s: float = Field(
         30.0, gt=1, le=30, description="Longest audio window in one work unit (seconds)."
     )
@@ -198,7 +211,12 @@ class SchedulerSettings(BaseModel):
         30.0, gt=0, description="A unit queued longer than this is promoted one level."
     )
     gpu_slots: int = Field(
-        1, ge=1, le=8, description="Units running on the GPU at once (2: speech + STT overlap)."
+        2,
+        ge=1,
+        le=8,
+        description="Units running on the GPU at once. 2 (measured on an H200, "
+        "docs/benchmarks-gpu.md): a speech unit runs beside a transcription batch instead of "
+        "waiting for it; 1: strictly one at a time, in priority order.",
     )
     cpu_slots: int = Field(
         1, ge=1, description="Foreground CPU units at once; slots x threads <= cores."

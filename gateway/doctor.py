@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .config import Settings
+from .engines.base import lane_files
 from .engines.cuda import installed_mismatch
 from .scheduler import GpuMonitor, Scheduler
 
@@ -216,7 +217,7 @@ def where(gw: Gateway, model_id: str) -> str:
     if model_id not in gw.scheduler.engines:
         return "unavailable"
     engine = gw.scheduler.engines[model_id]
-    return gw.scheduler.placer.explain(model_id, engine.variants())
+    return gw.scheduler.placer.explain(model_id, lane_files(engine))
 
 
 def log_verdicts(verdicts: list[Verdict]) -> None:

@@ -136,12 +136,15 @@ class Gateway:
 
     def _policy(self, spec: ModelSpec) -> ModelPolicy:
         section = family(spec.family).settings(self.settings)
+        max_batch, batch_latency_s = family(spec.family).batching(self.settings)
         return ModelPolicy(
             placement=section.placement,
             gpu_budget_mib=section.gpu_budget_mib,
             cpu_threads=self.settings.cpu_threads(spec.family),
             cpu_nice=section.cpu_nice,
             pinned=spec.id in csv(self.settings.models.pinned),
+            max_batch=max_batch,
+            batch_latency_s=batch_latency_s,
         )
 
     def verify_in_background(self) -> None:

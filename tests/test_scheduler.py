@@ -392,7 +392,7 @@ def test_spillover_uses_idle_cpu_when_gpu_wait_is_long() -> None:
         gpu = SimulatedGpu(16384)
         slow = TimedEngine("slow", 0.3, gpu)
         fast = TimedEngine("fast", 0.05, gpu)
-        s = make({"slow": slow, "fast": fast}, gpu, spillover_wait_s=0.01)
+        s = make({"slow": slow, "fast": fast}, gpu, spillover_wait_s=0.01, gpu_slots=1)
         await run_job(s, "fast", Level.interactive, ["load", "warm"])  # learn the GPU unit time
         busy = asyncio.create_task(run_job(s, "slow", Level.batch, ["hog"]))
         await asyncio.sleep(0.02)

@@ -7,6 +7,7 @@ loaded instance, so thread-local runtime state (CUDA context, nice value) stays 
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol, TypeVar, runtime_checkable
@@ -19,6 +20,7 @@ class Lane(StrEnum):
     cpu = "cpu"
 
 
+BatchUnitT = TypeVar("BatchUnitT")
 UnitT = TypeVar("UnitT", contravariant=True)
 ResultT = TypeVar("ResultT")
 
@@ -60,6 +62,28 @@ class Engine(Protocol[UnitT, ResultT]):
     def audio_seconds(self, payload: UnitT, result: ResultT) -> float:
         """Seconds of audio a unit spoke or heard, for the real-time-factor metric (0: unknown)."""
         ...
+
+
+@runtime_checkable
+class BatchEngine(Protocol[BatchUnitT, ResultT]):
+    """An engine that can decode several units in one call on the GPU (dynamic batching).
+
+    Units with equal, non-None `batch_key` may share a call; `run_batch` returns one result per
+    payload, in order, decoding at most `batch_size` at a time."""
+
+    def batch_key(self, payload: BatchUnitT) -> Hashable | None: ...
+
+    def run_batch(
+        self, handle: Any, payloads: list[BatchUnitT], batch_size: int
+    ) -> list[ResultT]: ...
+
+
+def lane_files(engine: Engine[Any, Any]) -> dict[str, str | None]:
+    """`engine.variants()`, or {} for an engine (a test double) that does not say."""
+    try:
+        return engine.variants()
+    except AttributeError:
+        return {}
 
 
 GPU_ERROR_MARKERS = (

@@ -37,6 +37,8 @@ class EngineFamily:
     settings: Callable[[Settings], FamilySettings]
     # (spec, folder, settings, lane variants {lane: (file, why not)}) -> engine
     factory: Callable[[ModelSpec, Path, Settings, Variants], Engine[Any, Any]]
+    # GPU dynamic batching: (most units per call, latency budget in seconds); (1, …): none
+    batching: Callable[[Settings], tuple[int, float]] = lambda s: (1, 1.0)
 
 
 def _kokoro(
@@ -64,7 +66,11 @@ def _whisper(
 
 FAMILIES: dict[str, EngineFamily] = {
     "kokoro": EngineFamily(settings=lambda s: s.kokoro, factory=_kokoro),
-    "whisper": EngineFamily(settings=lambda s: s.whisper, factory=_whisper),
+    "whisper": EngineFamily(
+        settings=lambda s: s.whisper,
+        factory=_whisper,
+        batching=lambda s: (s.whisper.batch_size, s.whisper.batch_latency_s),
+    ),
 }
 
 

@@ -184,6 +184,8 @@ class WhisperEngine:
         instead of one window after another. The windows were cut by the VAD already, so they
         are decoded as given (no second VAD pass), one greedy/beam pass (no temperature
         fallback), as faster-whisper's batched pipeline does."""
+        if len(payloads) == 1:  # alone: the sequential decode, with its temperature fallback
+            return [self.run(handle, payloads[0])]
         first = payloads[0]
         audio = np.concatenate([p.audio for p in payloads])
         bounds = np.cumsum([0] + [len(p.audio) for p in payloads])

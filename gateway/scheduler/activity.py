@@ -9,10 +9,14 @@ engine and the most recent fallbacks, newest first. Memory stays constant howeve
 from __future__ import annotations
 
 import time
-from collections import deque
+from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from .metrics import SchedulerMetrics
+from .pool import Instance
+from .queue import Unit, UnitRecord
 
 
 @dataclass(frozen=True)
@@ -78,3 +82,35 @@ class Activity:
                 for f in list(self.fallbacks)[-recent:][::-1]
             ],
         }  # fmt: skip
+
+
+class Ledger:
+    """Per-unit bookkeeping when a unit starts and finishes: fallback counts, the unit's record
+    for its job, recent activity and the Prometheus metrics."""
+
+    def __init__(self, metrics: SchedulerMetrics | None) -> None:
+        self.metrics = metrics
+        self.fallback_counts: dict[tuple[str, str], int] = defaultdict(int)
+        self.activity = Activity()
+
+    def started(self, unit: Unit, reason: str | None) -> None:
+        if reason:
+            self.fallback_counts[(unit.model, reason)] += 1
+            self.activity.fallback(unit.model, reason, unit.job.level.name)
+            if self.metrics:
+                self.metrics.fallbacks.labels(unit.model, reason).inc()
+        if self.metrics:
+            wait_s = unit.started - unit.enqueued
+            self.metrics.queue_wait.labels(unit.job.level.name, unit.model).observe(wait_s)
+
+    def finished(self, unit: Unit, inst: Instance, result: Any, run_s: float) -> None:
+        wait_s = unit.started - unit.enqueued
+        unit.job.records.append(
+            UnitRecord(inst.lane, unit.reason, wait_s, run_s, unit.enqueued, unit.started)
+        )
+        audio_s = inst.audio_seconds(unit.payload, result)
+        self.activity.finished(unit.model, inst.lane, audio_s, unit.job.units_run == 0)
+        if self.metrics:
+            self.metrics.run_time.labels(unit.model, inst.lane).observe(run_s)
+            if audio_s > 0:
+                self.metrics.rtf.labels(unit.model, inst.lane).observe(run_s / audio_s)

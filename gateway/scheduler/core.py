@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
-from collections import defaultdict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -19,12 +17,14 @@ from typing import Any
 from ..config import QueuePolicy, SchedulerSettings
 from ..engines.base import Engine, Lane, is_gpu_error
 from . import status as status_view
-from .activity import Activity
+from .activity import Ledger
+from .batching import Batcher
+from .estimates import RunTimes
 from .gpu import GpuMonitor
 from .metrics import SchedulerMetrics
 from .placement import Placer
-from .policy import ModelPolicy
-from .pool import Instance, InstancePool
+from .policy import ModelPolicy, check_cpu_plan
+from .pool import Instance, InstancePool, Slots
 from .queue import (
     Job,
     Level,
@@ -34,7 +34,6 @@ from .queue import (
     ShuttingDown,
     Unit,
     UnitQueue,
-    UnitRecord,
 )
 from .status import QueueGauges, queue_policy
 
@@ -62,12 +61,14 @@ class Scheduler:
         self.gauges = QueueGauges(self.queue, metrics)
         self.pool = InstancePool(engines, policies, settings, metrics)
         self.placer = Placer(engines, policies, settings, gpu, self.pool)
-        self.busy = {"gpu": 0, "cpu": 0, "cpu-bg": 0}  # slots in use: GPU, CPU, CPU background
+        self.slots = Slots(settings)
+        self.busy = self.slots.busy  # slots in use: GPU, CPU, CPU background
         self._running: set[asyncio.Task[None]] = set()
-        self._run_times: dict[tuple[str, str], float] = {}
-        self.fallback_counts: dict[tuple[str, str], int] = defaultdict(int)
+        self.estimates = RunTimes(settings)
+        self._run_times = self.estimates.per_unit
+        self.batcher = Batcher(engines, policies)
+        self.ledger = Ledger(metrics)
         self.closing = False
-        self.activity = Activity()
         self._ttl_task: asyncio.Task[None] | None = None
         self._check_cpu_plan()
         if metrics:
@@ -96,6 +97,11 @@ class Scheduler:
     def over_budget(self) -> dict[str, float]:
         return self.placer.over_budget
 
+    @property
+    def fallback_counts(self) -> dict[tuple[str, str], int]:
+        return self.ledger.fallback_counts
+
+
     def _background(self, model: str) -> bool:
         return (
             self.priority
@@ -104,14 +110,7 @@ class Scheduler:
         )
 
     def _check_cpu_plan(self) -> None:
-        """Foreground CPU slots x threads per unit never exceed the cores."""
-        cores = self.settings.cores
-        for model, policy in self.policies.items():
-            if policy.cpu_threads * self.settings.cpu_slots > cores:
-                raise ValueError(
-                    f"{model}: {self.settings.cpu_slots} CPU slots x {policy.cpu_threads} "
-                    f"threads exceed {cores} cores"
-                )
+        check_cpu_plan(self.policies, self.settings)
 
     # -- jobs -----------------------------------------------------------------------------------
 
@@ -141,10 +140,7 @@ class Scheduler:
         return self.queue.count(level, model)
 
     def _retry_after(self, level: Level) -> int:
-        runs = list(self._run_times.values()) or [1.0]
-        mean = sum(runs) / len(runs)
-        slots = self.settings.cpu_slots + self.settings.cpu_background_slots
-        return max(1, math.ceil(self.queued(level) * mean / max(1, slots)))
+        return self.estimates.retry_after(self.queued(level))
 
     def submit(self, job: Job, payload: Any) -> Unit:
         """Queue one unit of a job (the queue policy may refuse it: 429 or 503)."""
@@ -159,7 +155,9 @@ class Scheduler:
                     f"the {job.level.name} queue is full ({limit} waiting); retry later",
                     retry_after=self._retry_after(job.level),
                 )
-        unit = Unit(job=job, payload=payload, enqueued=loop.time(), future=loop.create_future())
+        now = loop.time()
+        unit = Unit(job=job, payload=payload, enqueued=now, future=loop.create_future(),
+                    deadline=now + job.timeout_s)  # fmt: skip
         unit.timer = loop.call_later(job.timeout_s, self._expire, unit)
         self.queue.push(unit)
         self.gauges.depth(unit)
@@ -191,21 +189,8 @@ class Scheduler:
     # -- dispatch -------------------------------------------------------------------------------
 
     def _spillover(self, unit: Unit) -> bool:
-        """Whether the GPU wait estimate for this unit exceeds `spillover_wait_s`."""
-        bound = self.settings.spillover_wait_s
-        if not bound:
-            return False
         ahead = sum(1 for u in self.queue if u is not unit) + self.busy["gpu"]
-        gpu_times = [t for (_, lane), t in self._run_times.items() if lane == Lane.gpu]
-        mean = sum(gpu_times) / len(gpu_times) if gpu_times else 0.0
-        return ahead * mean / self.settings.gpu_slots > bound
-
-    def _slot(self, inst: Instance) -> str | None:
-        if inst.lane == Lane.gpu:
-            return "gpu" if self.busy["gpu"] < self.settings.gpu_slots else None
-        if inst.background:
-            return "cpu-bg" if self.busy["cpu-bg"] < self.settings.cpu_background_slots else None
-        return "cpu" if self.busy["cpu"] < self.settings.cpu_slots else None
+        return self.estimates.gpu_wait_too_long(ahead)
 
     def _instance(self, model: str, lane: Lane, background: bool) -> Instance:
         nice = self.policies[model].cpu_nice if self.priority and background else 0
@@ -232,70 +217,105 @@ class Scheduler:
             background = self._background(unit.model) and unit.job.level == Level.batch
             for cand in candidates:
                 inst = self._instance(unit.model, cand.lane, background)
-                slot = None if inst.busy else self._slot(inst)
+                slot = None if inst.busy else self.slots.free(inst)
                 if slot is not None:
-                    self._start(unit, inst, slot, cand.reason)
+                    units = [unit, *self._companions(unit, inst, loop.time())]
+                    self._start(units, inst, slot, cand.reason)
                     break
 
-    def _start(self, unit: Unit, inst: Instance, slot: str, reason: str | None) -> None:
+    # -- dynamic batching -----------------------------------------------------------------------
+
+    def batch_limit(self, model: str) -> int:
+        return self.batcher.limit(model, self._run_times.get((model, str(Lane.gpu))))
+
+    def parallel_units(self, model: str) -> int:
+        """How many units of one job are worth queueing at once: a batch's worth where the
+        model runs on the GPU and batches, else one (units run one after another)."""
+        if not self.batcher.can_batch(model) or self.lane_for(model) != Lane.gpu:
+            return 1
+        return self.batch_limit(model)
+
+    def _companions(self, unit: Unit, inst: Instance, now: float) -> list[Unit]:
+        if not self.batcher.batches(inst):
+            return []
+        return self.batcher.companions(unit, self.queue.in_order(now), self.batch_limit(unit.model))
+
+    def _start(self, units: list[Unit], inst: Instance, slot: str, reason: str | None) -> None:
         loop = asyncio.get_running_loop()
-        self.queue.remove(unit)
-        if unit.timer:
-            unit.timer.cancel()
-        self.gauges.depth(unit)
+        now = loop.time()
+        for unit in units:
+            self.queue.remove(unit)
+            if unit.timer:
+                unit.timer.cancel()
+            self.gauges.depth(unit)
+            unit.lane, unit.reason, unit.started = inst.lane, reason, now
+            self.ledger.started(unit, reason)
         inst.busy = True
         self.busy[slot] += 1
-        unit.lane, unit.reason, unit.started = inst.lane, reason, loop.time()
-        if reason:
-            self.fallback_counts[(unit.model, reason)] += 1
-            self.activity.fallback(unit.model, reason, unit.job.level.name)
-            if self.metrics:
-                self.metrics.fallbacks.labels(unit.model, reason).inc()
         if self.metrics:
-            self.metrics.queue_wait.labels(unit.job.level.name, unit.model).observe(
-                unit.started - unit.enqueued
-            )
-            self.metrics.busy.labels(inst.lane).set(self._busy_in(inst.lane))
-        task = loop.create_task(self._execute(unit, inst, slot))
+            self.metrics.busy.labels(inst.lane).set(self.slots.in_lane(inst.lane))
+            if self.batcher.batches(inst):
+                self.metrics.batch_size.labels(inst.model).observe(len(units))
+        task = loop.create_task(self._execute(units, inst, slot))
         self._running.add(task)
         task.add_done_callback(self._running.discard)
 
-    def _busy_in(self, lane: str) -> int:
-        return self.busy["gpu"] if lane == Lane.gpu else self.busy["cpu"] + self.busy["cpu-bg"]
-
     # -- execution ------------------------------------------------------------------------------
 
-    async def _execute(self, unit: Unit, inst: Instance, slot: str) -> None:
+    async def _execute(self, units: list[Unit], inst: Instance, slot: str) -> None:
         t0 = time.perf_counter()
         was_loaded = inst.loaded
         outcome = "ok"
+        unit = units[0]
         try:
-            result = await asyncio.wrap_future(inst.submit(unit.payload))
+            if self.batcher.batches(inst):
+                limit = self.batch_limit(unit.model)
+                payloads = [u.payload for u in units]
+                results = await asyncio.wrap_future(inst.submit_batch(payloads, limit))
+            else:
+                results = [await asyncio.wrap_future(inst.submit(unit.payload))]
         except Exception as exc:
             outcome = "error"
-            if inst.lane == Lane.gpu and is_gpu_error(exc) and not unit.retried:
+            if len(units) > 1:
+                outcome = "gpu_error" if is_gpu_error(exc) else "error"
+                self.batcher.failed(units, exc)  # they run again, in smaller batches or alone
+                for u in units:
+                    self._requeue(u)
+            elif inst.lane == Lane.gpu and is_gpu_error(exc) and not unit.retried:
                 outcome = "gpu_error"
                 self._retry_on_cpu(unit, inst, exc, was_loaded)
             elif not unit.future.done():
                 unit.future.set_exception(exc)
         else:
             run_s = time.perf_counter() - t0
-            self._record(unit, inst, result, run_s, was_loaded)
-            if not unit.future.done():
-                unit.future.set_result(result)
+            if was_loaded:  # time per unit: a batch shares its run
+                self._run_times[(unit.model, str(inst.lane))] = run_s / len(units)
+            for u, result in zip(units, results, strict=True):
+                self.ledger.finished(u, inst, result, run_s)
+                if not u.future.done():
+                    u.future.set_result(result)
         finally:
             if self.metrics:
-                self.metrics.units.labels(unit.model, inst.lane, outcome).inc()
+                self.metrics.units.labels(unit.model, inst.lane, outcome).inc(len(units))
                 if not was_loaded and inst.loaded:
                     self.metrics.loads.labels(unit.model, inst.lane).inc()
             inst.busy = False
             inst.last_used = time.monotonic()
             self.busy[slot] -= 1
             if self.metrics:
-                self.metrics.busy.labels(inst.lane).set(self._busy_in(inst.lane))
+                self.metrics.busy.labels(inst.lane).set(self.slots.in_lane(inst.lane))
             if inst.lane == Lane.gpu and not inst.engine.gpu_capped:
                 self._watch_budget(inst)
             self._dispatch()
+
+    def _requeue(self, unit: Unit) -> None:
+        """Back to the queue with its seq (the front of its level) and its remaining deadline."""
+        loop = asyncio.get_running_loop()
+        unit.enqueued = loop.time()
+        remaining = max(0.0, unit.deadline - loop.time())
+        unit.timer = loop.call_later(remaining, self._expire, unit)
+        self.queue.push(unit)
+        self.gauges.depth(unit)
 
     def _retry_on_cpu(self, unit: Unit, inst: Instance, exc: Exception, was_loaded: bool) -> None:
         log.warning(
@@ -305,25 +325,7 @@ class Scheduler:
             self.placer.gpu_broken[unit.model] = str(exc)[:300]
             self.pool.unload(inst, "load_failed")
         unit.retried, unit.force_cpu = True, "gpu_error"
-        unit.enqueued = asyncio.get_running_loop().time()
-        self.queue.push(unit)  # keeps its seq: it goes back to the front of its level
-        self.gauges.depth(unit)
-
-    def _record(
-        self, unit: Unit, inst: Instance, result: Any, run_s: float, was_loaded: bool
-    ) -> None:
-        if was_loaded:
-            self._run_times[(unit.model, str(inst.lane))] = run_s
-        wait_s = unit.started - unit.enqueued
-        unit.job.records.append(
-            UnitRecord(inst.lane, unit.reason, wait_s, run_s, unit.enqueued, unit.started)
-        )
-        audio_s = inst.audio_seconds(unit.payload, result)
-        self.activity.finished(unit.model, inst.lane, audio_s, unit.job.units_run == 0)
-        if self.metrics:
-            self.metrics.run_time.labels(unit.model, inst.lane).observe(run_s)
-            if audio_s > 0:
-                self.metrics.rtf.labels(unit.model, inst.lane).observe(run_s / audio_s)
+        self._requeue(unit)
 
     def _watch_budget(self, inst: Instance) -> None:
         """ONNX Runtime is capped by gpu_mem_limit, so process usage beyond the capped budgets

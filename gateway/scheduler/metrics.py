@@ -44,6 +44,13 @@ class SchedulerMetrics:
             ["engine", "lane", "outcome"],
             registry=registry,
         )
+        self.batch_size = Histogram(
+            "gateway_batch_size",
+            "Units decoded together in one GPU call (dynamic batching).",
+            ["engine"],
+            buckets=(1, 2, 4, 8, 16, 32, 64),
+            registry=registry,
+        )
         self.fallbacks = Counter(
             "gateway_fallbacks_total",
             "Units placed on the CPU instead of the GPU, by reason.",

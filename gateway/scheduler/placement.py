@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 
 from ..config import Placement, SchedulerSettings
-from ..engines.base import Engine, Lane
+from ..engines.base import Engine, Lane, lane_files
 from .gpu import GpuMonitor
 from .policy import ModelPolicy
 from .pool import Instance, InstancePool
@@ -50,7 +50,7 @@ class Placer:
         }
         # Models whose GPU lane file (e.g. Kokoro's float variant) is missing or corrupt.
         self.no_variant: set[str] = {
-            m for m, e in engines.items() if e.variants().get(Lane.gpu, "") is None
+            m for m, e in engines.items() if lane_files(e).get(Lane.gpu, "") is None
         }
         self.over_budget: dict[str, float] = {}  # model -> monotonic time it may return
         self.gpu_broken: dict[str, str] = {}

@@ -18,7 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from ..config import SchedulerSettings
-from ..engines.base import Device, Engine, Lane
+from ..engines.base import BatchEngine, Device, Engine, Lane
 from .metrics import SchedulerMetrics
 from .policy import ModelPolicy
 
@@ -70,6 +70,15 @@ class Instance:
 
     def submit(self, payload: Any) -> Future[Any]:
         return self._executor.submit(self._call, payload)
+
+    def submit_batch(self, payloads: list[Any], batch_size: int) -> Future[list[Any]]:
+        return self._executor.submit(self._call_batch, payloads, batch_size)
+
+    def _call_batch(self, payloads: list[Any], batch_size: int) -> list[Any]:
+        self._ensure_loaded()
+        engine = self.engine
+        assert isinstance(engine, BatchEngine)
+        return list(engine.run_batch(self.handle, payloads, batch_size))
 
     def preload(self) -> Future[Any]:
         return self._executor.submit(self._ensure_loaded)
@@ -194,3 +203,24 @@ class InstancePool:
             idle = inst.loaded and not inst.busy and not inst.pinned
             if ttl and idle and now - inst.last_used > ttl:
                 self.unload(inst, "idle")
+
+
+class Slots:
+    """Slots in use per lane: the GPU's, the CPU's foreground ones, and the CPU background ones
+    that only niced batch instances take."""
+
+    def __init__(self, settings: SchedulerSettings) -> None:
+        self.settings = settings
+        self.busy = {"gpu": 0, "cpu": 0, "cpu-bg": 0}
+
+    def free(self, inst: Instance) -> str | None:
+        """The slot this instance would take now, or None when its lane is full."""
+        s = self.settings
+        if inst.lane == Lane.gpu:
+            return "gpu" if self.busy["gpu"] < s.gpu_slots else None
+        if inst.background:
+            return "cpu-bg" if self.busy["cpu-bg"] < s.cpu_background_slots else None
+        return "cpu" if self.busy["cpu"] < s.cpu_slots else None
+
+    def in_lane(self, lane: str) -> int:
+        return self.busy["gpu"] if lane == Lane.gpu else self.busy["cpu"] + self.busy["cpu-bg"]

@@ -74,6 +74,8 @@ class Unit:
     seq: int = field(default_factory=lambda: next(_seq))
     force_cpu: str | None = None
     retried: bool = False
+    deadline: float = float("inf")  # event-loop time its queue timeout expires
+    solo: bool = False  # never batched again (its batch failed for a reason not the GPU's)
     timer: asyncio.TimerHandle | None = None
     lane: str | None = None
     reason: str | None = None
@@ -90,6 +92,8 @@ class Submitter(Protocol):
     def submit(self, job: Job, payload: Any) -> Unit: ...
 
     def cancel(self, unit: Unit) -> None: ...
+
+    def parallel_units(self, model: str) -> int: ...
 
 
 class Job:

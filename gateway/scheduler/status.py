@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from ..config import QueuePolicy, SchedulerSettings
-from ..engines.base import Engine
-from .activity import Activity
+from ..engines.base import Engine, lane_files
+from .activity import Ledger
 from .gpu import GpuMonitor
 from .metrics import SchedulerMetrics
 from .placement import Placer
@@ -27,8 +27,7 @@ class SchedulerView(Protocol):
     queue: UnitQueue
     busy: dict[str, int]
     closing: bool
-    fallback_counts: dict[tuple[str, str], int]
-    activity: Activity
+    ledger: Ledger
 
 
 def queue_policy(settings: SchedulerSettings, level: Level) -> QueuePolicy:
@@ -90,7 +89,7 @@ def status(s: SchedulerView) -> dict[str, Any]:
                 "gpu_budget_mib": s.policies[m].gpu_budget_mib,
                 "gpu_runtime": {"usable": ok, "detail": why},
                 "gpu_broken": placer.gpu_broken.get(m),
-                "variants": s.engines[m].variants(),
+                "variants": lane_files(s.engines[m]),
                 "gpu_variant_ok": m not in placer.no_variant,
                 "over_budget": m in placer.over_budget,
             }
@@ -98,7 +97,7 @@ def status(s: SchedulerView) -> dict[str, Any]:
         },
         "instances": [i.describe() for i in pool],
         "fallbacks": [
-            {"model": m, "reason": r, "count": c} for (m, r), c in sorted(s.fallback_counts.items())
+            {"model": m, "reason": r, "count": c} for (m, r), c in sorted(s.ledger.fallback_counts.items())
         ],
         "gpu": None
         if dev is None
@@ -107,5 +106,5 @@ def status(s: SchedulerView) -> dict[str, Any]:
             "committed_budget_mib": pool.gpu_committed(),
             "reserve_mib": cfg.gpu_reserve_mib,
         },
-        "activity": s.activity.summary(list(s.engines)),
+        "activity": s.ledger.activity.summary(list(s.engines)),
     }

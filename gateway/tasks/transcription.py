@@ -7,6 +7,7 @@ is read; `prepare` decodes and cuts the audio into windows, one work unit each.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
@@ -136,12 +137,16 @@ async def prepare(gw: Gateway, plan: TranscriptionPlan, data: bytes) -> Transcri
         word_timestamps=plan.words,
         vad_filter=w.vad_filter,
         beam_size=w.beam_size,
+        job=next(_job_ids),
     )
     units = [
         replace(template, audio=audio[win.start : win.end], offset_s=win.start / TARGET_RATE)
         for win in windows
     ]
     return Transcription(plan, units, duration, level)
+
+
+_job_ids = itertools.count(1)
 
 
 def _next_unit(unit: TranscribeUnit, first: TranscribeResult | None) -> TranscribeUnit:
@@ -156,10 +161,31 @@ class TranscriptionJob:
         self.job = job
         self.work = work
 
+    async def _rest(self, first: TranscribeResult | None) -> AsyncIterator[list[TranscribeResult]]:
+        """The windows after the first, in order, in groups: where the model runs on the GPU
+        and batches, a group is queued at once so its windows share batched decodes (and may
+        join other requests' windows); elsewhere one window after another."""
+        units = [_next_unit(u, first) for u in self.work.units[1:]]
+        i = 0
+        while i < len(units):
+            n = self.job.scheduler.parallel_units(self.job.model)
+            group = units[i : i + n]
+            i += len(group)
+            if len(group) == 1:
+                yield [await self.job.run(group[0])]
+                continue
+            tasks = [asyncio.ensure_future(self.job.run(u)) for u in group]
+            try:
+                yield list(await asyncio.gather(*tasks))
+            finally:
+                for task in tasks:
+                    task.cancel()  # a failure or a disconnect takes back the others
+
     async def transcript(self) -> Transcript:
-        results: list[TranscribeResult] = []
-        for unit in self.work.units:
-            results.append(await self.job.run(_next_unit(unit, results[0] if results else None)))
+        first = await self.first()
+        results: list[TranscribeResult] = [] if first is None else [first]
+        async for group in self._rest(first):
+            results += group
         plan = self.work.plan
         lang = plan.language or next((r.language for r in results if r.language), None) or "en"
         segments = [s for r in results for s in r.segments]
@@ -189,9 +215,10 @@ class TranscriptionJob:
         if first is not None:
             for piece in pieces(first):
                 yield piece
-        for unit in self.work.units[1:]:
-            for piece in pieces(await self.job.run(_next_unit(unit, first))):
-                yield piece
+        async for group in self._rest(first):
+            for result in group:
+                for piece in pieces(result):
+                    yield piece
 
 
 @asynccontextmanager

@@ -1,0 +1,218 @@
+"""Dynamic batching on the GPU lane, proven with a SIMULATED GPU and a gated fake engine.
+
+The engine's calls block on an event the test releases, so which units share a call is decided
+by the order of events, never by the clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Hashable
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from gateway.config import SchedulerSettings
+from gateway.engines.base import Device
+from gateway.scheduler import Level, ModelPolicy, Scheduler, SchedulerMetrics, SimulatedGpu
+
+
+class GatedBatchEngine:
+    """Payloads are (key, value); a call returns value * 10 per payload. Each call waits for
+    `gate` (set by the test) and is logged with its lane and payloads."""
+
+    family = "gated"
+    gpu_capped = False
+
+    def __init__(self, model_id: str, gpu: SimulatedGpu) -> None:
+        self.model_id = model_id
+        self.gpu = gpu
+        self.gate = threading.Event()
+        self.calls: list[tuple[str, list[Any]]] = []
+        self.started = threading.Semaphore(0)
+        self.fail: list[str | None] = []  # per GPU call, in order: raise this (None: succeed)
+        self.bad_value: Any = None  # a payload value that fails on its own
+
+    def gpu_support(self) -> tuple[bool, str]:
+        return True, "simulated CUDA"
+
+    def load(self, device: Device) -> Device:
+        if device.lane == "gpu":
+            self.gpu.allocate(self.model_id, device.gpu_mem_limit_mib or 0)
+        return device
+
+    def unload(self, handle: Device) -> None:
+        if handle.lane == "gpu":
+            self.gpu.release(self.model_id)
+
+    def batch_key(self, payload: tuple[str, int]) -> Hashable | None:
+        return payload[0]
+
+    def _call(self, lane: str, payloads: list[Any]) -> list[Any]:
+        self.calls.append((lane, list(payloads)))
+        self.started.release()
+        self.gate.wait(10)
+        if lane == "gpu" and self.fail and (message := self.fail.pop(0)):
+            raise RuntimeError(message)
+        if any(p[1] == self.bad_value for p in payloads):
+            raise ValueError("bad unit")
+        return [p[1] * 10 for p in payloads]
+
+    def run_batch(self, handle: Device, payloads: list[Any], batch_size: int) -> list[Any]:
+        return self._call(str(handle.lane), payloads)
+
+    def run(self, handle: Device, payload: Any) -> Any:
+        return self._call(str(handle.lane), [payload])[0]
+
+
+def make(engine: GatedBatchEngine, gpu: SimulatedGpu, max_batch: int = 4,
+         **settings: Any) -> Scheduler:  # fmt: skip
+    s = SchedulerSettings(cores=2, gpu_slots=1, **settings)
+    pol = {engine.model_id: ModelPolicy(cpu_threads=2, max_batch=max_batch, batch_latency_s=10)}
+    return Scheduler({engine.model_id: engine}, pol, s, gpu, SchedulerMetrics(CollectorRegistry()))  # type: ignore[dict-item]
+
+
+async def started(engine: GatedBatchEngine) -> None:
+    await asyncio.to_thread(engine.started.acquire, True, 10)
+
+
+async def one(s: Scheduler, model: str, payload: Any, level: Level = Level.batch) -> Any:
+    async with s.job(model, level) as job:
+        return await job.run(payload)
+
+
+def test_simulated_gpu_queued_units_with_equal_keys_share_one_call() -> None:
+    async def main() -> None:
+        gpu = SimulatedGpu(total_mib=16000)
+        eng = GatedBatchEngine("w", gpu)
+        s = make(eng, gpu, max_batch=3)
+        first = asyncio.create_task(one(s, "w", ("en", 1)))
+        await started(eng)  # the GPU slot is busy: what comes next queues
+        rest = [asyncio.create_task(one(s, "w", p)) for p in
+                [("en", 2), ("de", 3), ("en", 4), ("en", 5), ("en", 6)]]  # fmt: skip
+        await asyncio.sleep(0)
+        eng.gate.set()
+        results = await asyncio.gather(first, *rest)
+        assert results == [10, 20, 30, 40, 50, 60]  # each caller gets its own result
+        lanes = {lane for lane, _ in eng.calls}
+        batches = [[p[1] for p in payloads] for _, payloads in eng.calls]
+        assert lanes == {"gpu"}
+        assert batches[0] == [1]
+        assert batches[1] == [2, 4, 5]  # equal key, arrival order, at most max_batch
+        assert sorted(batches[2:]) == [[3], [6]]  # the other key never joins them
+        await s.close(1)
+
+    asyncio.run(main())
+
+
+def test_simulated_gpu_batch_limit_follows_the_latency_budget() -> None:
+    gpu = SimulatedGpu(total_mib=16000)
+    eng = GatedBatchEngine("w", gpu)
+    s = make(eng, gpu, max_batch=16)
+    s.policies["w"].batch_latency_s = 1.0
+    assert s.batch_limit("w") == 16  # nothing measured yet: the cap
+    s._run_times[("w", "gpu")] = 0.25  # measured: 0.25 s per unit
+    assert s.batch_limit("w") == 4
+    s._run_times[("w", "gpu")] = 3.0  # slower than the budget: one at a time
+    assert s.batch_limit("w") == 1
+
+
+def test_simulated_gpu_interactive_unit_waits_for_at_most_one_batch() -> None:
+    async def main() -> None:
+        gpu = SimulatedGpu(total_mib=16000)
+        eng = GatedBatchEngine("w", gpu)
+        s = make(eng, gpu, max_batch=2)
+        first = asyncio.create_task(one(s, "w", ("en", 1)))
+        await started(eng)
+        batch = [asyncio.create_task(one(s, "w", ("en", v))) for v in (2, 3, 4, 5)]
+        await asyncio.sleep(0)
+        speech = asyncio.create_task(one(s, "w", ("xx", 9), Level.interactive))
+        await asyncio.sleep(0)
+        eng.gate.set()
+        await asyncio.gather(first, speech, *batch)
+        order = [[p[1] for p in payloads] for _, payloads in eng.calls]
+        assert order[1] == [9], order  # right after the running call, before any queued batch
+        await s.close(1)
+
+    asyncio.run(main())
+
+
+def test_simulated_gpu_out_of_memory_halves_the_batch_then_goes_to_cpu_nothing_lost() -> None:
+    async def main() -> None:
+        gpu = SimulatedGpu(total_mib=16000)
+        eng = GatedBatchEngine("w", gpu)
+        s = make(eng, gpu, max_batch=4)
+        first = asyncio.create_task(one(s, "w", ("en", 1)))
+        await started(eng)
+        rest = [asyncio.create_task(one(s, "w", ("en", v))) for v in (2, 3, 4, 5)]
+        await asyncio.sleep(0)
+        # the first call succeeds; the batch of 4, then its first half, then a single unit run
+        # out of memory: the single one goes to the CPU, the rest finish on the GPU
+        oom = "CUDA failed: out of memory"
+        eng.fail = [None, oom, oom, oom]
+        eng.gate.set()
+        results = await asyncio.gather(first, *rest)
+        assert results == [10, 20, 30, 40, 50]
+        calls = [(lane, [p[1] for p in payloads]) for lane, payloads in eng.calls]
+        assert calls[:4] == [("gpu", [1]), ("gpu", [2, 3, 4, 5]), ("gpu", [2, 3]), ("gpu", [2])]
+        assert ("cpu", [2]) in calls
+        assert sorted(v for lane, vs in calls[4:] if lane == "gpu" for v in vs) == [3, 4, 5]
+        assert s.batch_limit("w") == 1
+        await s.close(1)
+
+    asyncio.run(main())
+
+
+def test_simulated_gpu_a_bad_unit_fails_alone_in_its_batch() -> None:
+    async def main() -> None:
+        gpu = SimulatedGpu(total_mib=16000)
+        eng = GatedBatchEngine("w", gpu)
+        eng.bad_value = 3
+        s = make(eng, gpu, max_batch=4)
+        first = asyncio.create_task(one(s, "w", ("en", 1)))
+        await started(eng)
+        rest = [asyncio.create_task(one(s, "w", ("en", v))) for v in (2, 3, 4)]
+        await asyncio.sleep(0)
+        eng.gate.set()
+        results = await asyncio.gather(first, *rest, return_exceptions=True)
+        assert results[:2] == [10, 20] and results[3] == 40
+        assert isinstance(results[2], ValueError)
+        await s.close(1)
+
+    asyncio.run(main())
+
+
+def test_simulated_gpu_requeued_batch_keeps_its_queue_deadline() -> None:
+    async def main() -> None:
+        gpu = SimulatedGpu(total_mib=16000)
+        eng = GatedBatchEngine("w", gpu)
+        s = make(eng, gpu, max_batch=4)
+        loop = asyncio.get_running_loop()
+        first = asyncio.create_task(one(s, "w", ("en", 1)))
+        await started(eng)
+        rest = [asyncio.create_task(one(s, "w", ("en", v))) for v in (2, 3)]
+        await asyncio.sleep(0)
+        queued = list(s.queue)
+        deadlines = [u.deadline for u in queued]
+        assert all(d <= loop.time() + s.settings.batch.default_timeout_s + 1 for d in deadlines)
+        eng.fail = [None, "CUDA failed: out of memory"]  # the batch of two fails once
+        eng.gate.set()
+        await asyncio.gather(first, *rest)
+        assert [u.deadline for u in queued] == deadlines  # the retry did not restart the clock
+        await s.close(1)
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("lane_gpu", [True, False])
+def test_parallel_units_only_where_the_gpu_batches(lane_gpu: bool) -> None:
+    gpu = SimulatedGpu(total_mib=16000) if lane_gpu else None
+    eng = GatedBatchEngine("w", SimulatedGpu(total_mib=16000))
+    s = make(eng, gpu, max_batch=8)  # type: ignore[arg-type]
+
+    async def main() -> int:
+        return s.parallel_units("w")
+
+    assert asyncio.run(main()) == (8 if lane_gpu else 1)
