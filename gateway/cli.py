@@ -59,10 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("settings", help="print every setting with its env var and default")
     st.add_argument("--markdown", action="store_true")
 
-    b = sub.add_parser("bench", help="benchmarks (see docs/benchmarks.md)")
-    b.add_argument("name", choices=["sharing", "report"])
+    b = sub.add_parser("bench", help="benchmarks (docs/benchmarks.md, docs/benchmarks-gpu.md)")
+    b.add_argument("name", choices=["sharing", "report", "gpu"])
     b.add_argument("--quick", action="store_true", help="short run (CI smoke)")
     b.add_argument("--out", type=Path, default=None, help="output folder / file")
+    b.add_argument("--md", type=Path, default=None, help="gpu: also write the Markdown report")
     return p
 
 

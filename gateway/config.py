@@ -110,6 +110,12 @@ class KokoroSettings(BaseModel):
         "is a new input shape, and EXHAUSTIVE benchmarks all algorithms for each one (about "
         "1 s per new length on an H200); HEURISTIC picks at once.",
     )
+    gpu_stream_priority: bool = Field(
+        False,
+        description="Run Kokoro's kernels on a CUDA stream of the highest priority, so the GPU "
+        "schedules speech ahead of Whisper's queued kernels (experimental; see "
+        "docs/benchmarks-gpu.md).",
+    )
     gpu_threads: int = Field(
         0,
         ge=0,

@@ -1,5 +1,6 @@
-"""Benchmarks: `gateway bench sharing` (interactive latency under batch load, per layout) and
-`gateway bench report` (docs/benchmarks.md with plots). See docs/benchmarks.md."""
+"""Benchmarks: `gateway bench sharing` (interactive latency under batch load, per layout),
+`gateway bench report` (docs/benchmarks.md with plots) and `gateway bench gpu` (the GPU lane
+against the raw libraries on the same GPU: docs/benchmarks-gpu.md)."""
 
 from __future__ import annotations
 
@@ -30,4 +31,11 @@ def run_bench(args: Any, settings: Any) -> int:
         from .report import main as report_main
 
         return report_main(args, settings)
-    raise SystemExit(f"unknown benchmark {args.name!r}; use sharing or report")
+    if args.name == "gpu":  # raw libraries vs the gateway on this machine's GPU
+        from .gpu import main as gpu_main
+
+        argv = ["--out", str(args.out or "docs/benchmarks-gpu.json")]
+        argv += ["--quick"] if args.quick else []
+        argv += ["--md", str(args.md)] if args.md else []
+        return gpu_main(argv)
+    raise SystemExit(f"unknown benchmark {args.name!r}; use sharing, report or gpu")

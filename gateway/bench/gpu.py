@@ -86,56 +86,49 @@ def _timed(fn: Any, runs: int) -> list[float]:
 
 
 def raw_kokoro(models: Path, variants: dict[str, Path], runs: int) -> dict[str, Any]:
-    import onnxruntime as ort
-    from kokoro_onnx import Kokoro
-
     voices = str(models / "kokoro" / "voices.npz")
     out: dict[str, Any] = {}
     configs = [("int8", "EXHAUSTIVE", 0), ("float", "EXHAUSTIVE", 4), ("float", "HEURISTIC", 4),
-               ("float", "HEURISTIC", 1), ("fp16", "HEURISTIC", 4)]  # fmt: skip
+               ("float", "HEURISTIC", 1)]  # fmt: skip
     for name, search, threads in configs:
         path = variants.get(name)
         if path is None or not path.is_file():
             out[f"{name}/{search}/{threads}"] = {"skipped": "no such variant"}
             continue
-        used0 = _nvml_used_mib()
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        cuda = {"cudnn_conv_algo_search": search, "arena_extend_strategy": "kSameAsRequested"}
-        session = ort.InferenceSession(str(path), options,
-                                       providers=[("CUDAExecutionProvider", cuda), "CPUExecutionProvider"])  # fmt: skip
-        kokoro = Kokoro.from_session(session, voices)
-        new = []
-        for text in NEW_LENGTHS:  # first call of each length
-            t0 = time.perf_counter()
-            kokoro.create(text, voice=VOICE, lang="en-us")
-            new.append(time.perf_counter() - t0)
-        audio, rate = kokoro.create(TEXT, voice=VOICE, lang="en-us")
-        full = _timed(lambda k=kokoro: k.create(TEXT, voice=VOICE, lang="en-us"), runs)
-        kokoro.create(SENTENCE, voice=VOICE, lang="en-us")
-        sent = _timed(lambda k=kokoro: k.create(SENTENCE, voice=VOICE, lang="en-us"), runs)
-        used1 = _nvml_used_mib()
-        out[f"{name}/{search}/{threads}"] = {
-            "audio_s": len(audio) / rate, "full": summary(full), "sentence": summary(sent),
-            "new_length": summary(new[1:]),  # the very first call also builds the session state
-            "gpu_mib": None if used0 is None or used1 is None else round(used1 - used0),
-            "audio": audio,
-        }  # fmt: skip
-        del kokoro, session
+        try:
+            out[f"{name}/{search}/{threads}"] = _kokoro_config(path, voices, search, threads, runs)
+        except Exception as exc:  # e.g. an fp16 model that does not load: report, go on
+            out[f"{name}/{search}/{threads}"] = {"failed": repr(exc)[:400]}
     return out
 
 
-def fp16_variant(float_path: Path, dest: Path) -> str | None:
-    """fp16 weights and activations, inputs/outputs kept float32; None when it converts."""
-    try:
-        import onnx
-        from onnxconverter_common import float16
+def _kokoro_config(path: Path, voices: str, search: str, threads: int, runs: int) -> dict[str, Any]:
+    import onnxruntime as ort
+    from kokoro_onnx import Kokoro
 
-        model = float16.convert_float_to_float16(onnx.load(str(float_path)), keep_io_types=True)
-        onnx.save(model, str(dest))
-        return None
-    except Exception as exc:
-        return repr(exc)[:300]
+    used0 = _nvml_used_mib()
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    cuda = {"cudnn_conv_algo_search": search, "arena_extend_strategy": "kSameAsRequested"}
+    providers = [("CUDAExecutionProvider", cuda), "CPUExecutionProvider"]
+    kokoro = Kokoro.from_session(ort.InferenceSession(str(path), options, providers=providers),
+                                 voices)  # fmt: skip
+    new = []
+    for text in NEW_LENGTHS:  # the first call of each length
+        t0 = time.perf_counter()
+        kokoro.create(text, voice=VOICE, lang="en-us")
+        new.append(time.perf_counter() - t0)
+    audio, rate = kokoro.create(TEXT, voice=VOICE, lang="en-us")
+    full = _timed(lambda: kokoro.create(TEXT, voice=VOICE, lang="en-us"), runs)
+    kokoro.create(SENTENCE, voice=VOICE, lang="en-us")
+    sent = _timed(lambda: kokoro.create(SENTENCE, voice=VOICE, lang="en-us"), runs)
+    used1 = _nvml_used_mib()
+    return {
+        "audio_s": len(audio) / rate, "full": summary(full), "sentence": summary(sent),
+        "new_length": summary(new[1:]),  # the very first call also builds the session state
+        "gpu_mib": None if used0 is None or used1 is None else round(used1 - used0),
+        "audio": audio,
+    }  # fmt: skip
 
 
 def raw_whisper(models: Path, clip48: np.ndarray, long: np.ndarray, runs: int) -> dict[str, Any]:
@@ -257,19 +250,20 @@ def run(out_path: Path, quick: bool) -> dict[str, Any]:
         a600, _ = build_clip(cpu.base_url, 600.0, start=3)
     from ..audio.decode import decode_audio
 
-    wav48, wav600 = encode(a48, rate, "wav"), encode(a600, rate, "wav")
-    pcm48, pcm600 = decode_audio(wav48), decode_audio(wav600)
+    wav48 = encode(a48, rate, "wav")
+    pcm48, pcm600 = decode_audio(wav48), decode_audio(encode(a600, rate, "wav"))
+    wav600 = encode(pcm600, 16000, "wav")  # 19 MB: under the upload limit
     variants = {"int8": models / "kokoro" / "model.onnx", "float": models / "kokoro" / "model.gpu.onnx"}
-    fp16 = Path("/tmp/kokoro-fp16.onnx")
-    res["fp16_convert_error"] = fp16_variant(variants["float"], fp16)
-    if res["fp16_convert_error"] is None:
-        variants["fp16"] = fp16
+    window = 20 if quick else 40
     steps = {
         "raw_kokoro": lambda: raw_kokoro(models, variants, runs),
         "raw_whisper": lambda: raw_whisper(models, pcm48, pcm600, 3),
-        "gateway_slots1": lambda: gateway_figures({"GATEWAY_SCHEDULER__GPU_SLOTS": "1"}, wav48, wav600, runs),
-        "sharing_slots1": lambda: sharing({"GATEWAY_SCHEDULER__GPU_SLOTS": "1"}, wav48, 20 if quick else 40, runs),
-        "sharing_slots2": lambda: sharing({"GATEWAY_SCHEDULER__GPU_SLOTS": "2"}, wav48, 20 if quick else 40, runs),
+        "gateway": lambda: gateway_figures({}, wav48, wav600, runs),
+        "sharing_slots1": lambda: sharing({"GATEWAY_SCHEDULER__GPU_SLOTS": "1"}, wav48, window, runs),
+        "sharing_slots2": lambda: sharing({"GATEWAY_SCHEDULER__GPU_SLOTS": "2"}, wav48, window, runs),
+        "sharing_slots2_prio": lambda: sharing({"GATEWAY_SCHEDULER__GPU_SLOTS": "2",
+                                                "GATEWAY_KOKORO__GPU_STREAM_PRIORITY": "true"},
+                                               wav48, window, runs),
     }  # fmt: skip
     only = [s for s in os.environ.get("GPU_BENCH_STEPS", "").split(",") if s]
     for name, fn in steps.items():
@@ -291,13 +285,118 @@ def run(out_path: Path, quick: bool) -> dict[str, Any]:
     return res
 
 
+def _met(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("met" if ok else "**not met**")
+
+
+def _p(d: Any, key: str = "p50") -> float | None:
+    return d.get(key) if isinstance(d, dict) and key in d else None
+
+
+def _s(x: float | None, fmt: str = ".3f") -> str:
+    return "–" if x is None else format(x, fmt)
+
+
+def render(res: dict[str, Any], json_name: str) -> str:
+    """docs/benchmarks-gpu.md: every figure with its target and met / not met."""
+    rk, rw = res.get("raw_kokoro", {}), res.get("raw_whisper", {})
+    gw = res.get("gateway") or res.get("gateway_slots1", {})
+    flt = rk.get("float/HEURISTIC/4", {})
+    rows = []
+
+    def row(what: str, raw: float | None, got: float | None, target: str, ok: bool | None) -> None:
+        ratio = f"{got / raw:.2f}x" if got and raw else "–"
+        rows.append(f"| {what} | {_s(raw)} | {_s(got)} | {ratio} | {target} | {_met(ok)} |")
+
+    def le(x: float | None, t: float) -> bool | None:
+        return None if x is None else x <= t
+
+    full, sent, new = _p(gw.get("speech_full")), _p(gw.get("sentence")), _p(gw.get("new_length"))
+    row("speech, 8.7 s of audio (p50, s)", _p(flt.get("full")), full, "≤ 0.25 s", le(full, 0.25))
+    row("speech, one sentence (p50, s)", _p(flt.get("sentence")), sent, "≤ 0.15 s", le(sent, 0.15))
+    newmax = _p(gw.get("new_length"), "max")
+    row("speech, first request of a new length (p50 / max, s)", _p(flt.get("new_length")), new,
+        f"≤ 0.4 s (max {_s(newmax)})", le(newmax, 0.4))  # fmt: skip
+    seq = _p(rw.get("int8_float16", {}).get("seq_48s"))
+    w48 = _p(gw.get("whisper_48s"))
+    row("Whisper base, 48 s clip (p50, s)", seq, w48, "≤ 1.2 s", le(w48, 1.2))
+    ten = gw.get("ten_min", {}).get("rtf")
+    raw_ten = max((v.get("rtf", 0) for k, v in rw.get("int8_float16", {}).items()
+                   if k.startswith("batched_") and k.endswith("600s")), default=None)  # fmt: skip
+    rows.append(f"| Whisper base, 10-minute file (x real time) | {_s(raw_ten, '.0f')} | "
+                f"{_s(ten, '.0f')} | – | ≥ 150x | {_met(None if ten is None else ten >= 150)} |")  # fmt: skip
+    out = [
+        "# GPU benchmarks",
+        "",
+        f"Measured on **{res.get('gpu')}**, {res.get('started')}, with "
+        f"{res.get('versions')}. Raw libraries and the gateway (over HTTP) ran side by side in "
+        "one run, on the same GPU and model files. Command: "
+        "`gateway bench gpu --quick --out docs/benchmarks-gpu.json --md docs/benchmarks-gpu.md` "
+        f"(raw figures: [`{json_name}`]({json_name})).",
+        "",
+        "| figure | raw library | gateway | gateway / raw | target | |",
+        "|---|---|---|---|---|---|",
+        *rows,
+        "",
+        "## Kokoro variants on CUDA (raw kokoro-onnx, 8.7 s of audio)",
+        "",
+        "| model / cuDNN search / intra-op threads | p50 (s) | sentence p50 (s) | new length p50 / max (s) | GPU MiB | WER |",
+        "|---|---|---|---|---|---|",
+    ]  # fmt: skip
+    if "failed" in rk:
+        out.append(f"| (all) | failed: {rk['failed'][:200]} | | | | |")
+        rk = {}
+    for name, v in rk.items():
+        if "full" not in v:
+            out.append(f"| {name} | {v.get('failed') or v.get('skipped')} | | | | |")
+            continue
+        out.append(f"| {name} | {_s(_p(v['full']))} | {_s(_p(v['sentence']))} | "
+                   f"{_s(_p(v['new_length']))} / {_s(_p(v['new_length'], 'max'))} | "
+                   f"{v.get('gpu_mib')} | {_s(v.get('wer'), '.2f')} |")  # fmt: skip
+    out += ["", "## Whisper base on CUDA (raw faster-whisper)", "",
+            "| compute type | 48 s sequential p50 (s) | 48 s batched p50 (s) | 10 min batched: bs 8 / 16 / 32 (x real time) | GPU MiB |",
+            "|---|---|---|---|---|"]  # fmt: skip
+    for compute, v in rw.items():
+        if not isinstance(v, dict) or "seq_48s" not in v:
+            continue
+        rtfs = " / ".join(_s(v.get(f"batched_{b}_600s", {}).get("rtf"), ".0f") for b in (8, 16, 32))
+        out.append(f"| {compute} | {_s(_p(v['seq_48s']))} | {_s(_p(v.get('batched_16_48s')))} | "
+                   f"{rtfs} | {v.get('gpu_mib')} |")  # fmt: skip
+    out += ["", "## Sharing: speech while two batch transcriptions loop", "",
+            "| gpu_slots | speech p95 idle (s) | p95 under load (s) | ratio (≤ 1.1x) | batch rate loaded / solo (≥ 80 %) | batch jobs in window |",
+            "|---|---|---|---|---|---|"]  # fmt: skip
+    for slots in ("1", "2", "2_prio"):
+        v = res.get(f"sharing_slots{slots}", {})
+        if "p95_ratio" not in v:
+            out.append(f"| {slots} | {v.get('failed', 'not run')} | | | | |")
+            continue
+        out.append(f"| {slots} | {_s(v['idle']['p95'])} | {_s(v['loaded']['p95'])} | "
+                   f"{v['p95_ratio']:.2f}x ({_met(v['p95_ratio'] <= 1.1)}) | "
+                   f"{100 * v['batch_share']:.0f} % ({_met(v['batch_share'] >= 0.8)}) | "
+                   f"{v['batch_jobs_loaded']} |")  # fmt: skip
+    st = gw.get("status", {})
+    gpu = st.get("gpu") or {}
+    out += ["", "## GPU memory", "",
+            f"Process GPU memory with both models loaded (gateway, NVML): "
+            f"{gpu.get('process_used_mib')} MiB; budgets committed: "
+            f"{gpu.get('committed_budget_mib')} MiB (+ reserve {gpu.get('reserve_mib')} MiB).",
+            ""]  # fmt: skip
+    for m, v in st.get("models", {}).items():
+        out.append(f"- `{m}`: budget {v.get('gpu_budget_mib')} MiB; lanes load {v.get('variants')}")
+    return "\n".join(out) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="gateway bench gpu", description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=Path("docs/benchmarks-gpu.json"))
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--md", type=Path, help="also write the Markdown report here")
+    p.add_argument("--render", action="store_true", help="only render --md from --out")
     args = p.parse_args(argv)
     threading.current_thread().name = "bench-gpu"
-    run(args.out, args.quick)
+    res = json.loads(args.out.read_text()) if args.render else run(args.out, args.quick)
+    if args.md:
+        args.md.write_text(render(res, args.out.name))
     return 0
 
 

@@ -90,3 +90,25 @@ def preload_pip_cuda() -> list[str]:
     if loaded:
         log.info("CUDA libraries from pip loaded", extra={"count": len(loaded)})
     return loaded
+
+
+def high_priority_stream(device: int) -> int | None:
+    """A CUDA stream with the device's highest priority, for a runtime that accepts a stream
+    (ONNX Runtime's `user_compute_stream`): the GPU's block scheduler then runs its kernels
+    ahead of queued kernels of normal-priority streams (Whisper's). None when it cannot."""
+    for name in ("libcudart.so.13", "libcudart.so.12", "libcudart.so"):
+        try:
+            rt = ctypes.CDLL(name)
+            break
+        except OSError:
+            continue
+    else:
+        return None
+    least, greatest = ctypes.c_int(), ctypes.c_int()
+    stream = ctypes.c_void_p()
+    if (rt.cudaSetDevice(device) != 0
+            or rt.cudaDeviceGetStreamPriorityRange(ctypes.byref(least), ctypes.byref(greatest))
+            or rt.cudaStreamCreateWithPriority(ctypes.byref(stream), 1, greatest.value)):  # fmt: skip
+        return None
+    log.info("high-priority CUDA stream", extra={"priority": greatest.value})
+    return stream.value

@@ -49,7 +49,7 @@ def _kokoro(
     k: KokoroSettings = settings.kokoro
     gpu_model, problem = variants.get("gpu", (None, "no GPU variant in the manifest"))
     threads = k.gpu_threads or min(4, settings.scheduler.cores)
-    gpu = GpuOptions(gpu_model, problem, k.gpu_conv_algo_search, threads)
+    gpu = GpuOptions(gpu_model, problem, k.gpu_conv_algo_search, threads, k.gpu_stream_priority)
     return KokoroEngine(
         spec.id, folder, k.default_lang, k.sentence_pause_s, k.max_unit_phonemes, gpu
     )

@@ -22,6 +22,7 @@ from kokoro_onnx.tokenizer import Tokenizer
 
 from . import japanese
 from .base import Device
+from .cuda import high_priority_stream
 from .normalize import normalize_text
 from .text import detect_lang
 
@@ -82,6 +83,7 @@ class GpuOptions:
     problem: str | None = "no GPU variant configured"
     conv_algo_search: str = "HEURISTIC"
     threads: int = 2
+    stream_priority: bool = False
 
 
 class KokoroEngine:
@@ -243,6 +245,9 @@ class KokoroEngine:
             }
             if device.gpu_mem_limit_mib:
                 cuda["gpu_mem_limit"] = device.gpu_mem_limit_mib * 1024 * 1024
+            stream = high_priority_stream(device.index) if self.gpu.stream_priority else None
+            if stream:
+                cuda["user_compute_stream"] = str(stream)
             providers = [("CUDAExecutionProvider", cuda), "CPUExecutionProvider"]
         else:
             options.intra_op_num_threads = device.threads
