@@ -43,6 +43,9 @@ class TimedEngine:
     def gpu_support(self) -> tuple[bool, str]:
         return True, "simulated CUDA"
 
+    def variants(self) -> dict[str, str | None]:
+        return {"cpu": "simulated", "gpu": "simulated"}
+
     def load(self, device: Device) -> Device:
         if device.lane == "gpu":
             assert self.gpu is not None
