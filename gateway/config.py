@@ -195,7 +195,10 @@ class SchedulerSettings(BaseModel):
         30.0, gt=0, description="Transcriptions longer than this default to level `batch`."
     )
     aging_s: float = Field(
-        30.0, gt=0, description="A unit queued longer than this is promoted one level."
+        30.0,
+        gt=0,
+        description="A job waiting longer than this since its first unit was queued is promoted "
+        "one level for the rest of the job.",
     )
     gpu_slots: int = Field(
         1, ge=1, le=8, description="Units running on the GPU at once (2: speech + STT overlap)."

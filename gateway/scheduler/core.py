@@ -160,7 +160,8 @@ class Scheduler:
                     retry_after=self._retry_after(job.level),
                 )
         unit = Unit(job=job, payload=payload, enqueued=loop.time(), future=loop.create_future())
-        unit.timer = loop.call_later(job.timeout_s, self._expire, unit)
+        unit.deadline = unit.enqueued + job.timeout_s  # a retry on the CPU keeps it
+        unit.timer = loop.call_at(unit.deadline, self._expire, unit)
         self.queue.push(unit)
         self.gauges.depth(unit)
         self._dispatch()
@@ -306,6 +307,7 @@ class Scheduler:
             self.pool.unload(inst, "load_failed")
         unit.retried, unit.force_cpu = True, "gpu_error"
         unit.enqueued = asyncio.get_running_loop().time()
+        unit.timer = asyncio.get_running_loop().call_at(unit.deadline, self._expire, unit)
         self.queue.push(unit)  # keeps its seq: it goes back to the front of its level
         self.gauges.depth(unit)
 
