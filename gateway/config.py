@@ -227,6 +227,13 @@ class SchedulerSettings(BaseModel):
         ge=0,
         description="An engine found over its GPU budget is unloaded and kept on the CPU this long.",
     )
+    gpu_retry_cooldown_s: float = Field(
+        300.0,
+        ge=0,
+        description="After a failed GPU load (at start-up or on first use) the model runs on the "
+        "CPU this long, then the GPU is tried again; `/v1/scheduler` shows `gpu_broken` and "
+        "`gpu_retry_in_s`.",
+    )
     spillover_wait_s: float = Field(
         0.0,
         ge=0,

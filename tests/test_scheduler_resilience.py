@@ -9,10 +9,12 @@ test releases, so the order of events is exact.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from typing import Any
 
+import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from gateway.config import Placement, SchedulerSettings
@@ -115,6 +117,36 @@ async def phantom(s: Scheduler, model: str, blocker: GatedEngine) -> None:
     blocker.run_gate, blocker.running = None, threading.Event()
 
 
+# -- 1. a failed GPU load is retried after a cooldown --------------------------------------------
+
+
+def test_simulated_gpu_load_failure_is_retried_after_the_cooldown() -> None:
+    async def main() -> tuple[list, dict, dict, int, CollectorRegistry]:
+        gpu = SimulatedGpu(16384)
+        eng = GatedEngine("m", 0.01, gpu)
+        eng.fail_load["gpu"] = OOM
+        registry = CollectorRegistry()
+        s = mk({"m": eng}, gpu, registry=registry, gpu_retry_cooldown_s=60)
+        now = [1000.0]
+        s.placer.clock = lambda: now[0]
+        await run_job(s, "m", Level.interactive, ["a"])  # the GPU load fails: retried on CPU
+        broken = dict(s.status()["models"]["m"])
+        now[0] += 30
+        await run_job(s, "m", Level.interactive, ["b"])  # still cooling down: CPU, no GPU try
+        del eng.fail_load["gpu"]  # the driver recovered
+        now[0] += 31
+        await run_job(s, "m", Level.interactive, ["c"])  # cooldown over: the GPU again
+        return eng.log, broken, s.status()["models"]["m"], eng.gpu_loads, registry
+
+    log, broken, healed, gpu_loads, registry = asyncio.run(main())
+    assert log == [("a", "cpu"), ("b", "cpu"), ("c", "gpu")]
+    assert gpu_loads == 2
+    assert "out of memory" in broken["gpu_broken"] and broken["gpu_retry_in_s"] == 60
+    assert healed["gpu_broken"] is None and healed["gpu_retry_in_s"] is None
+    assert metric(registry, "gateway_gpu_load_failures_total", "m") == 1
+    assert metric(registry, "gateway_gpu_load_retries_total", "m") == 1
+
+
 # -- 4. a unit retried on the CPU keeps its queue deadline ---------------------------------------
 
 
@@ -145,6 +177,29 @@ def test_simulated_gpu_error_retry_keeps_the_original_deadline() -> None:
     assert isinstance(err, QueueTimeout), err
     assert 0.3 <= waited < 4
     assert ran == 0
+
+
+# -- 5. a preload that fails falls back instead of crashing start-up -----------------------------
+
+
+def test_simulated_preload_gpu_failure_falls_back_to_cpu(caplog: pytest.LogCaptureFixture) -> None:
+    async def main() -> dict:
+        gpu = SimulatedGpu(16384)
+        m, bad, ok = (GatedEngine(n, 0.01, gpu) for n in ("m", "bad", "ok"))
+        m.fail_load["gpu"] = OOM
+        bad.fail_load = {"gpu": OOM, "cpu": "cannot open model files"}
+        s = mk({"m": m, "bad": bad, "ok": ok}, gpu)
+        await s.preload(["m", "bad", "ok"])  # must not raise
+        return s.status()
+
+    caplog.set_level(logging.WARNING)
+    status = asyncio.run(main())
+    loaded = {(i["model"], i["lane"]) for i in status["instances"] if i["loaded"]}
+    assert loaded == {("m", "cpu"), ("ok", "gpu")}
+    assert "out of memory" in status["models"]["m"]["gpu_broken"]
+    assert "cannot open model files" in status["models"]["bad"]["preload_error"]
+    logged = " ".join(r.getMessage() for r in caplog.records)
+    assert "preload" in logged
 
 
 # -- 6. eviction spares interactive work; a batch job keeps a known minimum rate -----------------

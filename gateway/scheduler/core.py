@@ -18,6 +18,7 @@ from typing import Any
 
 from ..config import QueuePolicy, SchedulerSettings
 from ..engines.base import Engine, Lane, is_gpu_error
+from . import lifecycle
 from . import status as status_view
 from .activity import Activity
 from .gpu import GpuMonitor
@@ -303,7 +304,7 @@ class Scheduler:
             "GPU error, retrying on CPU", extra={"model": unit.model, "error": str(exc)[:200]}
         )
         if not was_loaded and not inst.loaded:
-            self.placer.gpu_broken[unit.model] = str(exc)[:300]
+            self.placer.mark_gpu_broken(unit.model, str(exc))
             self.pool.unload(inst, "load_failed")
         unit.retried, unit.force_cpu = True, "gpu_error"
         unit.enqueued = asyncio.get_running_loop().time()
@@ -350,15 +351,7 @@ class Scheduler:
         return self.placer.candidates(model)[0].lane
 
     async def preload(self, models: list[str]) -> None:
-        for model in models:
-            first = self.placer.candidates(model)[0]
-            if first.evict is not None:
-                inst = self.placer.admit(model, first.evict)
-            else:
-                inst = self.pool.get(model, first.lane)
-            await asyncio.wrap_future(inst.preload())
-            if self.metrics:
-                self.metrics.loads.labels(model, inst.lane).inc()
+        await lifecycle.preload(self.placer, self.metrics, models)  # falls back, never raises
 
     def start(self) -> None:
         if self._ttl_task is None:

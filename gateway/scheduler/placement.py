@@ -42,6 +42,8 @@ class Placer:
         self.settings = settings
         self.gpu = gpu
         self.pool = pool
+        self.metrics = pool.metrics
+        self.clock = time.monotonic  # cooldowns; a test may set a clock of its own
         device = gpu.device(settings.gpu_device) if gpu is not None else None
         self.gpu_present = device is not None
         self.gpu_reason = gpu.reason if gpu is not None else "no GPU monitor"
@@ -53,7 +55,9 @@ class Placer:
             m for m, e in engines.items() if e.variants().get(Lane.gpu, "") is None
         }
         self.over_budget: dict[str, float] = {}  # model -> monotonic time it may return
-        self.gpu_broken: dict[str, str] = {}
+        self.gpu_broken: dict[str, str] = {}  # model -> the error of its failed GPU load
+        self.gpu_retry_at: dict[str, float] = {}  # model -> clock time its GPU is tried again
+        self.preload_errors: dict[str, str] = {}
 
     # -- queries --------------------------------------------------------------------------------
 
@@ -70,7 +74,7 @@ class Placer:
         evict: list[Instance] | None = None
         if self.gpu_present and model in self.no_variant:
             reason = "gpu_variant"
-        elif not self.gpu_present or not self.engine_gpu[model][0] or model in self.gpu_broken:
+        elif not self.gpu_present or not self.engine_gpu[model][0] or self._broken(model):
             reason = "no_gpu"
         elif self._in_cooldown(model):
             reason = "not_admitted"
@@ -90,10 +94,30 @@ class Placer:
     def _in_cooldown(self, model: str) -> bool:
         """Whether an over-budget engine is still kept off the GPU (an expired mark is dropped)."""
         until = self.over_budget.get(model)
-        if until is not None and time.monotonic() >= until:
+        if until is not None and self.clock() >= until:
             del self.over_budget[model]
             until = None
         return until is not None
+
+    def _broken(self, model: str) -> bool:
+        """Whether a failed GPU load still keeps the model on the CPU; once the cooldown is over
+        the mark is dropped and the next unit tries the GPU again."""
+        if model not in self.gpu_broken:
+            return False
+        if self.clock() < self.gpu_retry_at.get(model, 0.0):
+            return True
+        error = self.gpu_broken.pop(model)
+        self.gpu_retry_at.pop(model, None)
+        log.info("retrying the GPU after a failed load", extra={"model": model, "error": error})
+        if self.metrics:
+            self.metrics.gpu_load_retries.labels(model).inc()
+        return False
+
+    def retry_in_s(self, model: str) -> float | None:
+        """Seconds until a model whose GPU load failed is tried on the GPU again (None: not)."""
+        if model not in self.gpu_broken:
+            return None
+        return round(max(0.0, self.gpu_retry_at.get(model, 0.0) - self.clock()), 1)
 
     def admission_plan(self, model: str) -> list[Instance] | None:
         """The idle instances to evict so a GPU load fits (NVML shows room for budget + reserve
@@ -156,4 +180,14 @@ class Placer:
                   extra={"model": model, "problem": problem})  # fmt: skip
 
     def mark_over_budget(self, model: str) -> None:
-        self.over_budget[model] = time.monotonic() + self.settings.over_budget_cooldown_s
+        self.over_budget[model] = self.clock() + self.settings.over_budget_cooldown_s
+
+    def mark_gpu_broken(self, model: str, error: str) -> None:
+        """A GPU load failed: the model runs on the CPU for `gpu_retry_cooldown_s`."""
+        cooldown = self.settings.gpu_retry_cooldown_s
+        self.gpu_broken[model] = error[:300]
+        self.gpu_retry_at[model] = self.clock() + cooldown
+        log.warning("GPU load failed; running on the CPU, retrying the GPU in %g s", cooldown,
+                    extra={"model": model, "error": error[:300]})  # fmt: skip
+        if self.metrics:
+            self.metrics.gpu_load_failures.labels(model).inc()

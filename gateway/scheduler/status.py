@@ -90,6 +90,8 @@ def status(s: SchedulerView) -> dict[str, Any]:
                 "gpu_budget_mib": s.policies[m].gpu_budget_mib,
                 "gpu_runtime": {"usable": ok, "detail": why},
                 "gpu_broken": placer.gpu_broken.get(m),
+                "gpu_retry_in_s": placer.retry_in_s(m),
+                "preload_error": placer.preload_errors.get(m),
                 "variants": s.engines[m].variants(),
                 "gpu_variant_ok": m not in placer.no_variant,
                 "over_budget": m in placer.over_budget,
