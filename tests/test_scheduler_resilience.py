@@ -147,6 +147,98 @@ def test_simulated_gpu_load_failure_is_retried_after_the_cooldown() -> None:
     assert metric(registry, "gateway_gpu_load_retries_total", "m") == 1
 
 
+# -- 2. admission never over-commits -------------------------------------------------------------
+
+
+def test_simulated_admission_counts_loads_in_flight() -> None:
+    async def main() -> tuple[list, list, dict]:
+        gpu = SimulatedGpu(4096)
+        gpu.other_used_mib = 2000  # 2096 MiB free: room for one 1000 MiB budget + 512 reserve
+        a, b = GatedEngine("a", 0.01, gpu), GatedEngine("b", 0.01, gpu)
+        s = mk({"a": a, "b": b}, gpu, {"a": 1000, "b": 1000}, gpu_slots=2, gpu_reserve_mib=512)
+        a.load_gate = threading.Event()
+        first = asyncio.create_task(run_job(s, "a", Level.interactive, ["a1"]))
+        await until(lambda: a.gpu_loads == 1, "a's GPU load started")  # admitted, not loaded
+        await run_job(s, "b", Level.interactive, ["b1"])  # NVML free still shows a's 1000 MiB
+        a.load_gate.set()
+        await first
+        return a.log, b.log, dict(s.fallback_counts)
+
+    a_log, b_log, fallbacks = asyncio.run(main())
+    assert a_log == [("a1", "gpu")]
+    assert b_log == [("b1", "cpu")]
+    assert fallbacks == {("b", "not_admitted"): 1}
+
+
+def test_simulated_admitted_but_unloaded_instance_is_admitted_again() -> None:
+    async def main() -> tuple[list, int, dict]:
+        gpu = SimulatedGpu(4096)
+        blk, m = GatedEngine("blk", 0.01, gpu), GatedEngine("m", 0.01, gpu)
+        s = mk({"blk": blk, "m": m}, gpu, {"blk": 500, "m": 1000}, gpu_reserve_mib=512)
+        await phantom(s, "m", blk)
+        gpu.other_used_mib = 3000  # another process takes the card: 596 MiB free
+        await run_job(s, "m", Level.interactive, ["x"])
+        return m.log, m.gpu_loads, dict(s.fallback_counts)
+
+    log, gpu_loads, fallbacks = asyncio.run(main())
+    assert log == [("x", "cpu")]
+    assert gpu_loads == 0  # never tried: no CUDA OOM
+    assert fallbacks == {("m", "not_admitted"): 1}
+
+
+def test_simulated_evicting_a_never_loaded_instance_frees_nothing() -> None:
+    async def main() -> tuple[list, int, dict]:
+        gpu = SimulatedGpu(8192)
+        blk, p, c = (GatedEngine(n, 0.01, gpu) for n in ("blk", "p", "c"))
+        s = mk({"blk": blk, "p": p, "c": c}, gpu, {"blk": 500, "p": 2000, "c": 1000},
+               gpu_reserve_mib=512)  # fmt: skip
+        await phantom(s, "p", blk)  # p: admitted, 2000 MiB budget, never loaded
+        gpu.other_used_mib = 8192 - 500 - 896  # 896 MiB free: c needs 1000 + 512
+        await run_job(s, "c", Level.interactive, ["x"])
+        return c.log, c.gpu_loads, dict(s.fallback_counts)
+
+    log, gpu_loads, fallbacks = asyncio.run(main())
+    assert log == [("x", "cpu")]
+    assert gpu_loads == 0
+    assert fallbacks == {("c", "not_admitted"): 1}
+
+
+# -- 3. the budget watch holds in a container and charges each engine its own memory -------------
+
+
+def test_simulated_container_nvml_without_our_pid_still_watches_the_budget() -> None:
+    async def main() -> tuple[list, dict]:
+        gpu = ContainerGpu(16384)
+        eng = GatedEngine("m", 0.01, gpu, capped=False, use_mib=3000)  # CTranslate2-like
+        s = mk({"m": eng}, gpu, {"m": 1024}, gpu_reserve_mib=256)
+        await run_job(s, "m", Level.interactive, ["first"])
+        await run_job(s, "m", Level.interactive, ["second"])
+        return eng.log, dict(s.fallback_counts)
+
+    log, fallbacks = asyncio.run(main())
+    assert log == [("first", "gpu"), ("second", "cpu")]
+    assert fallbacks == {("m", "not_admitted"): 1}
+
+
+def test_simulated_ort_memory_beyond_its_arena_cap_is_not_charged_to_whisper() -> None:
+    async def main() -> tuple[list, dict, dict]:
+        gpu = SimulatedGpu(16384)
+        tts = GatedEngine("tts", 0.01, gpu)  # capped: 1024 MiB arena ...
+        tts.extra_mib = 900  # ... plus CUDA context and cuDNN workspace outside the arena
+        stt = GatedEngine("stt", 0.01, gpu, capped=False, use_mib=1200)  # within its 1536
+        s = mk({"tts": tts, "stt": stt}, gpu, {"tts": 1024, "stt": 1536}, gpu_reserve_mib=256)
+        await run_job(s, "tts", Level.interactive, ["t"])
+        await run_job(s, "stt", Level.interactive, ["s1"])
+        await run_job(s, "stt", Level.interactive, ["s2"])
+        used = {i["model"]: i.get("gpu_used_mib") for i in s.status()["instances"]}
+        return stt.log, dict(s.over_budget), used
+
+    log, over, used = asyncio.run(main())
+    assert log == [("s1", "gpu"), ("s2", "gpu")]
+    assert over == {}
+    assert used == {"tts": 1924, "stt": 1200}  # device deltas around each load
+
+
 # -- 4. a unit retried on the CPU keeps its queue deadline ---------------------------------------
 
 
@@ -203,6 +295,31 @@ def test_simulated_preload_gpu_failure_falls_back_to_cpu(caplog: pytest.LogCaptu
 
 
 # -- 6. eviction spares interactive work; a batch job keeps a known minimum rate -----------------
+
+
+def test_simulated_eviction_spares_a_model_with_interactive_work_queued() -> None:
+    async def main() -> tuple[bool, bool, list]:
+        gpu = SimulatedGpu(4096)
+        names = ("tts", "stt", "blk", "x")
+        e = {n: GatedEngine(n, 0.01, gpu) for n in names}
+        s = mk(e, gpu, {"tts": 1500, "stt": 1500, "blk": 1000, "x": 1500}, gpu_reserve_mib=0)
+        await run_job(s, "tts", Level.interactive, ["t0"])  # tts is now the least recently used
+        await run_job(s, "stt", Level.batch, ["s0"])
+        e["blk"].run_gate = threading.Event()
+        blocking = asyncio.create_task(run_job(s, "blk", Level.interactive, ["b"]))
+        await until(e["blk"].running.is_set, "the blocker runs on the GPU")
+        speech = asyncio.create_task(run_job(s, "tts", Level.interactive, ["t1"]))
+        await until(lambda: s.queued(Level.interactive, "tts") == 1, "speech queued")
+        batch = asyncio.create_task(run_job(s, "x", Level.batch, ["x1"]))  # must evict one
+        await until(lambda: s.queued(Level.batch, "x") == 1, "batch queued")
+        kept = s.pool.has("tts", Lane.gpu), s.pool.has("stt", Lane.gpu)
+        e["blk"].run_gate.set()
+        await asyncio.gather(blocking, speech, batch)
+        return *kept, e["tts"].log
+
+    tts_kept, stt_kept, tts_log = asyncio.run(main())
+    assert tts_kept and not stt_kept
+    assert tts_log == [("t0", "gpu"), ("t1", "gpu")]
 
 
 def test_promoted_batch_job_keeps_a_minimum_rate_under_steady_interactive_load() -> None:

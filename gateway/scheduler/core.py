@@ -61,8 +61,8 @@ class Scheduler:
         self.priority = settings.policy == "priority"
         self.queue = UnitQueue(self.priority, settings.aging_s)
         self.gauges = QueueGauges(self.queue, metrics)
-        self.pool = InstancePool(engines, policies, settings, metrics)
-        self.placer = Placer(engines, policies, settings, gpu, self.pool)
+        self.pool = InstancePool(engines, policies, settings, metrics, gpu)
+        self.placer = Placer(engines, policies, settings, gpu, self.pool, self.queue)
         self.busy = {"gpu": 0, "cpu": 0, "cpu-bg": 0}  # slots in use: GPU, CPU, CPU background
         self._running: set[asyncio.Task[None]] = set()
         self._run_times: dict[tuple[str, str], float] = {}
@@ -329,20 +329,7 @@ class Scheduler:
                 self.metrics.rtf.labels(unit.model, inst.lane).observe(run_s / audio_s)
 
     def _watch_budget(self, inst: Instance) -> None:
-        """ONNX Runtime is capped by gpu_mem_limit, so process usage beyond the capped budgets
-        and the reserve is charged to the uncapped runtime (CTranslate2)."""
-        dev = self.gpu.device(self.settings.gpu_device) if self.gpu else None
-        if dev is None or dev.process_used_mib is None:
-            return
-        capped = sum(i.budget_mib for i in self.pool.on_gpu() if i.engine.gpu_capped)
-        usage = dev.process_used_mib - capped - self.settings.gpu_reserve_mib
-        if usage > inst.budget_mib and inst.model not in self.over_budget:
-            log.warning(
-                "engine over its GPU budget; unloading it from the GPU",
-                extra={"model": inst.model, "usage_mib": usage, "budget_mib": inst.budget_mib},
-            )
-            self.placer.mark_over_budget(inst.model)
-            self.pool.unload(inst, "over_budget")
+        self.placer.watch_budget(inst)  # per-instance device deltas: see Placer.watch_budget
 
     # -- lifecycle ------------------------------------------------------------------------------
 

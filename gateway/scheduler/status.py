@@ -107,6 +107,7 @@ def status(s: SchedulerView) -> dict[str, Any]:
         else {
             **dev.__dict__,
             "committed_budget_mib": pool.gpu_committed(),
+            "pending_load_mib": pool.gpu_pending(),
             "reserve_mib": cfg.gpu_reserve_mib,
         },
         "activity": s.activity.summary(list(s.engines)),
