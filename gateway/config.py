@@ -214,7 +214,10 @@ class SchedulerSettings(BaseModel):
         30.0, gt=0, description="Transcriptions longer than this default to level `batch`."
     )
     aging_s: float = Field(
-        30.0, gt=0, description="A unit queued longer than this is promoted one level."
+        30.0,
+        gt=0,
+        description="A job waiting longer than this since its first unit was queued is promoted "
+        "one level for the rest of the job.",
     )
     gpu_slots: int = Field(
         2,
@@ -247,6 +250,13 @@ class SchedulerSettings(BaseModel):
         300.0,
         ge=0,
         description="An engine found over its GPU budget is unloaded and kept on the CPU this long.",
+    )
+    gpu_retry_cooldown_s: float = Field(
+        300.0,
+        ge=0,
+        description="After a failed GPU load (at start-up or on first use) the model runs on the "
+        "CPU this long, then the GPU is tried again; `/v1/scheduler` shows `gpu_broken` and "
+        "`gpu_retry_in_s`.",
     )
     spillover_wait_s: float = Field(
         0.0,

@@ -1,6 +1,7 @@
 """GPU-sharing scheduler: the task layer talks to it; it talks to engines through a protocol.
 
-Arrows point one way: core -> placement -> pool -> policy; core -> queue; core -> status.
+Arrows point one way: core -> lifecycle -> placement -> pool -> policy; placement -> queue;
+core -> queue; core -> status.
 """
 
 from ..engines.base import Lane

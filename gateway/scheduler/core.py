@@ -16,6 +16,7 @@ from typing import Any
 
 from ..config import QueuePolicy, SchedulerSettings
 from ..engines.base import Engine, Lane, is_gpu_error
+from . import lifecycle
 from . import status as status_view
 from .activity import Ledger
 from .batching import Batcher
@@ -59,8 +60,8 @@ class Scheduler:
         self.priority = settings.policy == "priority"
         self.queue = UnitQueue(self.priority, settings.aging_s)
         self.gauges = QueueGauges(self.queue, metrics)
-        self.pool = InstancePool(engines, policies, settings, metrics)
-        self.placer = Placer(engines, policies, settings, gpu, self.pool)
+        self.pool = InstancePool(engines, policies, settings, metrics, gpu)
+        self.placer = Placer(engines, policies, settings, gpu, self.pool, self.queue)
         self.slots = Slots(settings)
         self.busy = self.slots.busy  # slots in use: GPU, CPU, CPU background
         self._running: set[asyncio.Task[None]] = set()
@@ -155,10 +156,9 @@ class Scheduler:
                     f"the {job.level.name} queue is full ({limit} waiting); retry later",
                     retry_after=self._retry_after(job.level),
                 )
-        now = loop.time()
-        unit = Unit(job=job, payload=payload, enqueued=now, future=loop.create_future(),
-                    deadline=now + job.timeout_s)  # fmt: skip
-        unit.timer = loop.call_later(job.timeout_s, self._expire, unit)
+        unit = Unit(job=job, payload=payload, enqueued=loop.time(), future=loop.create_future())
+        unit.deadline = unit.enqueued + job.timeout_s  # a retry keeps it
+        unit.timer = loop.call_at(unit.deadline, self._expire, unit)
         self.queue.push(unit)
         self.gauges.depth(unit)
         self._dispatch()
@@ -312,8 +312,7 @@ class Scheduler:
         """Back to the queue with its seq (the front of its level) and its remaining deadline."""
         loop = asyncio.get_running_loop()
         unit.enqueued = loop.time()
-        remaining = max(0.0, unit.deadline - loop.time())
-        unit.timer = loop.call_later(remaining, self._expire, unit)
+        unit.timer = loop.call_at(unit.deadline, self._expire, unit)
         self.queue.push(unit)
         self.gauges.depth(unit)
 
@@ -322,26 +321,13 @@ class Scheduler:
             "GPU error, retrying on CPU", extra={"model": unit.model, "error": str(exc)[:200]}
         )
         if not was_loaded and not inst.loaded:
-            self.placer.gpu_broken[unit.model] = str(exc)[:300]
+            self.placer.mark_gpu_broken(unit.model, str(exc))
             self.pool.unload(inst, "load_failed")
         unit.retried, unit.force_cpu = True, "gpu_error"
         self._requeue(unit)
 
     def _watch_budget(self, inst: Instance) -> None:
-        """ONNX Runtime is capped by gpu_mem_limit, so process usage beyond the capped budgets
-        and the reserve is charged to the uncapped runtime (CTranslate2)."""
-        dev = self.gpu.device(self.settings.gpu_device) if self.gpu else None
-        if dev is None or dev.process_used_mib is None:
-            return
-        capped = sum(i.budget_mib for i in self.pool.on_gpu() if i.engine.gpu_capped)
-        usage = dev.process_used_mib - capped - self.settings.gpu_reserve_mib
-        if usage > inst.budget_mib and inst.model not in self.over_budget:
-            log.warning(
-                "engine over its GPU budget; unloading it from the GPU",
-                extra={"model": inst.model, "usage_mib": usage, "budget_mib": inst.budget_mib},
-            )
-            self.placer.mark_over_budget(inst.model)
-            self.pool.unload(inst, "over_budget")
+        self.placer.watch_budget(inst)  # per-instance device deltas: see Placer.watch_budget
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -350,15 +336,7 @@ class Scheduler:
         return self.placer.candidates(model)[0].lane
 
     async def preload(self, models: list[str]) -> None:
-        for model in models:
-            first = self.placer.candidates(model)[0]
-            if first.evict is not None:
-                inst = self.placer.admit(model, first.evict)
-            else:
-                inst = self.pool.get(model, first.lane)
-            await asyncio.wrap_future(inst.preload())
-            if self.metrics:
-                self.metrics.loads.labels(model, inst.lane).inc()
+        await lifecycle.preload(self.placer, self.metrics, models)  # falls back, never raises
 
     def start(self) -> None:
         if self._ttl_task is None:

@@ -72,6 +72,18 @@ class SchedulerMetrics:
             ["engine", "lane", "reason"],
             registry=registry,
         )
+        self.gpu_load_failures = Counter(
+            "gateway_gpu_load_failures_total",
+            "GPU loads that failed (the model then runs on the CPU for gpu_retry_cooldown_s).",
+            ["engine"],
+            registry=registry,
+        )
+        self.gpu_load_retries = Counter(
+            "gateway_gpu_load_retries_total",
+            "Times a model was tried on the GPU again after a failed load.",
+            ["engine"],
+            registry=registry,
+        )
         self.slots = Gauge("gateway_lane_slots", "Slots per lane.", ["lane"], registry=registry)
         self.busy = Gauge(
             "gateway_lane_busy_slots", "Busy slots per lane.", ["lane"], registry=registry

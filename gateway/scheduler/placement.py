@@ -1,8 +1,14 @@
 """Placement, admission and eviction.
 
 `candidates` is a query: the lanes a unit may run on now, each with its fallback reason. When the
-GPU lane needs a new instance, the candidate carries the admission plan (the idle instances to
-evict); `admit` is the action that carries it out and creates the instance.
+GPU lane needs a new instance (or one admitted earlier has not loaded yet), the candidate carries
+the admission plan (the idle instances to evict); `admit` is the action that carries it out and
+creates the instance.
+
+Admission counts what NVML cannot see yet (instances admitted but not loaded hold their budget)
+and credits an eviction only with memory it really frees (a never-loaded instance frees none on
+the device). A model whose GPU load failed, or that went over its budget, runs on the CPU for a
+cooldown and is then tried on the GPU again.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from ..engines.base import Engine, Lane, lane_files
 from .gpu import GpuMonitor
 from .policy import ModelPolicy
 from .pool import Instance, InstancePool
-from .queue import NotPlaceable
+from .queue import Level, NotPlaceable, UnitQueue
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +43,15 @@ class Placer:
         settings: SchedulerSettings,
         gpu: GpuMonitor | None,
         pool: InstancePool,
+        queue: UnitQueue | None = None,
     ) -> None:
         self.policies = policies
         self.settings = settings
         self.gpu = gpu
         self.pool = pool
+        self.queue = queue  # read to spare models with interactive work queued from eviction
+        self.metrics = pool.metrics
+        self.clock = time.monotonic  # cooldowns; a test may set a clock of its own
         device = gpu.device(settings.gpu_device) if gpu is not None else None
         self.gpu_present = device is not None
         self.gpu_reason = gpu.reason if gpu is not None else "no GPU monitor"
@@ -53,7 +63,9 @@ class Placer:
             m for m, e in engines.items() if lane_files(e).get(Lane.gpu, "") is None
         }
         self.over_budget: dict[str, float] = {}  # model -> monotonic time it may return
-        self.gpu_broken: dict[str, str] = {}
+        self.gpu_broken: dict[str, str] = {}  # model -> the error of its failed GPU load
+        self.gpu_retry_at: dict[str, float] = {}  # model -> clock time its GPU is tried again
+        self.preload_errors: dict[str, str] = {}
 
     # -- queries --------------------------------------------------------------------------------
 
@@ -70,11 +82,11 @@ class Placer:
         evict: list[Instance] | None = None
         if self.gpu_present and model in self.no_variant:
             reason = "gpu_variant"
-        elif not self.gpu_present or not self.engine_gpu[model][0] or model in self.gpu_broken:
+        elif not self.gpu_present or not self.engine_gpu[model][0] or self._broken(model):
             reason = "no_gpu"
         elif self._in_cooldown(model):
             reason = "not_admitted"
-        elif not self.pool.has(model, Lane.gpu):
+        elif self._needs_admission(model):
             evict = self.admission_plan(model)
             if evict is None:
                 reason = "not_admitted"
@@ -90,30 +102,68 @@ class Placer:
     def _in_cooldown(self, model: str) -> bool:
         """Whether an over-budget engine is still kept off the GPU (an expired mark is dropped)."""
         until = self.over_budget.get(model)
-        if until is not None and time.monotonic() >= until:
+        if until is not None and self.clock() >= until:
             del self.over_budget[model]
             until = None
         return until is not None
 
+    def _broken(self, model: str) -> bool:
+        """Whether a failed GPU load still keeps the model on the CPU; once the cooldown is over
+        the mark is dropped and the next unit tries the GPU again."""
+        if model not in self.gpu_broken:
+            return False
+        if self.clock() < self.gpu_retry_at.get(model, 0.0):
+            return True
+        error = self.gpu_broken.pop(model)
+        self.gpu_retry_at.pop(model, None)
+        log.info("retrying the GPU after a failed load", extra={"model": model, "error": error})
+        if self.metrics:
+            self.metrics.gpu_load_retries.labels(model).inc()
+        return False
+
+    def retry_in_s(self, model: str) -> float | None:
+        """Seconds until a model whose GPU load failed is tried on the GPU again (None: not)."""
+        if model not in self.gpu_broken:
+            return None
+        return round(max(0.0, self.gpu_retry_at.get(model, 0.0) - self.clock()), 1)
+
+    def _needs_admission(self, model: str) -> bool:
+        """A new GPU instance, or one admitted earlier that has not loaded yet (and is neither
+        loading nor waiting for its evictions): memory may have changed since its admission."""
+        inst = self.pool.instances.get((model, str(Lane.gpu)))
+        if inst is None:
+            return True
+        return not (inst.loaded or inst.busy or inst.waiting_for_evictions())
+
+    def _interactive_queued(self, model: str) -> int:
+        return self.queue.count(Level.interactive, model) if self.queue is not None else 0
+
     def admission_plan(self, model: str) -> list[Instance] | None:
-        """The idle instances to evict so a GPU load fits (NVML shows room for budget + reserve
-        and the budgets fit the device), or None when it cannot be admitted."""
+        """The idle instances to evict so a GPU load fits (the device has room for budget +
+        reserve and the budgets fit the device), or None when it cannot be admitted.
+
+        Free memory is NVML's free less the budgets of instances admitted but not loaded yet;
+        evicting a loaded instance frees what it was measured to hold, a never-loaded one only
+        its reservation. Victims: never-loaded ones first, then models with no interactive work
+        queued, then least recently used."""
         assert self.gpu is not None
         budget = self.policies[model].gpu_budget_mib
         reserve = self.settings.gpu_reserve_mib
         dev = self.gpu.device(self.settings.gpu_device)
         if dev is None:
             return None
-        freed = 0
+        own = self.pool.instances.get((model, str(Lane.gpu)))  # admitted before, not loaded
+        free = dev.free_mib - self.pool.gpu_pending(without=own)
+        committed = self.pool.gpu_committed(without=own)
+        freed_budget = freed_mib = 0
         evict: list[Instance] = []
         victims = sorted(
-            (i for i in self.pool.on_gpu() if not i.busy and not i.pinned),
-            key=lambda i: i.last_used,
+            (i for i in self.pool.on_gpu() if i is not own and not i.busy and not i.pinned),
+            key=lambda i: (i.loaded, self._interactive_queued(i.model) > 0, i.last_used),
         )
-        committed = self.pool.gpu_committed()
         while True:
-            fits_budgets = committed - freed + budget + reserve <= dev.total_mib
-            fits_free = dev.free_mib + freed >= budget + reserve
+            fits_budgets = committed - freed_budget + budget + reserve <= dev.total_mib
+            fits_free = free + freed_mib >= budget + reserve
             if fits_budgets and fits_free:
                 return evict
             if not victims:
@@ -121,7 +171,8 @@ class Placer:
                 return None
             victim = victims.pop(0)
             evict.append(victim)
-            freed += victim.budget_mib
+            freed_budget += victim.budget_mib
+            freed_mib += victim.held_mib if victim.loaded else victim.budget_mib
 
     def explain(self, model: str, variants: dict[str, str | None]) -> str:
         """Where a model runs and which file each lane loads, in words (for `gateway doctor`)."""
@@ -145,7 +196,7 @@ class Placer:
         """Evict the planned victims and create the GPU instance, which loads once they are gone."""
         waits = [self.pool.unload(v, "evicted") for v in evict]
         inst = self.pool.get(model, Lane.gpu)
-        inst.wait_for = waits
+        inst.wait_for = [f for f in inst.wait_for if not f.done()] + waits
         return inst
 
     def refuse_gpu_variant(self, model: str, problem: str) -> None:
@@ -156,4 +207,31 @@ class Placer:
                   extra={"model": model, "problem": problem})  # fmt: skip
 
     def mark_over_budget(self, model: str) -> None:
-        self.over_budget[model] = time.monotonic() + self.settings.over_budget_cooldown_s
+        self.over_budget[model] = self.clock() + self.settings.over_budget_cooldown_s
+
+    def mark_gpu_broken(self, model: str, error: str) -> None:
+        """A GPU load failed: the model runs on the CPU for `gpu_retry_cooldown_s`."""
+        cooldown = self.settings.gpu_retry_cooldown_s
+        self.gpu_broken[model] = error[:300]
+        self.gpu_retry_at[model] = self.clock() + cooldown
+        log.warning("GPU load failed; running on the CPU, retrying the GPU in %g s", cooldown,
+                    extra={"model": model, "error": error[:300]})  # fmt: skip
+        if self.metrics:
+            self.metrics.gpu_load_failures.labels(model).inc()
+
+    def watch_budget(self, inst: Instance) -> None:
+        """After a GPU unit of an uncapped runtime (CTranslate2): unload it from the GPU when the
+        memory measured for this instance alone (device deltas around its load and runs, so
+        neither ONNX Runtime's memory beyond its arena nor NVML's PID view matter) exceeds its
+        budget plus the reserve (its first load may carry the CUDA context)."""
+        used = inst.gpu_used_mib
+        if inst.lane != Lane.gpu or inst.engine.gpu_capped or used is None:
+            return
+        usage = used - self.settings.gpu_reserve_mib
+        if usage > inst.budget_mib and self.pool.instances.get(inst.key) is inst:
+            log.warning(
+                "engine over its GPU budget; unloading it from the GPU",
+                extra={"model": inst.model, "usage_mib": usage, "budget_mib": inst.budget_mib},
+            )
+            self.mark_over_budget(inst.model)
+            self.pool.unload(inst, "over_budget")

@@ -13,12 +13,14 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from ..config import SchedulerSettings
 from ..engines.base import BatchEngine, Device, Engine, Lane
+from .gpu import GpuMonitor
 from .metrics import SchedulerMetrics
 from .policy import ModelPolicy
 
@@ -56,6 +58,12 @@ class Instance:
         self.last_used = time.monotonic()
         self.load_s: float | None = None
         self.wait_for: list[Future[Any]] = []
+        # GPU memory this instance holds, in MiB: NVML's device-level "used" before and after its
+        # load (and, for an uncapped runtime, around each run), read on this thread while no
+        # other load runs. Device-level, so it holds in a container where NVML lists host PIDs.
+        self.gpu_used_mib: int | None = None
+        self.meter: Callable[[], int | None] | None = None  # NVML device used (GPU lane only)
+        self.meter_lock: AbstractContextManager[Any] = nullcontext()
         self.key: tuple[str, str] = (self.model, str(self.lane))
         self._executor = ThreadPoolExecutor(
             max_workers=1,
@@ -68,6 +76,17 @@ class Instance:
     def loaded(self) -> bool:
         return self.handle is not None
 
+    @property
+    def held_mib(self) -> int:
+        """GPU memory an unload would really free: nothing if it never loaded, else what was
+        measured (the budget where nothing could be measured)."""
+        if not self.loaded:
+            return 0
+        return self.budget_mib if self.gpu_used_mib is None else self.gpu_used_mib
+
+    def waiting_for_evictions(self) -> bool:
+        return any(not f.done() for f in self.wait_for)
+
     def submit(self, payload: Any) -> Future[Any]:
         return self._executor.submit(self._call, payload)
 
@@ -78,6 +97,8 @@ class Instance:
         self._ensure_loaded()
         engine = self.engine
         assert isinstance(engine, BatchEngine)
+        if self.meter is not None and not self.engine.gpu_capped:  # as in _call
+            return list(self._measured(engine.run_batch, self.handle, payloads, batch_size))
         return list(engine.run_batch(self.handle, payloads, batch_size))
 
     def preload(self) -> Future[Any]:
@@ -87,7 +108,7 @@ class Instance:
         if self.handle is None:
             wait(self.wait_for)  # memory given back by evicted instances first
             t0 = time.perf_counter()
-            self.handle = self.engine.load(self.device)
+            self.handle = self._measured(self.engine.load, self.device)
             self.load_s = time.perf_counter() - t0
             log.info(
                 "model loaded",
@@ -96,7 +117,24 @@ class Instance:
 
     def _call(self, payload: Any) -> Any:
         self._ensure_loaded()
+        if self.meter is not None and not self.engine.gpu_capped:
+            # an uncapped runtime (CTranslate2) grows its cache while it runs: measure that too
+            return self._measured(self.engine.run, self.handle, payload)
         return self.engine.run(self.handle, payload)
+
+    def _measured(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Call fn, charging the change in device memory to this instance (GPU lane only). The
+        lock keeps other loads (and measured runs) out of the window."""
+        if self.meter is None:
+            return fn(*args)
+        with self.meter_lock:
+            before = self.meter()
+            try:
+                return fn(*args)
+            finally:
+                after = self.meter()
+                if before is not None and after is not None:
+                    self.gpu_used_mib = max(0, (self.gpu_used_mib or 0) + after - before)
 
     def unload(self) -> Future[Any]:
         """Unload on the instance's own thread, then let the thread end."""
@@ -107,8 +145,9 @@ class Instance:
     def _unload(self) -> None:
         if self.handle is not None:
             handle, self.handle = self.handle, None
-            self.engine.unload(handle)
-            del handle
+            with self.meter_lock:  # not inside another instance's measured load
+                self.engine.unload(handle)
+                del handle
             log.info("model unloaded", extra={"model": self.model, "lane": self.lane})
 
     def audio_seconds(self, payload: Any, result: Any) -> float:
@@ -128,6 +167,7 @@ class Instance:
             "background": self.background,
             "pinned": self.pinned,
             "gpu_budget_mib": self.budget_mib if self.lane == "gpu" else None,
+            "gpu_used_mib": self.gpu_used_mib if self.lane == "gpu" else None,
             "idle_s": round(time.monotonic() - self.last_used, 1),
             "load_s": None if self.load_s is None else round(self.load_s, 3),
         }
@@ -142,12 +182,19 @@ class InstancePool:
         policies: dict[str, ModelPolicy],
         settings: SchedulerSettings,
         metrics: SchedulerMetrics | None,
+        gpu: GpuMonitor | None = None,
     ) -> None:
         self.engines = engines
         self.policies = policies
         self.settings = settings
         self.metrics = metrics
+        self.gpu = gpu
         self.instances: dict[tuple[str, str], Instance] = {}
+        self.meter_lock = threading.Lock()  # one GPU load (or measured run) at a time
+
+    def _device_used_mib(self) -> int | None:
+        dev = self.gpu.device(self.settings.gpu_device) if self.gpu is not None else None
+        return None if dev is None else dev.used_mib
 
     def __iter__(self) -> Iterator[Instance]:
         return iter(list(self.instances.values()))
@@ -158,8 +205,13 @@ class InstancePool:
     def on_gpu(self) -> list[Instance]:
         return [i for (_, lane), i in self.instances.items() if lane == Lane.gpu]
 
-    def gpu_committed(self) -> int:
-        return sum(i.budget_mib for i in self.on_gpu())
+    def gpu_committed(self, without: Instance | None = None) -> int:
+        """Budgets of the GPU instances (admitted, loading or loaded)."""
+        return sum(i.budget_mib for i in self.on_gpu() if i is not without)
+
+    def gpu_pending(self, without: Instance | None = None) -> int:
+        """Budgets of GPU instances admitted but not loaded yet: NVML does not show them."""
+        return sum(i.budget_mib for i in self.on_gpu() if i is not without and not i.loaded)
 
     def get(self, model: str, lane: Lane, background: bool = False, nice: int = 0) -> Instance:
         """The instance for a lane, created (not loaded) when missing; a niced engine's batch
@@ -174,6 +226,8 @@ class InstancePool:
                 inst = Instance(
                     self.engines[model], device, policy.gpu_budget_mib, 0, False, policy.pinned
                 )
+                if self.gpu is not None:
+                    inst.meter, inst.meter_lock = self._device_used_mib, self.meter_lock
             else:
                 device = Device(Lane.cpu, 0, policy.cpu_threads)
                 inst = Instance(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -74,9 +75,9 @@ class Unit:
     seq: int = field(default_factory=lambda: next(_seq))
     force_cpu: str | None = None
     retried: bool = False
-    deadline: float = float("inf")  # event-loop time its queue timeout expires
     solo: bool = False  # never batched again (its batch failed for a reason not the GPU's)
     timer: asyncio.TimerHandle | None = None
+    deadline: float = math.inf  # loop time its queue wait expires; a retry keeps it
     lane: str | None = None
     reason: str | None = None
     started: float = 0.0
@@ -106,6 +107,7 @@ class Job:
         self.timeout_s = timeout_s
         self.records: list[UnitRecord] = []
         self.units_run = 0
+        self.first_enqueued: float | None = None  # when its first unit was queued (aging)
         self._waiting: set[Unit] = set()
 
     async def run(self, payload: Any) -> Any:
@@ -128,9 +130,14 @@ class Job:
 
 
 class UnitQueue:
-    """Queued units of all levels. Under policy `priority` a unit is ordered by its level, and
-    `aging_s` of waiting promotes it one level, so batch work is never starved; under `fifo` by
-    arrival alone."""
+    """Queued units of all levels. Under policy `priority` a unit is ordered by its level, then
+    by arrival; under `fifo` by arrival alone.
+
+    Aging counts from the job's first unit, not from each unit: every `aging_s` since the job
+    queued its first unit promotes all its later units one level, so a long batch job, once
+    promoted, keeps its promotion and competes with interactive units in arrival order. With one
+    slot, a promoted unit waits only for the units queued before it (never for later ones), so
+    the job runs at least one unit per (interactive units queued + 1) unit times."""
 
     def __init__(self, priority: bool, aging_s: float) -> None:
         self.priority = priority
@@ -147,6 +154,8 @@ class UnitQueue:
         return iter(list(self._units))
 
     def push(self, unit: Unit) -> None:
+        if unit.job.first_enqueued is None:
+            unit.job.first_enqueued = unit.enqueued
         self._units.append(unit)
 
     def remove(self, unit: Unit) -> None:
@@ -165,7 +174,8 @@ class UnitQueue:
         aging = self.aging_s
 
         def key(u: Unit) -> tuple[int, int]:
-            promoted = int((now - u.enqueued) // aging)
+            since = u.enqueued if u.job.first_enqueued is None else u.job.first_enqueued
+            promoted = int((now - since) // aging)
             return (max(0, int(u.job.level) - promoted), u.seq)
 
         return key

@@ -89,6 +89,8 @@ def status(s: SchedulerView) -> dict[str, Any]:
                 "gpu_budget_mib": s.policies[m].gpu_budget_mib,
                 "gpu_runtime": {"usable": ok, "detail": why},
                 "gpu_broken": placer.gpu_broken.get(m),
+                "gpu_retry_in_s": placer.retry_in_s(m),
+                "preload_error": placer.preload_errors.get(m),
                 "variants": lane_files(s.engines[m]),
                 "gpu_variant_ok": m not in placer.no_variant,
                 "over_budget": m in placer.over_budget,
@@ -104,6 +106,7 @@ def status(s: SchedulerView) -> dict[str, Any]:
         else {
             **dev.__dict__,
             "committed_budget_mib": pool.gpu_committed(),
+            "pending_load_mib": pool.gpu_pending(),
             "reserve_mib": cfg.gpu_reserve_mib,
         },
         "activity": s.ledger.activity.summary(list(s.engines)),
