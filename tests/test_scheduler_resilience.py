@@ -84,7 +84,9 @@ def mk(engines: dict[str, Any], gpu: SimulatedGpu | None = None,
     pol = {m: ModelPolicy(gpu_budget_mib=(budgets or {}).get(m, 1024), cpu_threads=2)
            for m in engines}  # fmt: skip
     metrics = SchedulerMetrics(registry or CollectorRegistry())
-    return Scheduler(engines, pol, SchedulerSettings(cores=2, **settings), gpu, metrics)
+    # one GPU slot unless a test says otherwise: the scenarios queue behind a running unit
+    cfg = SchedulerSettings(cores=2, **{"gpu_slots": 1, **settings})
+    return Scheduler(engines, pol, cfg, gpu, metrics)
 
 
 async def until(predicate: Any, what: str, timeout: float = 10.0) -> None:

@@ -286,107 +286,6 @@ def run(out_path: Path, quick: bool) -> dict[str, Any]:
     return res
 
 
-def _met(ok: bool | None) -> str:
-    return "n/a" if ok is None else ("met" if ok else "**not met**")
-
-
-def _p(d: Any, key: str = "p50") -> float | None:
-    return d.get(key) if isinstance(d, dict) and key in d else None
-
-
-def _s(x: float | None, fmt: str = ".3f") -> str:
-    return "–" if x is None else format(x, fmt)
-
-
-def render(res: dict[str, Any], json_name: str) -> str:
-    """docs/benchmarks-gpu.md: every figure with its target and met / not met."""
-    rk, rw = res.get("raw_kokoro", {}), res.get("raw_whisper", {})
-    gw = res.get("gateway") or res.get("gateway_slots1", {})
-    flt = rk.get("float/HEURISTIC/4", {})
-    rows = []
-
-    def row(what: str, raw: float | None, got: float | None, target: str, ok: bool | None) -> None:
-        ratio = f"{got / raw:.2f}x" if got and raw else "–"
-        rows.append(f"| {what} | {_s(raw)} | {_s(got)} | {ratio} | {target} | {_met(ok)} |")
-
-    def le(x: float | None, t: float) -> bool | None:
-        return None if x is None else x <= t
-
-    full, sent, new = _p(gw.get("speech_full")), _p(gw.get("sentence")), _p(gw.get("new_length"))
-    row("speech, 8.7 s of audio (p50, s)", _p(flt.get("full")), full, "≤ 0.25 s", le(full, 0.25))
-    row("speech, one sentence (p50, s)", _p(flt.get("sentence")), sent, "≤ 0.15 s", le(sent, 0.15))
-    newmax = _p(gw.get("new_length"), "max")
-    row("speech, first request of a new length (p50 / max, s)", _p(flt.get("new_length")), new,
-        f"≤ 0.4 s (max {_s(newmax)})", le(newmax, 0.4))  # fmt: skip
-    seq = _p(rw.get("int8_float16", {}).get("seq_48s"))
-    w48 = _p(gw.get("whisper_48s"))
-    row("Whisper base, 48 s clip (p50, s)", seq, w48, "≤ 1.2 s", le(w48, 1.2))
-    ten = gw.get("ten_min", {}).get("rtf")
-    raw_ten = max((v.get("rtf", 0) for k, v in rw.get("int8_float16", {}).items()
-                   if k.startswith("batched_") and k.endswith("600s")), default=None)  # fmt: skip
-    rows.append(f"| Whisper base, 10-minute file (x real time) | {_s(raw_ten, '.0f')} | "
-                f"{_s(ten, '.0f')} | – | ≥ 150x | {_met(None if ten is None else ten >= 150)} |")  # fmt: skip
-    out = [
-        "# GPU benchmarks",
-        "",
-        f"Measured on **{res.get('gpu')}**, {res.get('started')}, with "
-        f"{res.get('versions')}. Raw libraries and the gateway (over HTTP) ran side by side in "
-        "one run, on the same GPU and model files. Command: "
-        "`gateway bench gpu --quick --out docs/benchmarks-gpu.json --md docs/benchmarks-gpu.md` "
-        f"(raw figures: [`{json_name}`]({json_name})).",
-        "",
-        "| figure | raw library | gateway | gateway / raw | target | |",
-        "|---|---|---|---|---|---|",
-        *rows,
-        "",
-        "## Kokoro variants on CUDA (raw kokoro-onnx, 8.7 s of audio)",
-        "",
-        "| model / cuDNN search / intra-op threads | p50 (s) | sentence p50 (s) | new length p50 / max (s) | GPU MiB | WER |",
-        "|---|---|---|---|---|---|",
-    ]  # fmt: skip
-    if "failed" in rk:
-        out.append(f"| (all) | failed: {rk['failed'][:200]} | | | | |")
-        rk = {}
-    for name, v in rk.items():
-        if "full" not in v:
-            out.append(f"| {name} | {v.get('failed') or v.get('skipped')} | | | | |")
-            continue
-        out.append(f"| {name} | {_s(_p(v['full']))} | {_s(_p(v['sentence']))} | "
-                   f"{_s(_p(v['new_length']))} / {_s(_p(v['new_length'], 'max'))} | "
-                   f"{v.get('gpu_mib')} | {_s(v.get('wer'), '.2f')} |")  # fmt: skip
-    out += ["", "## Whisper base on CUDA (raw faster-whisper)", "",
-            "| compute type | 48 s sequential p50 (s) | 48 s batched p50 (s) | 10 min batched: bs 8 / 16 / 32 (x real time) | GPU MiB |",
-            "|---|---|---|---|---|"]  # fmt: skip
-    for compute, v in rw.items():
-        if not isinstance(v, dict) or "seq_48s" not in v:
-            continue
-        rtfs = " / ".join(_s(v.get(f"batched_{b}_600s", {}).get("rtf"), ".0f") for b in (8, 16, 32))
-        out.append(f"| {compute} | {_s(_p(v['seq_48s']))} | {_s(_p(v.get('batched_16_48s')))} | "
-                   f"{rtfs} | {v.get('gpu_mib')} |")  # fmt: skip
-    out += ["", "## Sharing: speech while two batch transcriptions loop", "",
-            "| gpu_slots | speech p95 idle (s) | p95 under load (s) | ratio (≤ 1.1x) | batch rate loaded / solo (≥ 80 %) | batch jobs in window |",
-            "|---|---|---|---|---|---|"]  # fmt: skip
-    for slots in ("1", "2", "2_prio"):
-        v = res.get(f"sharing_slots{slots}", {})
-        if "p95_ratio" not in v:
-            out.append(f"| {slots} | {v.get('failed', 'not run')} | | | | |")
-            continue
-        out.append(f"| {slots} | {_s(v['idle']['p95'])} | {_s(v['loaded']['p95'])} | "
-                   f"{v['p95_ratio']:.2f}x ({_met(v['p95_ratio'] <= 1.1)}) | "
-                   f"{100 * v['batch_share']:.0f} % ({_met(v['batch_share'] >= 0.8)}) | "
-                   f"{v['batch_jobs_loaded']} |")  # fmt: skip
-    st = gw.get("status", {})
-    gpu = st.get("gpu") or {}
-    out += ["", "## GPU memory", "",
-            f"Process GPU memory with both models loaded (gateway, NVML): "
-            f"{gpu.get('process_used_mib')} MiB; budgets committed: "
-            f"{gpu.get('committed_budget_mib')} MiB (+ reserve {gpu.get('reserve_mib')} MiB).",
-            ""]  # fmt: skip
-    for m, v in st.get("models", {}).items():
-        out.append(f"- `{m}`: budget {v.get('gpu_budget_mib')} MiB; lanes load {v.get('variants')}")
-    return "\n".join(out) + "\n"
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="gateway bench gpu", description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=Path("docs/benchmarks-gpu.json"))
@@ -397,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     threading.current_thread().name = "bench-gpu"
     res = json.loads(args.out.read_text()) if args.render else run(args.out, args.quick)
     if args.md:
+        from .gpu_report import render
+
         args.md.write_text(render(res, args.out.name))
     return 0
 
