@@ -14,13 +14,14 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, wait
 from typing import Any
 
 from ..config import SchedulerSettings
 from ..engines.base import Device, Engine, Lane
 from .metrics import SchedulerMetrics
 from .policy import ModelPolicy
+from .worker import DaemonWorker
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +58,8 @@ class Instance:
         self.load_s: float | None = None
         self.wait_for: list[Future[Any]] = []
         self.key: tuple[str, str] = (self.model, str(self.lane))
-        self._executor = ThreadPoolExecutor(
-            max_workers=1,
-            thread_name_prefix=f"{self.model}-{self.lane}",
-            initializer=_lower_priority,
-            initargs=(nice,),
-        )
+        # a daemon thread: a unit still running at exit never holds the process open
+        self._executor = DaemonWorker(f"{self.model}-{self.lane}", _lower_priority, (nice,))
 
     @property
     def loaded(self) -> bool:
