@@ -187,6 +187,7 @@ class Scheduler:
             if unit.timer:
                 unit.timer.cancel()
             self.gauges.depth(unit)
+            self.gauges.cancelled(unit)
             unit.future.cancel()
 
     # -- dispatch -------------------------------------------------------------------------------

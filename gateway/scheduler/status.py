@@ -53,6 +53,10 @@ class QueueGauges:
         if self.metrics:
             self.metrics.rejections.labels(level.name, reason).inc()
 
+    def cancelled(self, unit: Unit) -> None:
+        if self.metrics:
+            self.metrics.cancelled.labels(unit.job.level.name, unit.model).inc()
+
 
 def status(s: SchedulerView) -> dict[str, Any]:
     cfg = s.settings
