@@ -5,8 +5,10 @@
 - work still queued gets a 503 in the OpenAI shape (code shutting_down), and so does new work;
 - the process then exits on its own, well within the grace period plus a margin.
 
-Nothing here asserts a duration: the waits are for states (a unit running, one queued), with
-generous upper bounds only so that a broken build fails instead of hanging.
+Nothing here asserts a duration of work: the waits are for states (a unit running, one queued),
+with generous upper bounds only so that a broken build fails instead of hanging. The unit that
+must still be running when readiness turns false is held by a file the test removes (HOLD_HOOK),
+so "still running" is an order of events, not a race against the unit's length.
 """
 
 from __future__ import annotations
@@ -39,6 +41,29 @@ def assert_openai_error(r: httpx.Response, status: int) -> dict:
     err = r.json()["error"]
     assert {"message", "type", "param", "code"} <= set(err) and err["message"].strip(), err
     return err
+
+
+# Loaded as sitecustomize in the server process: Whisper units wait while the hold file exists.
+HOLD_HOOK = """
+import os
+hold = os.environ.get("GATEWAY_TEST_HOLD")
+if hold:
+    import time
+    from gateway.engines import whisper
+    _real_run = whisper.WhisperEngine.run
+    def _held_run(self, handle, unit):
+        while os.path.exists(hold):
+            time.sleep(0.01)
+        return _real_run(self, handle, unit)
+    whisper.WhisperEngine.run = _held_run
+"""
+
+
+def _hold_env(tmp: Path) -> tuple[dict[str, str], Path]:
+    (tmp / "sitecustomize.py").write_text(HOLD_HOOK)
+    hold = tmp / "hold"
+    path = os.pathsep.join([str(tmp), str(REPO), os.environ.get("PYTHONPATH", "")])
+    return {"GATEWAY_TEST_HOLD": str(hold), "PYTHONPATH": path}, hold
 
 
 def _clips(url: str) -> tuple[bytes, bytes]:
@@ -74,8 +99,9 @@ def _whisper_busy(status: dict) -> bool:
     return any(i["model"] == MODEL and i["busy"] for i in status["instances"])
 
 
-def test_sigterm_drains_running_work_and_refuses_queued() -> None:
-    server = GatewayProcess(env={"GATEWAY_SERVER__SHUTDOWN_GRACE_S": str(GRACE_S)})
+def test_sigterm_drains_running_work_and_refuses_queued(tmp_path: Path) -> None:
+    hold_env, hold = _hold_env(tmp_path)
+    server = GatewayProcess(env={"GATEWAY_SERVER__SHUTDOWN_GRACE_S": str(GRACE_S), **hold_env})
     try:
         server.start()
         clip, short = _clips(server.url)
@@ -101,6 +127,7 @@ def test_sigterm_drains_running_work_and_refuses_queued() -> None:
                         )
                     )
 
+                hold.touch()  # the next unit stays running until the probes below are done
                 running = stt("running.mp3")
                 await _wait_state(c, _whisper_busy, "a transcription unit running")
                 queued = stt("queued.mp3")
@@ -123,6 +150,7 @@ def test_sigterm_drains_running_work_and_refuses_queued() -> None:
                     )
                 except httpx.HTTPError as exc:  # already stopped listening: also a refusal
                     out["new"] = exc
+                hold.unlink()  # now the running unit may finish, inside the grace period
                 out["running"] = await running
             return out
 
