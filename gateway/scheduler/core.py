@@ -69,7 +69,7 @@ class Scheduler:
         self.closing = False
         self.activity = Activity()
         self._ttl_task: asyncio.Task[None] | None = None
-        self._closed: asyncio.Future[None] | None = None
+        self._closed: asyncio.Future[None] | None = None  # the one close(); later calls await it
         self._check_cpu_plan()
         if metrics:
             metrics.slots.labels(Lane.gpu).set(settings.gpu_slots if self.gpu_present else 0)
@@ -186,8 +186,7 @@ class Scheduler:
             self.queue.remove(unit)
             if unit.timer:
                 unit.timer.cancel()
-            self.gauges.depth(unit)
-            self.gauges.cancelled(unit)
+            self.gauges.cancelled(unit)  # depth, and the cancelled count
             unit.future.cancel()
 
     # -- dispatch -------------------------------------------------------------------------------
@@ -375,11 +374,8 @@ class Scheduler:
         self.pool.expire_idle()
 
     async def close(self, grace_s: float) -> None:
-        """Refuse new work, fail what is queued (503), let running units finish within grace.
-        Idempotent: a second call (the lifespan after the signal handler) awaits the first, so
-        shutdown costs one grace period, not two."""
-        if self._closed is None:
-            self._closed = asyncio.ensure_future(self._close(grace_s))
+        """Refuse new work, fail queued units (503), let running ones end in grace; idempotent."""
+        self._closed = self._closed or asyncio.ensure_future(self._close(grace_s))
         await asyncio.shield(self._closed)
 
     async def _close(self, grace_s: float) -> None:
