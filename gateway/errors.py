@@ -88,6 +88,18 @@ def from_scheduler(exc: SchedulerError) -> APIError:
     return APIError(exc.status, str(exc), kind, None, exc.code, headers)
 
 
+def as_api_error(exc: Exception) -> APIError:
+    """Any exception as the APIError its handler below would answer (500 for the unknown)."""
+    if isinstance(exc, APIError):
+        return exc
+    if isinstance(exc, SchedulerError):
+        return from_scheduler(exc)
+    if isinstance(exc, ModelLookupError):
+        return from_lookup(exc)
+    return APIError(500, "the server failed to process the request", "server_error", None,
+                    "internal_error")  # fmt: skip
+
+
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     first: dict[str, Any] = exc.errors()[0] if exc.errors() else {}
     loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "header", "form")]

@@ -12,9 +12,11 @@ What it exercises on the real device, each step independent, each result reporte
    other memory is taken until less than budget + reserve is free, and the next load must be
    refused (`not_admitted`) and run on the CPU; an over-budget uncapped engine is sent off the GPU.
 3. The real runtimes where their CUDA libraries exist: `gateway doctor`'s verdicts, then Whisper
-   (CTranslate2) and Kokoro (onnxruntime-gpu) on the GPU, latency solo and while sharing.
-Steps that cannot run (no torch, no CUDA 12 cuBLAS for CTranslate2, no onnxruntime-gpu) are
-reported as skipped with the reason, never as passed.
+   (CTranslate2) and Kokoro (onnxruntime-gpu) on the GPU, timed on real speech (a sentence
+   Kokoro speaks, resampled to 16 kHz; the transcript must contain its words).
+Steps that cannot run (no torch, no CUDA runtime for an engine) are reported as skipped with the
+reason, never as passed. An engine that says it can use the GPU but fails to load or run there is
+broken: that step fails, and the script exits 1.
 """
 
 from __future__ import annotations
@@ -53,6 +55,12 @@ class SkipStep(Exception):
     pass
 
 
+def pressure_mib(free_mib: int, budget_mib: int, reserve_mib: int, margin_mib: int = 256) -> int:
+    """MiB to take so that what stays free is `margin_mib` short of budget + reserve: the next
+    load must then be refused. Read `free_mib` after every unload that should count."""
+    return max(0, free_mib - (budget_mib + reserve_mib - margin_mib))
+
+
 @step("nvml_inventory")
 def nvml_inventory() -> dict:
     from gateway.scheduler import NvmlMonitor
@@ -77,6 +85,9 @@ class TorchEngine:
         import torch
 
         return torch.cuda.is_available(), f"torch {torch.__version__}"
+
+    def variants(self) -> dict[str, str | None]:
+        return {"cpu": "no memory", "gpu": "a torch tensor of the budget"}
 
     def load(self, device: Any) -> Any:
         import torch
@@ -143,11 +154,17 @@ def budget_admission() -> dict:
         dev = mon.device(0)
         assert dev is not None
         out["process_used_mib_after_two_loads"] = dev.process_used_mib
-        # Take memory until less than budget + reserve is free, then ask for a third load.
-        pressure = torch.empty(max(0, dev.free_mib - 800) * 1024 * 1024, dtype=torch.uint8,
-                               device="cuda:0")  # fmt: skip
-        sched._unload(sched._instances[("a", "gpu")], "test")  # force a new admission for "a"
-        await asyncio.sleep(0.5)
+        # Unload "a" first (a new admission for it), and only then read what is free: its budget
+        # comes back to the free memory, and the pressure must account for it.
+        inst_a = next(i for i in sched.pool if i.model == "a" and i.lane == "gpu")
+        await asyncio.wrap_future(sched.pool.unload(inst_a, "test"))
+        torch.cuda.empty_cache()
+        dev = mon.device(0)
+        assert dev is not None
+        take = pressure_mib(dev.free_mib, pol["a"].gpu_budget_mib, sched.settings.gpu_reserve_mib)
+        pressure = torch.empty(take * 1024 * 1024, dtype=torch.uint8, device="cuda:0")
+        torch.cuda.synchronize()
+        out["free_mib_under_pressure"] = mon.device(0).free_mib  # type: ignore[union-attr]
         async with sched.job("a", Level.interactive) as job:
             await job.run("again")
         out["under_pressure"] = {
@@ -181,17 +198,36 @@ def doctor() -> dict:
     return {"verdicts": diagnose(Gateway())}
 
 
-@step("engines_on_gpu")
-def engines_on_gpu() -> dict:
+SPOKEN = "The quick brown fox jumps over the lazy dog near the riverbank."
+
+
+def speech_clip(gw: Any) -> Any:
+    """SPOKEN as 16 kHz float32 speech, synthesized by Kokoro on the CPU (Whisper timed on
+    silence measures nothing: the VAD drops it all)."""
     import numpy as np
 
+    from gateway.engines.base import Device
+
+    kokoro = gw.models["kokoro"].engine
+    handle = kokoro.load(Device("cpu", 0, 2))
+    try:
+        audio = np.concatenate([kokoro.run(handle, u) for u in kokoro.plan(SPOKEN, "alloy", 1.0)])
+    finally:
+        kokoro.unload(handle)
+    n = int(len(audio) * 16000 / kokoro.sample_rate)
+    return np.interp(np.linspace(0, len(audio) - 1, n), np.arange(len(audio)), audio).astype(
+        np.float32
+    )
+
+
+@step("engines_on_gpu")
+def engines_on_gpu() -> dict:
     from gateway.config import Settings
     from gateway.engines.base import Device
     from gateway.service import Gateway
 
     gw = Gateway(Settings())
     out: dict[str, Any] = {}
-    text = "The quick brown fox jumps over the lazy dog near the riverbank."
     for model_id in ("kokoro", "whisper-base"):
         engine = gw.models[model_id].engine
         ok, why = engine.gpu_support()
@@ -199,31 +235,41 @@ def engines_on_gpu() -> dict:
             out[model_id] = {"skipped": why}
             continue
         try:
-            handle = engine.load(Device("gpu", 0, 1, 1536))
             if model_id == "kokoro":
-                unit = engine.plan(text, "alloy", 1.0)[0]
+                unit = engine.plan(SPOKEN, "alloy", 1.0)[0]
             else:
                 from gateway.engines.whisper import TranscribeUnit
 
-                unit = TranscribeUnit(audio=np.zeros(16000 * 10, np.float32), offset_s=0.0)
-            times = []
+                unit = TranscribeUnit(audio=speech_clip(gw), offset_s=0.0, language="en")
+            handle = engine.load(Device("gpu", 0, 1, 1536))
+            times, result = [], None
             for _ in range(5):
                 t0 = time.perf_counter()
-                engine.run(handle, unit)
+                result = engine.run(handle, unit)
                 times.append(time.perf_counter() - t0)
-            out[model_id] = {"solo_median_s": sorted(times)[2], "runs": times}
+            item: dict[str, Any] = {"solo_median_s": sorted(times)[2], "runs": times}
+            if model_id != "kokoro":
+                item["text"] = " ".join(s["text"] for s in result.segments).strip()
+                assert "fox" in item["text"].lower(), f"Whisper on the GPU heard {item['text']!r}"
+            out[model_id] = item
         except Exception as exc:
-            out[model_id] = {"failed": repr(exc)[:500]}
+            out[model_id] = {"failed": repr(exc)[:500], "trace": traceback.format_exc()[-1500:]}
+    broken = {m: v for m, v in out.items() if "failed" in v}
+    if broken:  # it said it could use the GPU and then could not: broken, not skipped
+        raise AssertionError(f"engines broken on the GPU: {json.dumps(broken)[:1500]}")
     if not any("solo_median_s" in v for v in out.values()):
         raise SkipStep(json.dumps(out)[:1000])
     return out
 
 
-def main() -> int:
+STEPS = [nvml_inventory, budget_admission, doctor, engines_on_gpu]
+
+
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--out", type=Path, default=Path("gpu-check.json"))
-    args = p.parse_args()
-    for fn in (nvml_inventory, budget_admission, doctor, engines_on_gpu):
+    args = p.parse_args(argv)
+    for fn in STEPS:
         fn()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(RESULTS, indent=2, default=str))

@@ -4,11 +4,13 @@ embedded models, and helpers to make and measure audio."""
 from __future__ import annotations
 
 import io
+import os
 import re
 import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import av
 import numpy as np
@@ -23,6 +25,23 @@ PASSAGE = (
     "it carefully on the wooden table. Then it turned toward the window and watched the rain "
     "falling on the green garden outside."
 )
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+def missing_tool(reason: str) -> None:
+    """A tool the test needs is not installed: skip locally, but fail under `CI=true`, where a
+    skipped check would pass the run without checking anything."""
+    if in_ci():
+        pytest.fail(f"{reason} (CI=true: a missing tool fails the run)", pytrace=False)
+    pytest.skip(reason, allow_module_level=True)
+
+
+def models_dir() -> Path:
+    """Where the models are: GATEWAY_MODELS__DIR when set, else the default cache."""
+    return Path(Settings().models.dir)
 
 
 def free_port() -> int:

@@ -30,6 +30,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from .conftest import missing_tool
+
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "k8s"
 DOCKERFILES = {"cpu": ROOT / "docker" / "Dockerfile", "cuda": ROOT / "docker" / "Dockerfile.cuda"}
@@ -82,7 +84,7 @@ def _tool(name: str) -> str | None:
 def _require(name: str) -> str:
     path = _tool(name)
     if path is None:
-        pytest.skip(f"`{name}` is not installed (the test extra has it: pip install -e '.[test]')")
+        missing_tool(f"`{name}` is not installed (the test extra has it: pip install -e '.[test]')")
     return path
 
 

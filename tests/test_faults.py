@@ -30,9 +30,9 @@ from gateway.engines.whisper import WhisperEngine
 from gateway.scheduler import SimulatedGpu
 from gateway.service import Gateway
 
-from .conftest import tone_wav
+from .conftest import models_dir, tone_wav
 
-CACHE = Path(os.path.expanduser("~/.cache/gateway/models"))
+CACHE = models_dir()  # GATEWAY_MODELS__DIR when set
 DEFAULTS = ("kokoro", "whisper-base", "whisper-tiny.en")
 
 

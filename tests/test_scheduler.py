@@ -39,6 +39,18 @@ class TimedEngine:
         self.log: list[tuple[Any, str]] = []
         self.fail_gpu_with: str | None = None
         self.lock = threading.Lock()
+        self.started: list[Any] = []  # payloads whose run began
+        self.held: dict[Any, threading.Event] = {}
+
+    def hold(self, *payloads: Any) -> None:
+        """These payloads' units, once started, block until `release` (the test orders events
+        instead of racing a unit's duration)."""
+        for p in payloads:
+            self.held[p] = threading.Event()
+
+    def release(self, *payloads: Any) -> None:
+        for p in payloads or list(self.held):
+            self.held[p].set()
 
     def gpu_support(self) -> tuple[bool, str]:
         return True, "simulated CUDA"
@@ -55,6 +67,11 @@ class TimedEngine:
     def run(self, handle: Device, payload: Any) -> Any:
         if handle.lane == "gpu" and self.fail_gpu_with:
             raise RuntimeError(self.fail_gpu_with)
+        with self.lock:
+            self.started.append(payload)
+        gate = self.held.get(payload)
+        if gate is not None:
+            assert gate.wait(60), f"{payload!r} was never released"
         time.sleep(self.unit_s)
         with self.lock:
             self.log.append((payload, handle.lane))
@@ -72,6 +89,14 @@ def make(engines: dict[str, TimedEngine], gpu: SimulatedGpu | None = None,
     return Scheduler(engines, pol, s, gpu, SchedulerMetrics(CollectorRegistry()))  # type: ignore[arg-type]
 
 
+async def until(predicate: Any, what: str = "a state") -> None:
+    """Wait for a state (never for a duration); the bound only turns a hang into a failure."""
+    deadline = time.monotonic() + 60
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.001)
+
+
 async def run_job(s: Scheduler, model: str, level: Level, payloads: list[Any],
                   timeout: float | None = None) -> list[Any]:  # fmt: skip
     async with s.job(model, level, timeout) as job:
@@ -82,13 +107,16 @@ def _arrival_order(**settings: Any) -> list:
     """A unit runs; then a batch unit and an interactive unit queue, in that order."""
 
     async def main() -> list:
-        eng = TimedEngine("m", 0.05)
+        eng = TimedEngine("m", 0.01)
+        eng.hold("first")
         s = make({"m": eng}, cpu_background_slots=0, **settings)
         blocker = asyncio.create_task(run_job(s, "m", Level.batch, ["first"]))
-        await asyncio.sleep(0.01)  # "first" is running; now queue batch, then interactive
+        await until(lambda: eng.started == ["first"], "first running")
         batch = asyncio.create_task(run_job(s, "m", Level.batch, ["b1"]))
-        await asyncio.sleep(0)
+        await until(lambda: s.queued() == 1, "b1 queued")
         inter = asyncio.create_task(run_job(s, "m", Level.interactive, ["i1"]))
+        await until(lambda: s.queued() == 2, "i1 queued")
+        eng.release()
         await asyncio.gather(blocker, batch, inter)
         return [p for p, _ in eng.log]
 
@@ -112,11 +140,14 @@ def test_ten_unit_batch_job_yields_within_one_unit_on_one_gpu_slot() -> None:
         orig_tts, orig_stt = tts.run, stt.run
         tts.run = lambda h, p: (order.append(p), orig_tts(h, p))[1]  # type: ignore[method-assign]
         stt.run = lambda h, p: (order.append(p), orig_stt(h, p))[1]  # type: ignore[method-assign]
+        stt.hold("b2")  # the interactive job arrives while b2 runs
         batch = asyncio.create_task(run_job(s, "stt", Level.batch, [f"b{i}" for i in range(10)]))
-        while len(order) < 3:
-            await asyncio.sleep(0.005)
+        await until(lambda: "b2" in stt.started, "b2 running")
         arrived_after = len(order)  # batch units started before the interactive job arrived
-        await run_job(s, "tts", Level.interactive, ["speech"])
+        speech = asyncio.create_task(run_job(s, "tts", Level.interactive, ["speech"]))
+        await until(lambda: s.queued(Level.interactive) == 1, "speech queued")
+        stt.release()
+        await speech
         await batch
         return order, [arrived_after]
 
@@ -128,13 +159,17 @@ def test_ten_unit_batch_job_yields_within_one_unit_on_one_gpu_slot() -> None:
 
 def _aging_order(aging_s: float) -> list:
     async def main() -> list:
-        eng = TimedEngine("m", 0.2)
+        eng = TimedEngine("m", 0.01)
+        eng.hold("first")
         s = make({"m": eng}, aging_s=aging_s, cpu_background_slots=0)
         blocker = asyncio.create_task(run_job(s, "m", Level.interactive, ["first"]))
-        await asyncio.sleep(0.005)
+        await until(lambda: eng.started == ["first"], "first running")
         old_batch = asyncio.create_task(run_job(s, "m", Level.batch, ["old-batch"]))
-        await asyncio.sleep(0.08)  # both are queued while "first" still runs
+        await until(lambda: s.queued() == 1, "old-batch queued")
+        await asyncio.sleep(0.08)  # "first" is held: old-batch only grows older (> 0.05 s)
         fresh = asyncio.create_task(run_job(s, "m", Level.interactive, ["fresh"]))
+        await until(lambda: s.queued() == 2, "fresh queued")
+        eng.release()
         await asyncio.gather(blocker, old_batch, fresh)
         return [p for p, _ in eng.log]
 
@@ -152,12 +187,14 @@ def test_without_aging_the_fresh_interactive_unit_would_win() -> None:
 
 def test_full_queue_answers_queue_full_with_retry_after() -> None:
     async def main() -> QueueFull:
-        eng = TimedEngine("m", 0.05)
+        eng = TimedEngine("m", 0.01)
+        eng.hold(0)
         s = make({"m": eng}, interactive=QueuePolicy(max_queue_size=2, default_timeout_s=60))
         tasks = [asyncio.create_task(run_job(s, "m", Level.interactive, [i])) for i in range(3)]
-        await asyncio.sleep(0.01)  # one running, two queued: the queue is full
+        await until(lambda: eng.started == [0] and s.queued() == 2, "one running, two queued")
         with pytest.raises(QueueFull) as info:
             await run_job(s, "m", Level.interactive, ["overflow"])
+        eng.release()
         await asyncio.gather(*tasks)
         return info.value
 
@@ -167,19 +204,21 @@ def test_full_queue_answers_queue_full_with_retry_after() -> None:
 
 def test_queue_timeout_expires_with_503_and_a_request_may_only_lower_it() -> None:
     async def main() -> tuple[QueueTimeout, list, list]:
-        eng = TimedEngine("m", 1.0)
+        eng = TimedEngine("m", 0.01)
+        eng.hold("long")  # runs until released: far longer than the 0.05 s timeout
         s = make({"m": eng}, interactive=QueuePolicy(max_queue_size=8, default_timeout_s=0.05))
         running = asyncio.create_task(run_job(s, "m", Level.interactive, ["long"]))
-        await asyncio.sleep(0.01)
+        await until(lambda: eng.started == ["long"], "long running")
         with pytest.raises(QueueTimeout) as info:
             await run_job(s, "m", Level.interactive, ["waits"], timeout=30.0)  # cannot raise it
         finished_when_expired = list(eng.log)
+        eng.release()
         await running
         return info.value, finished_when_expired, eng.log
 
     err, when_expired, log = asyncio.run(main())
     assert err.status == 503
-    # It expired at the 0.05 s default, not the 30 s asked for: the 1 s unit was still running.
+    # It expired at the 0.05 s default, not the 30 s asked for: the held unit was still running.
     assert when_expired == []
     assert log == [("long", "cpu")]
 
@@ -264,9 +303,7 @@ def test_ttl_unload_frees_simulated_gpu_memory() -> None:
         s.start()
         await run_job(s, "m", Level.interactive, ["x"])
         loaded = dict(gpu.allocations)
-        deadline = time.monotonic() + 10  # wait for the unload itself, not a fixed time
-        while gpu.allocations and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
+        await until(lambda: not gpu.allocations, "the idle TTL unload")
         return loaded, dict(gpu.allocations), s.status()["instances"]
 
     loaded, after, instances = asyncio.run(main())
@@ -283,7 +320,10 @@ def test_pinned_model_survives_ttl() -> None:
                  gpu_idle_ttl_s=0.05)  # fmt: skip
         s.start()
         await run_job(s, "m", Level.interactive, ["x"])
-        await asyncio.sleep(0.3)
+        for inst in s.pool:
+            inst.last_used -= 3600  # idle for an hour, far past the TTL
+        s.expire_idle()
+        await asyncio.sleep(0.2)  # and the TTL loop's own ticks (every ~12 ms) see it too
         return dict(gpu.allocations)
 
     assert asyncio.run(main()) == {"m": 1024}
@@ -291,18 +331,19 @@ def test_pinned_model_survives_ttl() -> None:
 
 def test_cancelling_a_request_removes_its_queued_unit() -> None:
     async def main() -> tuple[list, int]:
-        eng = TimedEngine("m", 0.1)
+        eng = TimedEngine("m", 0.01)
+        eng.hold("running")
         s = make({"m": eng})
         running = asyncio.create_task(run_job(s, "m", Level.interactive, ["running"]))
-        await asyncio.sleep(0.01)
+        await until(lambda: eng.started == ["running"], "running started")
         doomed = asyncio.create_task(run_job(s, "m", Level.interactive, ["doomed"]))
-        await asyncio.sleep(0.01)
-        assert s.queued() == 1
+        await until(lambda: s.queued() == 1, "doomed queued")
         doomed.cancel()  # what a client disconnect does
         await asyncio.sleep(0)
         depth = s.queued()
+        eng.release()
         await running
-        await asyncio.sleep(0.15)
+        await until(lambda: not any(s.busy.values()), "every slot free")
         return [p for p, _ in eng.log], depth
 
     log, depth = asyncio.run(main())
@@ -325,14 +366,18 @@ def test_cpu_slots_times_threads_never_exceed_cores() -> None:
 
 def test_niced_engine_runs_in_the_background_slot_beside_foreground_work() -> None:
     async def main() -> tuple[list, int]:
-        fg, bg = TimedEngine("fg", 0.2), TimedEngine("bg", 0.2)
+        fg, bg = TimedEngine("fg", 0.01), TimedEngine("bg", 0.01)
+        fg.hold("f")
+        bg.hold("b")
         pol = {"fg": ModelPolicy(cpu_threads=2), "bg": ModelPolicy(cpu_threads=2, cpu_nice=19)}
         s = make({"fg": fg, "bg": bg}, None, pol)
         batch = asyncio.create_task(run_job(s, "bg", Level.batch, ["b"]))
-        await asyncio.sleep(0.01)
+        await until(lambda: bg.started == ["b"], "b running")
         speech = asyncio.create_task(run_job(s, "fg", Level.interactive, ["f"]))
-        await asyncio.sleep(0.01)
+        await until(lambda: fg.started == ["f"] or s.queued() == 1, "f placed")
         both_running = s.status()["lanes"]["cpu"]
+        fg.release()
+        bg.release()
         await asyncio.gather(batch, speech)
         inst = s.status()["instances"]
         return [(i["model"], i["background"], i["nice"]) for i in inst], both_running
@@ -399,9 +444,11 @@ def test_spillover_uses_idle_cpu_when_gpu_wait_is_long() -> None:
         fast = TimedEngine("fast", 0.05, gpu)
         s = make({"slow": slow, "fast": fast}, gpu, spillover_wait_s=0.01, gpu_slots=1)
         await run_job(s, "fast", Level.interactive, ["load", "warm"])  # learn the GPU unit time
+        slow.hold("hog")
         busy = asyncio.create_task(run_job(s, "slow", Level.batch, ["hog"]))
-        await asyncio.sleep(0.02)
+        await until(lambda: slow.started == ["hog"], "hog running")
         await run_job(s, "fast", Level.interactive, ["spilled"])
+        slow.release()
         await busy
         return fast.log
 

@@ -5,15 +5,20 @@
 - work still queued gets a 503 in the OpenAI shape (code shutting_down), and so does new work;
 - the process then exits on its own, well within the grace period plus a margin.
 
-Nothing here asserts a duration: the waits are for states (a unit running, one queued), with
-generous upper bounds only so that a broken build fails instead of hanging.
+Nothing here asserts a duration of work: the waits are for states (a unit running, one queued),
+with generous upper bounds only so that a broken build fails instead of hanging. The unit that
+must still be running when readiness turns false is held by a file the test removes (HOLD_HOOK),
+so "still running" is an order of events, not a race against the unit's length.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +27,9 @@ import httpx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-from soak import GatewayProcess, encode  # noqa: E402
+from soak import REPO, GatewayProcess, encode, free_port  # noqa: E402
+
+from .conftest import tone_wav  # noqa: E402
 
 MODEL = "whisper-tiny.en"  # the quick one: the test needs a unit running, not a long one
 GRACE_S = 60  # generous: the running unit must finish inside it even on a busy 2-core machine
@@ -34,6 +41,29 @@ def assert_openai_error(r: httpx.Response, status: int) -> dict:
     err = r.json()["error"]
     assert {"message", "type", "param", "code"} <= set(err) and err["message"].strip(), err
     return err
+
+
+# Loaded as sitecustomize in the server process: Whisper units wait while the hold file exists.
+HOLD_HOOK = """
+import os
+hold = os.environ.get("GATEWAY_TEST_HOLD")
+if hold:
+    import time
+    from gateway.engines import whisper
+    _real_run = whisper.WhisperEngine.run
+    def _held_run(self, handle, unit):
+        while os.path.exists(hold):
+            time.sleep(0.01)
+        return _real_run(self, handle, unit)
+    whisper.WhisperEngine.run = _held_run
+"""
+
+
+def _hold_env(tmp: Path) -> tuple[dict[str, str], Path]:
+    (tmp / "sitecustomize.py").write_text(HOLD_HOOK)
+    hold = tmp / "hold"
+    path = os.pathsep.join([str(tmp), str(REPO), os.environ.get("PYTHONPATH", "")])
+    return {"GATEWAY_TEST_HOLD": str(hold), "PYTHONPATH": path}, hold
 
 
 def _clips(url: str) -> tuple[bytes, bytes]:
@@ -69,8 +99,9 @@ def _whisper_busy(status: dict) -> bool:
     return any(i["model"] == MODEL and i["busy"] for i in status["instances"])
 
 
-def test_sigterm_drains_running_work_and_refuses_queued() -> None:
-    server = GatewayProcess(env={"GATEWAY_SERVER__SHUTDOWN_GRACE_S": str(GRACE_S)})
+def test_sigterm_drains_running_work_and_refuses_queued(tmp_path: Path) -> None:
+    hold_env, hold = _hold_env(tmp_path)
+    server = GatewayProcess(env={"GATEWAY_SERVER__SHUTDOWN_GRACE_S": str(GRACE_S), **hold_env})
     try:
         server.start()
         clip, short = _clips(server.url)
@@ -96,6 +127,7 @@ def test_sigterm_drains_running_work_and_refuses_queued() -> None:
                         )
                     )
 
+                hold.touch()  # the next unit stays running until the probes below are done
                 running = stt("running.mp3")
                 await _wait_state(c, _whisper_busy, "a transcription unit running")
                 queued = stt("queued.mp3")
@@ -118,6 +150,7 @@ def test_sigterm_drains_running_work_and_refuses_queued() -> None:
                     )
                 except httpx.HTTPError as exc:  # already stopped listening: also a refusal
                     out["new"] = exc
+                hold.unlink()  # now the running unit may finish, inside the grace period
                 out["running"] = await running
             return out
 
@@ -179,3 +212,79 @@ def test_sigint_drains_too_and_a_second_one_stops_at_once() -> None:
         assert "SIGINT: draining" in log
         if count == 1:
             assert "Traceback" not in log, log[-3000:]
+
+
+# A `gateway serve` whose Whisper unit takes 30 s (a stand-in engine: the point is the length of
+# the unit, not the model). Everything else is the real server and its real signal handling.
+LONG_UNIT_SERVER = """
+import sys, time
+from gateway.engines.whisper import TranscribeResult, WhisperEngine
+WhisperEngine.load = lambda self, device: object()
+def run(self, handle, unit):
+    print("UNIT STARTED", flush=True)
+    time.sleep(30)
+    return TranscribeResult([], "en")
+WhisperEngine.run = run
+from gateway.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_sigterm_while_a_30s_unit_runs_exits_within_grace_plus_2s() -> None:
+    """SIGTERM while a unit runs far longer than the grace period: the signal handler's drain and
+    the lifespan's shutdown share one grace period (close is idempotent), and the worker thread
+    running the unit does not hold the process open, so the process is gone within grace + 2 s."""
+    grace = 3.0
+    port = free_port()
+    env = {**os.environ, "GATEWAY_SERVER__LOG_FORMAT": "text",
+           "GATEWAY_SERVER__SHUTDOWN_GRACE_S": str(grace)}  # fmt: skip
+    cmd = [sys.executable, "-c", LONG_UNIT_SERVER, "serve", "--host", "127.0.0.1",
+           "--port", str(port)]  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    log_path = Path(tempfile.mkstemp(suffix=".log")[1])
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            assert proc.poll() is None, log_path.read_text()
+            try:
+                if httpx.get(url + "/health", timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.2)
+
+        async def scenario() -> float:
+            async with httpx.AsyncClient(base_url=url, timeout=120) as c:
+                request = asyncio.ensure_future(c.post(
+                    "/v1/audio/transcriptions", files={"file": ("a.wav", tone_wav())},
+                    data={"model": "whisper-1"}))  # fmt: skip
+                await _wait_state(c, lambda s: any(i["busy"] for i in s["instances"]),
+                                  "the long unit running")  # fmt: skip
+                while not _logged(log_path, "UNIT STARTED"):  # in the engine's run, not loading
+                    await asyncio.sleep(0.05)
+                t0 = time.monotonic()
+                proc.send_signal(signal.SIGTERM)
+                while proc.poll() is None and time.monotonic() - t0 < 60:
+                    await asyncio.sleep(0.05)
+                took = time.monotonic() - t0
+                request.cancel()
+                return took
+
+        took = asyncio.run(scenario())
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(30)
+    log = log_path.read_text()
+    log_path.unlink()
+    assert took <= grace + 2, (took, log[-3000:])
+    assert proc.returncode in (0, -signal.SIGTERM), (proc.returncode, log[-2000:])
+    assert "SIGTERM: draining" in log
+
+
+
+def _logged(path: Path, text: str) -> bool:
+    return text in path.read_text()

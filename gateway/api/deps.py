@@ -5,17 +5,19 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
-from collections.abc import Awaitable
+import logging
+from collections.abc import AsyncIterator, Awaitable
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from ..errors import APIError, bad_request
+from ..errors import APIError, as_api_error, bad_request
 from ..scheduler import Level
 from ..service import Gateway
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 # Error responses every model-backed route documents.
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -30,6 +32,25 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 def sse(event: dict[str, Any]) -> bytes:
     """One server-sent event carrying a JSON object."""
     return f"data: {json.dumps(event, ensure_ascii=False)}\n\n".encode()
+
+
+async def sse_or_error(events: AsyncIterator[bytes], path: str) -> AsyncIterator[bytes]:
+    """Pass the events through; a failure after the 200 was sent (a queue timeout, shutting
+    down, an engine crash) ends the stream with an `error` event carrying the OpenAI error
+    object, `{"type": "error", "error": {message, type, param, code}}`, instead of cutting the
+    body with no word. A client that went away (cancellation) is not an error to report."""
+    try:
+        async for event in events:
+            yield event
+    except Exception as exc:
+        err = as_api_error(exc)
+        if err.status >= 500 and err.code == "internal_error":
+            log.error("stream failed after the response started", exc_info=exc,
+                      extra={"path": path})  # fmt: skip
+        else:
+            log.warning("stream ended with %s: %s", err.code, err.message, extra={"path": path})
+        body = {"message": err.message, "type": err.type, "param": err.param, "code": err.code}
+        yield sse({"type": "error", "error": body})
 
 
 def get_gateway(request: Request) -> Gateway:

@@ -1,14 +1,27 @@
 """POST /v1/audio/speech: OpenAI text-to-speech, on Kokoro.
 
 Everything that can be the caller's fault (model, voice, text, speed, format) is checked before
-the first byte; with `stream: true` the first work unit also runs before the response starts, so
-a full queue or a timeout is still a clean 429/503.
+the first byte; when streaming, the first work unit also runs before the response starts, so a
+full queue or a timeout is still a clean 429/503.
+
+Streaming, as OpenAI's API and SDKs ask for it: `stream_format: "sse"` streams server-sent events
+(`speech.audio.delta` with base64 audio, then `speech.audio.done` with `usage`), and an explicit
+`stream_format: "audio"` streams the raw format. `stream: true` (our older switch) streams too, in
+the given `stream_format`. A request with neither (Open WebUI's) gets the whole file at once, so a
+failure in a later sentence is still a clean error status, never a truncated file.
+
+`usage` in `speech.audio.done` (OpenAI reports input, output and total tokens): `input_tokens`
+counts the phoneme tokens Kokoro read (exact, one per phoneme symbol); `output_tokens` is the audio
+at 20 tokens a second (an estimate: OpenAI bills about 1,250 audio tokens a minute of speech, and
+Kokoro has no audio tokens of its own); `total_tokens` their sum. An error after the 200 ends the
+event stream with an `error` event (see `deps.sse_or_error`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import math
 from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
@@ -27,6 +40,7 @@ from .deps import (
     queue_timeout,
     require_key,
     sse,
+    sse_or_error,
     until_disconnect,
 )
 
@@ -57,8 +71,16 @@ class SpeechRequest(BaseModel):
     )
     response_format: SpeechFormat = "mp3"
     speed: float = Field(1.0, ge=0.25, le=4.0, allow_inf_nan=False)
-    stream: bool = Field(False, description="Send each sentence's audio as soon as it is ready.")
-    stream_format: Literal["audio", "sse"] = "audio"
+    stream: bool = Field(
+        False,
+        description="Extension: send each sentence's audio as soon as it is ready, in "
+        "`stream_format` (an alias of setting `stream_format`).",
+    )
+    stream_format: Literal["audio", "sse"] = Field(
+        "audio",
+        description="`sse`: server-sent events `speech.audio.delta` (base64 audio) then "
+        "`speech.audio.done` with `usage`; `audio` when given: the raw format, streamed.",
+    )
     lang: str | None = Field(
         None, max_length=16, description="Phonemizer language (e.g. `en-us`); default: from text."
     )
@@ -92,28 +114,36 @@ async def create_speech(
         ),
     )
     fmt = body.response_format
-    sse_out = body.stream and body.stream_format == "sse"
+    sse_out = body.stream_format == "sse"
+    streaming = body.stream or "stream_format" in body.model_fields_set
     media = "text/event-stream" if sse_out else FORMATS[fmt].media_type
     async with speech.start(gw, plan, level, timeout_s) as job:
         headers = {"X-Model": job.model, "X-Priority": job.level.name}
-        if not body.stream:
+        if not streaming:
             audio = await until_disconnect(request, job.audio())
             data = await asyncio.to_thread(encode_audio, audio, fmt, job.sample_rate)
             return Response(data, media_type=media, headers=headers)
         first = await until_disconnect(request, job.first())
-        chunks = _stream(first, job.rest(), StreamEncoder(fmt, job.sample_rate))
+        samples: list[int] = []
+        chunks = _stream(first, job.rest(), StreamEncoder(fmt, job.sample_rate), samples)
         if sse_out:
-            chunks = _sse(chunks)
+            usage = _Usage(speech.input_tokens(plan), samples, job.sample_rate)
+            chunks = sse_or_error(_sse(chunks, usage), request.url.path)
         return StreamingResponse(chunks, media_type=media, headers=headers)
 
 
 async def _stream(
-    first: np.ndarray, rest: AsyncIterator[np.ndarray], encoder: StreamEncoder
+    first: np.ndarray,
+    rest: AsyncIterator[np.ndarray],
+    encoder: StreamEncoder,
+    samples: list[int],
 ) -> AsyncIterator[bytes]:
+    samples.append(len(first))
     data = encoder.encode(first)
     if data:
         yield data
     async for audio in rest:  # a client that goes away cancels this generator and the queued unit
+        samples.append(len(audio))
         data = encoder.encode(audio)
         if data:
             yield data
@@ -122,7 +152,25 @@ async def _stream(
         yield tail
 
 
-async def _sse(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+class _Usage:
+    """`usage` of speech.audio.done: see the module's docstring."""
+
+    AUDIO_TOKENS_PER_S = 20
+
+    def __init__(self, input_tokens: int, samples: list[int], sample_rate: int) -> None:
+        self.input_tokens, self.samples, self.sample_rate = input_tokens, samples, sample_rate
+
+    def as_dict(self) -> dict[str, int]:
+        seconds = sum(self.samples) / self.sample_rate
+        output = math.ceil(seconds * self.AUDIO_TOKENS_PER_S)
+        return {
+            "input_tokens": self.input_tokens,
+            "output_tokens": output,
+            "total_tokens": self.input_tokens + output,
+        }
+
+
+async def _sse(chunks: AsyncIterator[bytes], usage: _Usage) -> AsyncIterator[bytes]:
     async for chunk in chunks:
         yield sse({"type": "speech.audio.delta", "audio": base64.b64encode(chunk).decode()})
-    yield sse({"type": "speech.audio.done", "usage": None})
+    yield sse({"type": "speech.audio.done", "usage": usage.as_dict()})

@@ -24,6 +24,7 @@ from .deps import (
     queue_timeout,
     require_key,
     sse,
+    sse_or_error,
     until_disconnect,
 )
 from .schemas import Transcription, TranscriptionSegment, TranscriptionVerbose, TranscriptionWord
@@ -36,20 +37,6 @@ RESPONSES: dict[int | str, dict] = {
     **ERRORS,
     200: {"content": TEXT_CONTENT, "description": "Transcript in the requested format"},
     413: {"description": "Upload larger than the limit"},
-}
-LANGUAGE_NAMES = {
-    "en": "english",
-    "de": "german",
-    "fr": "french",
-    "es": "spanish",
-    "it": "italian",
-    "ja": "japanese",
-    "zh": "chinese",
-    "pt": "portuguese",
-    "nl": "dutch",
-    "ru": "russian",
-    "ko": "korean",
-    "pl": "polish",
 }
 
 
@@ -88,7 +75,8 @@ async def _transcribe(
     async with stt.start(gw, work, level, timeout_s) as job:
         if stream:
             first = await until_disconnect(request, job.first())
-            return StreamingResponse(_events(job.deltas(first)), media_type="text/event-stream")
+            events = sse_or_error(_events(job.deltas(first)), request.url.path)
+            return StreamingResponse(events, media_type="text/event-stream")
         transcript = await until_disconnect(request, job.transcript())
     return _format(transcript, req.response_format, plan)
 
@@ -113,7 +101,7 @@ def _format(t: stt.Transcript, fmt: str, plan: stt.TranscriptionPlan) -> Respons
         return JSONResponse(Transcription(text=text).model_dump())
     body = TranscriptionVerbose(
         task=t.task,
-        language=LANGUAGE_NAMES.get(t.language, t.language),
+        language=stt.language_name(t.language),
         duration=round(t.duration, 3),
         text=text,
     )

@@ -71,6 +71,7 @@ class Scheduler:
         self.ledger = Ledger(metrics)
         self.closing = False
         self._ttl_task: asyncio.Task[None] | None = None
+        self._closed: asyncio.Future[None] | None = None  # the one close(); later calls await it
         self._check_cpu_plan()
         if metrics:
             metrics.slots.labels(Lane.gpu).set(settings.gpu_slots if self.gpu_present else 0)
@@ -183,7 +184,7 @@ class Scheduler:
             self.queue.remove(unit)
             if unit.timer:
                 unit.timer.cancel()
-            self.gauges.depth(unit)
+            self.gauges.cancelled(unit)  # depth, and the cancelled count
             unit.future.cancel()
 
     # -- dispatch -------------------------------------------------------------------------------
@@ -353,7 +354,11 @@ class Scheduler:
         self.pool.expire_idle()
 
     async def close(self, grace_s: float) -> None:
-        """Refuse new work, fail what is queued (503), let running units finish within grace."""
+        """Refuse new work, fail queued units (503), let running ones end in grace; idempotent."""
+        self._closed = self._closed or asyncio.ensure_future(self._close(grace_s))
+        await asyncio.shield(self._closed)
+
+    async def _close(self, grace_s: float) -> None:
         self.closing = True
         for unit in self.queue:
             self.queue.remove(unit)

@@ -63,6 +63,13 @@ class SchedulerMetrics:
             ["level", "reason"],
             registry=registry,
         )
+        self.cancelled = Counter(
+            "gateway_requests_cancelled_total",
+            "Requests whose caller went away (client disconnect) while their work was queued; "
+            "the queued unit was taken back.",
+            ["level", "engine"],
+            registry=registry,
+        )
         self.loads = Counter(
             "gateway_model_loads_total", "Model loads.", ["engine", "lane"], registry=registry
         )

@@ -14,7 +14,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, wait
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
@@ -23,6 +23,7 @@ from ..engines.base import BatchEngine, Device, Engine, Lane
 from .gpu import GpuMonitor
 from .metrics import SchedulerMetrics
 from .policy import ModelPolicy
+from .worker import DaemonWorker
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +66,8 @@ class Instance:
         self.meter: Callable[[], int | None] | None = None  # NVML device used (GPU lane only)
         self.meter_lock: AbstractContextManager[Any] = nullcontext()
         self.key: tuple[str, str] = (self.model, str(self.lane))
-        self._executor = ThreadPoolExecutor(
-            max_workers=1,
-            thread_name_prefix=f"{self.model}-{self.lane}",
-            initializer=_lower_priority,
-            initargs=(nice,),
-        )
+        # a daemon thread: a unit still running at exit never holds the process open
+        self._executor = DaemonWorker(f"{self.model}-{self.lane}", _lower_priority, (nice,))
 
     @property
     def loaded(self) -> bool:

@@ -52,6 +52,12 @@ class QueueGauges:
         if self.metrics:
             self.metrics.rejections.labels(level.name, reason).inc()
 
+    def cancelled(self, unit: Unit) -> None:
+        """A queued unit taken back because its caller went away."""
+        self.depth(unit)
+        if self.metrics:
+            self.metrics.cancelled.labels(unit.job.level.name, unit.model).inc()
+
 
 def status(s: SchedulerView) -> dict[str, Any]:
     cfg = s.settings

@@ -80,6 +80,12 @@ async def plan(gw: Gateway, req: SpeechInput) -> SpeechPlan:
     return SpeechPlan(model, units, engine.sample_rate)
 
 
+def input_tokens(plan: SpeechPlan) -> int:
+    """Phoneme tokens the model reads for this plan (one per phoneme symbol, as Kokoro's
+    vocabulary has them)."""
+    return sum(len(unit.phonemes) for unit in plan.units)
+
+
 class SpeechJob:
     """The scheduled synthesis of one plan: all at once, or the first unit then the rest."""
 
@@ -125,4 +131,4 @@ def voices(gw: Gateway, model: str | None) -> list[dict[str, str]]:
     return out
 
 
-__all__ = ["ModelLookupError", "SpeechInput", "SpeechJob", "SpeechPlan", "plan", "start", "voices"]
+__all__ = ["ModelLookupError", "SpeechInput", "input_tokens", "SpeechJob", "SpeechPlan", "plan", "start", "voices"]

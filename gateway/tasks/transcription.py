@@ -14,12 +14,19 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..audio.decode import TARGET_RATE, AudioDecodeError, decode_audio
+from ..engines.languages import LANGUAGE_NAMES
 from ..engines.whisper import LANGUAGES, TranscribeResult, TranscribeUnit, plan_windows
 from ..errors import bad_request
 from ..scheduler import Job, Level
 from ..service import Gateway
 
 NO_SPACE_LANGS = {"ja", "zh", "th", "lo", "my", "km", "yue", "bo"}
+MIN_AUDIO_S = 0.1  # OpenAI's minimum: shorter audio is a 400 `audio_too_short`
+
+
+def language_name(code: str) -> str:
+    """The full name Whisper gives a language code, as verbose_json reports it."""
+    return LANGUAGE_NAMES.get(code, code)
 
 
 @dataclass(frozen=True)
@@ -64,12 +71,22 @@ class Transcript:
     segments: list[dict[str, Any]] = field(default_factory=list)
 
     @property
+    def output_language(self) -> str:
+        """The language the text is written in: English for a translation."""
+        return "en" if self.task == "translate" else self.language
+
+    @property
     def text(self) -> str:
-        return join_text([s["text"] for s in self.segments], self.language)
+        return join_text([s["text"] for s in self.segments], self.output_language)
 
     @property
     def words(self) -> list[dict[str, Any]]:
         return [w for s in self.segments for w in s.get("words", [])]
+
+
+def output_language(task: str, language: str | None) -> str | None:
+    """Whisper translates into English only; a transcript keeps the spoken language."""
+    return "en" if task == "translate" else language
 
 
 def join_text(parts: list[str], lang: str | None) -> str:
@@ -123,6 +140,12 @@ async def prepare(gw: Gateway, plan: TranscriptionPlan, data: bytes) -> Transcri
     except AudioDecodeError as exc:
         raise bad_request(str(exc), "file", "invalid_audio") from None
     duration = len(audio) / TARGET_RATE
+    if duration < MIN_AUDIO_S:
+        raise bad_request(
+            f"audio file is too short ({duration:.3f} s); the minimum is {MIN_AUDIO_S:g} s",
+            "file",
+            "audio_too_short",
+        )
     w = gw.settings.whisper
     windows = await asyncio.to_thread(plan_windows, audio, w.window_s)
     threshold = gw.settings.scheduler.batch_threshold_s
@@ -203,7 +226,8 @@ class TranscriptionJob:
         def pieces(result: TranscribeResult) -> list[str]:
             nonlocal started
             out = []
-            sep = "" if result.language in NO_SPACE_LANGS else " "
+            lang = output_language(self.work.plan.task, result.language)
+            sep = "" if lang in NO_SPACE_LANGS else " "
             for seg in result.segments:
                 piece = seg["text"].strip()
                 if not piece:

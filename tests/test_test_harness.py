@@ -1,0 +1,72 @@
+"""The test suite's own honesty (issue #10, item 14): under `CI=true` a missing tool fails the
+run instead of skipping it, and the tests look for models where GATEWAY_MODELS__DIR says."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from . import test_deploy
+from .conftest import missing_tool
+
+ROOT = Path(__file__).resolve().parents[1]
+BLOCK_TOOLS = """
+import sys
+
+class _Hide:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("locust", "schemathesis"):
+            raise ModuleNotFoundError(f"No module named {name!r} (hidden by the test)")
+        return None
+
+sys.meta_path.insert(0, _Hide())
+"""
+
+
+def test_missing_tool_skips_locally_and_fails_under_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CI", "false")
+    with pytest.raises(pytest.skip.Exception):
+        missing_tool("no such tool")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true"):
+        missing_tool("no such tool")
+
+
+@pytest.mark.parametrize("ci,outcome", [("", pytest.skip.Exception),
+                                        ("true", pytest.fail.Exception)])  # fmt: skip
+def test_deploy_tool_check_fails_under_ci(ci: str, outcome: type, monkeypatch: pytest.MonkeyPatch,
+                                          tmp_path: Path) -> None:  # fmt: skip
+    monkeypatch.setenv("CI", ci)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no kubectl, hadolint, ... on it
+    with pytest.raises(outcome):
+        test_deploy._require("kubernetes-validate-that-does-not-exist")
+
+
+@pytest.mark.parametrize("module", ["tests.test_loadtest", "tests.test_schema_fuzz"])
+def test_missing_python_tool_fails_collection_under_ci(module: str, tmp_path: Path) -> None:
+    """Hide locust / schemathesis: locally the module is skipped, under CI=true it fails."""
+    hide = tmp_path / "hide"
+    hide.mkdir()
+    (hide / "sitecustomize.py").write_text(BLOCK_TOOLS)
+    env = {**os.environ, "PYTHONPATH": f"{hide}{os.pathsep}{ROOT}", "CI": "true",
+           "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}  # fmt: skip
+    target = module.replace(".", "/") + ".py"
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p",
+                           "pytest_timeout",
+                           "--co", target], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert proc.returncode != 0, proc.stdout[-2000:]
+    assert "CI=true" in proc.stdout, proc.stdout[-2000:]
+
+
+def test_tests_find_models_where_gateway_models_dir_says(tmp_path: Path) -> None:
+    env = {**os.environ, "GATEWAY_MODELS__DIR": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    code = "import tests.test_faults as t; print(t.CACHE)"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == str(tmp_path)
