@@ -102,7 +102,10 @@ class ModelsSettings(BaseModel):
 class KokoroSettings(BaseModel):
     placement: Placement = Field(Placement.auto, description="auto | gpu | cpu.")
     gpu_budget_mib: int = Field(
-        2048, ge=64, description="GPU memory budget; also ONNX Runtime's `gpu_mem_limit`."
+        1536,
+        ge=64,
+        description="GPU memory budget; also ONNX Runtime's `gpu_mem_limit`. The float GPU "
+        "variant measured about 1 GiB on an H200 with the CUDA context (docs/benchmarks-gpu.md).",
     )
     gpu_conv_algo_search: Literal["HEURISTIC", "EXHAUSTIVE", "DEFAULT"] = Field(
         "HEURISTIC",

@@ -113,9 +113,11 @@ def test_simulated_gpu_batch_limit_follows_the_latency_budget() -> None:
     s = make(eng, gpu, max_batch=16)
     s.policies["w"].batch_latency_s = 1.0
     assert s.batch_limit("w") == 16  # nothing measured yet: the cap
-    s._run_times[("w", "gpu")] = 0.25  # measured: 0.25 s per unit
+    s.batcher.measured("w", 3.0, 1)  # a lone unit (sequential decode) says nothing of batches
+    assert s.batch_limit("w") == 16
+    s.batcher.measured("w", 2.0, 8)  # measured in a batch: 0.25 s per unit
     assert s.batch_limit("w") == 4
-    s._run_times[("w", "gpu")] = 3.0  # slower than the budget: one at a time
+    s.batcher.measured("w", 6.0, 2)  # slower than the budget: one at a time
     assert s.batch_limit("w") == 1
 
 

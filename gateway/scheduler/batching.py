@@ -25,6 +25,9 @@ class Batcher:
         self.engines = engines
         self.policies = policies
         self.oom_cap: dict[str, int] = {}  # batch limit after a GPU out-of-memory
+        # time per unit measured in batched calls only: a lone unit decodes sequentially (with
+        # its own VAD and temperature fallback) and costs several times a batched one
+        self.per_unit: dict[str, float] = {}
 
     def can_batch(self, model: str) -> bool:
         return isinstance(self.engines[model], BatchEngine) and self.policies[model].max_batch > 1
@@ -33,9 +36,14 @@ class Batcher:
         """Whether this instance's calls go through the engine's batched path."""
         return inst.lane == Lane.gpu and isinstance(inst.engine, BatchEngine)
 
-    def limit(self, model: str, per_unit_s: float | None) -> int:
+    def measured(self, model: str, run_s: float, n: int) -> None:
+        if n > 1:
+            self.per_unit[model] = run_s / n
+
+    def limit(self, model: str) -> int:
         policy = self.policies[model]
         limit = min(policy.max_batch, self.oom_cap.get(model, policy.max_batch))
+        per_unit_s = self.per_unit.get(model)
         if per_unit_s:
             limit = min(limit, int(policy.batch_latency_s / per_unit_s))
         return max(1, limit)

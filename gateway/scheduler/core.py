@@ -227,7 +227,7 @@ class Scheduler:
     # -- dynamic batching -----------------------------------------------------------------------
 
     def batch_limit(self, model: str) -> int:
-        return self.batcher.limit(model, self._run_times.get((model, str(Lane.gpu))))
+        return self.batcher.limit(model)
 
     def parallel_units(self, model: str) -> int:
         """How many units of one job are worth queueing at once: a batch's worth where the
@@ -291,6 +291,7 @@ class Scheduler:
             run_s = time.perf_counter() - t0
             if was_loaded:  # time per unit: a batch shares its run
                 self._run_times[(unit.model, str(inst.lane))] = run_s / len(units)
+                self.batcher.measured(unit.model, run_s, len(units))
             for u, result in zip(units, results, strict=True):
                 self.ledger.finished(u, inst, result, run_s)
                 if not u.future.done():
