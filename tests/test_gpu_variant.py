@@ -197,3 +197,53 @@ def test_pull_derives_the_variant_offline_and_records_it(tmp_path: Path) -> None
     assert meta == {"lane": "gpu", "sha256": VARIANT.sha256, "size": VARIANT.size,
                     "upstream": False}  # fmt: skip
     assert store.verify("kokoro") == [] and store.verify_variants("kokoro") == {"gpu": None}
+
+
+def _gateway_with_variant(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, corrupt: bool,
+                          missing: bool = False):  # type: ignore[no-untyped-def]  # fmt: skip
+    """A Gateway on a SIMULATED GPU whose models folder links the real files, with the Kokoro
+    GPU variant intact, replaced by same-size zeros (corrupt) or absent (missing)."""
+    from gateway.scheduler import SimulatedGpu
+    from gateway.service import Gateway
+
+    src = MODELS_DIR / "kokoro"
+    if not (src / VARIANT.name).is_file():
+        pytest.skip("GPU variant not pulled")
+    for model in ("whisper-base", "whisper-tiny.en"):
+        (tmp_path / model).symlink_to(MODELS_DIR / model)
+    dest = tmp_path / "kokoro"
+    dest.mkdir()
+    shutil.copy(src / RECORD, dest / RECORD)
+    for name in ("model.onnx", "voices.npz"):
+        (dest / name).symlink_to(src / name)
+    if corrupt:
+        with open(dest / VARIANT.name, "wb") as fh:
+            fh.truncate(VARIANT.size or 0)  # the right size, the wrong bytes
+    elif not missing:
+        (dest / VARIANT.name).symlink_to(src / VARIANT.name)
+    monkeypatch.setattr(KokoroEngine, "gpu_support", lambda self: (True, "simulated CUDA"))
+    settings = Settings()
+    settings.models.dir = tmp_path
+    return Gateway(settings, gpu=SimulatedGpu(total_mib=16384))
+
+
+@pytest.mark.parametrize("case", ["intact", "missing", "corrupt"])
+def test_simulated_gpu_a_bad_variant_sends_kokoro_to_the_cpu_with_its_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str
+) -> None:
+    gw = _gateway_with_variant(tmp_path, monkeypatch, case == "corrupt", case == "missing")
+    gw.verify_in_background()
+    assert gw._verify_thread is not None
+    gw._verify_thread.join(120)
+    placer = gw.scheduler.placer
+    lane = placer.candidates("kokoro")[0]
+    status = gw.scheduler.status()["models"]["kokoro"]
+    if case == "intact":
+        assert (lane.lane, lane.reason) == ("gpu", None)
+        assert status["gpu_variant_ok"] and status["variants"]["gpu"] == VARIANT.name
+    else:
+        assert (lane.lane, lane.reason) == ("cpu", "gpu_variant")
+        assert not status["gpu_variant_ok"]
+        why = status["gpu_runtime"]["detail"] if case == "corrupt" else ""
+        assert case == "missing" or "does not match" in why, status
+    assert gw.models["kokoro"].engine is not None  # the CPU lane is unaffected either way
