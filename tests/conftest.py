@@ -3,6 +3,7 @@ embedded models, and helpers to make and measure audio."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import re
@@ -11,8 +12,10 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import av
+import httpx
 import numpy as np
 import pytest
 import uvicorn
@@ -147,3 +150,25 @@ def wer(reference: str, hypothesis: str) -> float:
         return " ".join(re.sub(r"[^a-z0-9' ]+", " ", t.lower().replace("-", " ")).split())
 
     return float(jiwer.wer(clean(reference), clean(hypothesis)))
+
+
+def run_asgi(app: Any, work: Any) -> Any:
+    """Run `work(client)` against the app in-process (lifespan included), with no socket."""
+
+    async def main() -> Any:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t",
+                                         timeout=300) as client:  # fmt: skip
+                return await work(client)
+
+    return asyncio.run(main())
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """The sum of a Prometheus metric's samples whose labels include `labels`."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total

@@ -20,7 +20,7 @@ import httpx
 from gateway.config import Settings
 from gateway.engines.whisper import TranscribeResult
 
-from .conftest import LiveServer, tone_wav
+from .conftest import LiveServer, metric, tone_wav
 
 
 def _until(predicate: Callable[[], bool], what: str) -> None:
@@ -29,13 +29,6 @@ def _until(predicate: Callable[[], bool], what: str) -> None:
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.01)
 
-
-def _metric(text: str, name: str, **labels: str) -> float:
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 def _multipart(port: int, wav: bytes, prompt: str) -> bytes:
@@ -87,7 +80,7 @@ def test_client_closing_its_socket_cancels_the_queued_request() -> None:
         _until(lambda: gw.scheduler.queued() == 0, "the queued unit taken back")
 
         metrics = httpx.get(live.url + "/metrics").text
-        assert _metric(metrics, "gateway_requests_cancelled_total",
+        assert metric(metrics, "gateway_requests_cancelled_total",
                        level="interactive", engine="whisper-base") == 1  # fmt: skip
 
         release.set()

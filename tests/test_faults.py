@@ -30,7 +30,7 @@ from gateway.engines.whisper import WhisperEngine
 from gateway.scheduler import SimulatedGpu
 from gateway.service import Gateway
 
-from .conftest import models_dir, tone_wav
+from .conftest import metric, models_dir, run_asgi, tone_wav
 
 CACHE = models_dir()  # GATEWAY_MODELS__DIR when set
 DEFAULTS = ("kokoro", "whisper-base", "whisper-tiny.en")
@@ -42,13 +42,6 @@ def assert_openai_error(r: Any, status: int) -> dict:
     assert {"message", "type", "param", "code"} <= set(err) and err["message"].strip(), err
     return err
 
-
-def metric(text: str, name: str, **labels: str) -> float:
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 # -- GPU out of memory -> retried on the CPU ------------------------------------------------------
@@ -130,16 +123,6 @@ def crashy_app():  # type: ignore[no-untyped-def]
     return app
 
 
-def _run(app: Any, work: Any) -> Any:
-    async def main() -> Any:
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-            async with httpx.AsyncClient(transport=transport, base_url="http://t",
-                                         timeout=300) as client:  # fmt: skip
-                return await work(client)
-
-    return asyncio.run(main())
-
 
 def test_engine_crash_is_a_clean_500_and_concurrent_requests_succeed(crashy_app: Any) -> None:
     wav = tone_wav()
@@ -159,7 +142,7 @@ def test_engine_crash_is_a_clean_500_and_concurrent_requests_succeed(crashy_app:
             speech("Second neighbour."), stt(),
         ))  # fmt: skip
 
-    crash_tts, ok1, crash_stt, ok2, ok_stt = _run(crashy_app, work)
+    crash_tts, ok1, crash_stt, ok2, ok_stt = run_asgi(crashy_app, work)
     for r in (crash_tts, crash_stt):
         err = assert_openai_error(r, 500)
         assert err["type"] == "server_error" and err["code"] == "internal_error"
@@ -182,7 +165,7 @@ def test_engine_crash_leaves_the_engine_usable(crashy_app: Any) -> None:
         out.append(await client.get("/metrics"))
         return out
 
-    *responses, metrics = _run(crashy_app, work)
+    *responses, metrics = run_asgi(crashy_app, work)
     assert [r.status_code for r in responses] == [500, 200, 500, 200]
     assert metric(metrics.text, "gateway_units_total", engine="kokoro", outcome="error") >= 2
 
@@ -219,7 +202,7 @@ def test_engine_crash_mid_stream_ends_that_stream_only(crashy_app: Any) -> None:
                                                                 "input": "Fine."})  # fmt: skip
             return status, data, after.status_code
 
-        status, data, after = _run(crashy_app, work)
+        status, data, after = run_asgi(crashy_app, work)
     finally:
         kokoro.run = run
     assert status == 200

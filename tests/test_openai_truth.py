@@ -12,7 +12,6 @@ seconds; speech uses the real Kokoro.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 from typing import Any
@@ -26,18 +25,7 @@ from gateway.engines.whisper import LANGUAGES, TranscribeResult, Window
 from gateway.scheduler import QueueTimeout
 from gateway.tasks import transcription as stt_task
 
-from .conftest import encode, tone_wav
-
-
-def _run(app: Any, work: Any) -> Any:
-    async def main() -> Any:
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-            async with httpx.AsyncClient(transport=transport, base_url="http://t",
-                                         timeout=300) as client:  # fmt: skip
-                return await work(client)
-
-    return asyncio.run(main())
+from .conftest import encode, run_asgi, tone_wav
 
 
 def _events(body: bytes) -> list[dict]:
@@ -82,7 +70,7 @@ def test_speech_stream_format_sse_alone_streams_events_with_usage() -> None:
                 "response_format": "pcm"}  # fmt: skip
         return await client.post("/v1/audio/speech", json=body)
 
-    r = _run(app, work)
+    r = run_asgi(app, work)
     assert r.status_code == 200, r.text[:300]
     assert r.headers["content-type"].startswith("text/event-stream"), r.headers
     events = _events(r.content)
@@ -108,7 +96,7 @@ def test_speech_stream_format_audio_streams_raw_and_default_is_whole() -> None:
             await client.post("/v1/audio/speech", json=base),
         ]
 
-    streamed, whole = _run(app, work)
+    streamed, whole = run_asgi(app, work)
     assert streamed.status_code == 200 and whole.status_code == 200
     assert streamed.headers["content-type"] == "audio/mpeg"
     assert "content-length" not in streamed.headers  # streamed (chunked), not one body
@@ -143,7 +131,7 @@ def test_speech_sse_error_after_200_is_an_error_event(failure: Exception, code: 
                 "input": "One sentence here. Then another one. And a third."}  # fmt: skip
         return await client.post("/v1/audio/speech", json=body)
 
-    r = _run(app, work)
+    r = run_asgi(app, work)
     assert r.status_code == 200
     events = _events(r.content)
     assert events[0]["type"] == "speech.audio.delta"
@@ -173,7 +161,7 @@ def test_transcription_sse_error_after_200_is_an_error_event(
         return await client.post("/v1/audio/transcriptions", files={"file": ("a.wav", tone_wav(2))},
                                  data={"model": "whisper-1", "stream": "true"})  # fmt: skip
 
-    r = _run(app, work)
+    r = run_asgi(app, work)
     assert r.status_code == 200, r.text
     events = _events(r.content)
     assert events[0] == {"type": "transcript.text.delta", "delta": "First window."}
@@ -206,7 +194,7 @@ def test_translation_over_http_joins_windows_with_spaces(monkeypatch: pytest.Mon
         return await client.post("/v1/audio/translations", files={"file": ("a.wav", tone_wav(2))},
                                  data={"model": "whisper-1"})  # fmt: skip
 
-    r = _run(app, work)
+    r = run_asgi(app, work)
     assert r.status_code == 200, r.text
     assert r.json()["text"] == "Good morning. See you tomorrow."
 
@@ -224,7 +212,7 @@ def test_audio_shorter_than_a_tenth_of_a_second_is_400_audio_too_short(samples: 
         return await client.post("/v1/audio/transcriptions", files={"file": ("a.wav", wav)},
                                  data={"model": "whisper-1"})  # fmt: skip
 
-    r = _run(app, work)
+    r = run_asgi(app, work)
     assert r.status_code == 400, r.text
     err = r.json()["error"]
     assert err["code"] == "audio_too_short" and err["param"] == "file"
@@ -252,6 +240,6 @@ def test_verbose_json_reports_the_full_language_name(code: str, name: str) -> No
                                  data={"model": "whisper-1",
                                        "response_format": "verbose_json"})  # fmt: skip
 
-    r = _run(app, work)
+    r = run_asgi(app, work)
     assert r.status_code == 200, r.text
     assert r.json()["language"] == name
