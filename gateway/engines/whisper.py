@@ -25,6 +25,7 @@ from faster_whisper.vad import VadOptions, get_speech_timestamps
 
 from ..audio.decode import TARGET_RATE as SAMPLE_RATE  # Whisper hears 16 kHz, as decoded
 from .base import Device
+from .memory import release_free_memory
 
 # ISO-639-1 codes Whisper knows (faster-whisper keeps the list private; only this module reads it).
 LANGUAGES = frozenset(_LANGUAGE_CODES)
@@ -200,6 +201,12 @@ class WhisperEngine:
                 "gpu": f"model.bin ({self.gpu_compute_type})"}  # fmt: skip
 
     def load(self, device: Device) -> Any:
+        try:
+            return self._load(device)
+        finally:
+            release_free_memory()  # loading converts the weights through temporary buffers
+
+    def _load(self, device: Device) -> Any:
         if device.lane == "gpu":
             return WhisperModel(
                 str(self.folder),
@@ -229,6 +236,7 @@ class WhisperEngine:
         # a generator: decoding happens while iterating, in this thread
         when = _timeline(payload)
         out = [_segment(seg, when) for seg in segments]
+        release_free_memory()
         return TranscribeResult(
             segments=out,
             language=info.language,
@@ -280,6 +288,7 @@ class WhisperEngine:
             i = int(np.searchsorted(starts, middle, side="right")) - 1
             i = min(max(i, 0), len(payloads) - 1)
             results[i].segments.append(_segment(seg, _shifted(_timeline(payloads[i]), bounds[i])))
+        release_free_memory()
         return results
 
     def unload(self, handle: Any) -> None:
