@@ -76,7 +76,7 @@ def render_accuracy(res: dict[str, Any]) -> list[str]:
         "The gateway's transcript (one VAD pass over the upload; its padded speech regions "
         "packed into windows of at most 30 s of speech, each decoded without a second VAD "
         "pass) against the raw call on the whole file (`WhisperModel.transcribe(path, "
-        "beam_size=5, vad_filter=True)`), both scored by WER against the text spoken "
+        'beam_size=5, vad_filter=True, language="en")`; the gateway also gets `language=en`), both scored by WER against the text spoken '
         "(lower-cased, punctuation dropped; digits are not spelled out, so both sides pay the "
         f"same for `9` vs `nine`). Target: ≤ raw + {acc['target_points']:g} point. Inputs: all "
         "pool sentences with short and long pauses; an hour of 8 kHz MP3 (a tone each minute, "
