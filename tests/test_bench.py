@@ -40,7 +40,7 @@ def fake_results() -> dict:
     sh = {
         "params": asdict(sharing.QUICK),
         "quick": True,
-        "configs": {"priority": _config("priority", 1.5, 1.6), "fifo": _config("fifo", 1.5, 4.0),
+        "configs": {"priority": _config("priority", 1.5, 1.5), "fifo": _config("fifo", 1.5, 4.0),
                     "two-servers": _config("two-servers", 1.6, 3.5)},
         "probe": {"text": "The quick brown fox.", "audio_s": 3.6},
     }  # fmt: skip
@@ -102,6 +102,12 @@ def test_verdict_and_render_from_fake_numbers(tmp_path: Path) -> None:
     assert "CPU ratio" in md and "**1.01×**" in md
     assert res["machine"]["cpu"] in md
     assert "| overhead | 0.72 GiB | 0.77 GiB |" in md
+    # every figure against its goal, met / not met
+    assert "## Goals" in md
+    assert "| speech, ~10 s of audio, wav | ≤ 1.05× raw | 1.02× wall (1.01× CPU) | met |" in md
+    assert "| transcription, 48–60 s clip | ≤ 1.05× raw | not measured | – |" in md
+    assert "| batch transcription rate while speech runs / its solo rate | ≥ 75% | 50% " in md
+    assert "**not met**" in md
 
 
 def test_quick_never_writes_docs() -> None:
@@ -121,6 +127,9 @@ def test_quick_report_end_to_end(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
     md = (out / "benchmarks.md").read_text()
     assert "quick mode" in md
+    assert "## Goals" in md and "## 6. Accuracy" in md
+    beside = json.loads((out / "benchmarks.json").read_text())  # the raw JSON beside the page
+    assert beside["accuracy"]["cases"] and beside["overhead"]["cases"]
     for heading in ("## 1. Overhead", "## 2. Sharing", "## 3. Throughput", "## 4. Memory",
                     "## 5. Streaming"):  # fmt: skip
         assert heading in md

@@ -30,7 +30,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..audio.encode import FORMATS, StreamEncoder, encode_audio
+from ..audio.encode import FORMATS, StreamEncoder, WholeEncoder
 from ..scheduler import Level
 from ..tasks import speech
 from .deps import (
@@ -120,8 +120,10 @@ async def create_speech(
     async with speech.start(gw, plan, level, timeout_s) as job:
         headers = {"X-Model": job.model, "X-Priority": job.level.name}
         if not streaming:
-            audio = await until_disconnect(request, job.audio())
-            data = await asyncio.to_thread(encode_audio, audio, fmt, job.sample_rate)
+            # each unit is encoded while the next one runs
+            encoder = WholeEncoder(fmt, job.sample_rate)
+            await until_disconnect(request, job.each(encoder.encode))
+            data = await asyncio.to_thread(encoder.finish)
             return Response(data, media_type=media, headers=headers)
         first = await until_disconnect(request, job.first())
         samples: list[int] = []

@@ -144,6 +144,34 @@ class StreamEncoder:
         return self._drain()
 
 
+class WholeEncoder:
+    """A whole file built chunk by chunk (each chunk encoded as it arrives, e.g. while the next
+    work unit runs), with the same bytes `encode_audio` gives for the joined audio: WAV gets its
+    exact sizes and FLAC its final STREAMINFO at `finish`."""
+
+    def __init__(self, fmt: str, sample_rate: int) -> None:
+        self.format = FORMATS[fmt]
+        self.sample_rate = sample_rate
+        self._raw: list[bytes] = []
+        self._samples = 0
+        self._stream = None if self.format.container is None else StreamEncoder(fmt, sample_rate)
+
+    def encode(self, audio: np.ndarray) -> None:
+        audio = np.asarray(audio, dtype=np.float32).reshape(-1)
+        if self._stream is None:
+            self._raw.append(_to_s16(audio))
+            self._samples += len(audio)
+        else:
+            self._stream.encode(audio)
+
+    def finish(self) -> bytes:
+        if self._stream is None:
+            head = wav_header(self.sample_rate, self._samples) if self.format.name == "wav" else b""
+            return head + b"".join(self._raw)
+        self._stream.finish()
+        return self._stream._buf.getvalue()
+
+
 def encode_audio(audio: np.ndarray, fmt: str, sample_rate: int) -> bytes:
     """Encode a whole clip; WAV gets exact sizes and FLAC its final STREAMINFO."""
     audio = np.asarray(audio, dtype=np.float32).reshape(-1)

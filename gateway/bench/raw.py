@@ -5,7 +5,8 @@ ONNX Runtime session with the same model files and thread count) and Whisper (fa
 WhisperModel, same compute type and threads), then answers one JSON command per stdin line:
 
     {"op": "speech", "text": ..., "voice": ..., "lang": "en-us"}   -> {"s", "cpu", "audio_s"}
-    {"op": "transcribe", "path": ..., "beam_size": 5, "vad": true} -> {"s", "cpu", "text"}
+    {"op": "transcribe", "path": ..., "beam_size": 5, "vad": true, "language": null}
+                                                                   -> {"s", "cpu", "text"}
 
 (`s`: wall seconds; `cpu`: CPU seconds of the process, all threads.)
     {"op": "memory"}                                               -> {"VmHWM": MiB, "VmRSS": MiB}
@@ -63,7 +64,10 @@ def _handle(cmd: dict[str, Any], kokoro: Any, whisper: Any) -> dict[str, Any]:
     if op == "transcribe":
         t0, c0 = time.perf_counter(), time.process_time()
         segments, info = whisper.transcribe(
-            cmd["path"], beam_size=cmd.get("beam_size", 5), vad_filter=cmd.get("vad", True)
+            cmd["path"],
+            beam_size=cmd.get("beam_size", 5),
+            vad_filter=cmd.get("vad", True),
+            language=cmd.get("language"),
         )
         text = " ".join(s.text.strip() for s in segments)  # decoding happens here
         return {

@@ -1,13 +1,17 @@
 """Faster-Whisper speech-to-text on CTranslate2.
 
-A transcription is cut into work units of audio windows (speech regions found by the Silero VAD,
-merged up to `window_s`), so a long file yields the device between windows. Timestamps of each
-window's segments and words are shifted by the window's start when results are stitched.
+A transcription is cut into work units of audio windows, so a long file yields the device between
+windows. A short clip is one window, decoded with faster-whisper's own VAD filter (one VAD pass).
+A long one is cut by one Silero VAD pass over the whole file: its speech regions, padded (a phrase
+after a long silence may be detected a little late), are packed into windows of at most `window_s`
+seconds of speech, each decoded as the concatenation of its regions with no second VAD pass, as
+faster-whisper does inside one call. Each window's timestamps are mapped back to the file's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+import bisect
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,15 +25,30 @@ from faster_whisper.vad import VadOptions, get_speech_timestamps
 
 from ..audio.decode import TARGET_RATE as SAMPLE_RATE  # Whisper hears 16 kHz, as decoded
 from .base import Device
+from .memory import release_free_memory
 
 # ISO-639-1 codes Whisper knows (faster-whisper keeps the list private; only this module reads it).
 LANGUAGES = frozenset(_LANGUAGE_CODES)
+
+
+# Padding of each VAD speech region, on top of the VAD's own 400 ms: before the onset (Silero can
+# report a phrase that follows a long silence up to about a second late) and after the end.
+PAD_BEFORE_S = 0.6
+PAD_AFTER_S = 0.2
 
 
 @dataclass(frozen=True)
 class Window:
     start: int  # samples
     end: int
+    # The speech regions (start, end in samples of the file) decoded back to back; empty: the
+    # whole [start, end) with the VAD filter of the unit.
+    pieces: tuple[tuple[int, int], ...] = ()
+
+    def audio(self, clip: np.ndarray) -> np.ndarray:
+        if not self.pieces:
+            return clip[self.start : self.end]
+        return np.concatenate([clip[a:b] for a, b in self.pieces])
 
 
 @dataclass(frozen=True)
@@ -43,6 +62,9 @@ class TranscribeUnit:
     word_timestamps: bool = False
     vad_filter: bool = True
     beam_size: int = 5
+    # Where `audio` came from when it joins several regions of the file: (start in the file,
+    # samples) per region, in order; empty: `audio` starts at `offset_s` and is contiguous.
+    pieces: tuple[tuple[int, int], ...] = ()
     job: int = 0  # the job it belongs to (only for batching: see WhisperEngine.batch_key)
 
 
@@ -55,27 +77,72 @@ class TranscribeResult:
 
 
 def plan_windows(audio: np.ndarray, window_s: float) -> list[Window]:
-    """Windows of at most window_s seconds: the whole clip when short, else VAD-merged speech."""
+    """Windows of at most window_s seconds: the whole clip when short (its unit runs the VAD),
+    else one VAD pass over the clip whose padded speech regions are packed into windows of at
+    most window_s seconds of speech (their units need no second VAD pass)."""
     limit = int(window_s * SAMPLE_RATE)
     if len(audio) <= limit:
         return [Window(0, len(audio))]
-    options = VadOptions(max_speech_duration_s=window_s - 1, min_silence_duration_ms=500)
-    chunks = get_speech_timestamps(audio, options)
+    before, after = int(PAD_BEFORE_S * SAMPLE_RATE), int(PAD_AFTER_S * SAMPLE_RATE)
+    options = VadOptions(
+        max_speech_duration_s=window_s - PAD_BEFORE_S - PAD_AFTER_S - 1.0,
+        min_silence_duration_ms=500,
+    )
+    regions: list[tuple[int, int]] = []
+    for chunk in get_speech_timestamps(audio, options):
+        start = max(int(chunk["start"]) - before, regions[-1][1] if regions else 0)
+        end = min(int(chunk["end"]) + after, len(audio))
+        while end - start > limit:  # never with the VAD's own maximum; kept as a guarantee
+            regions.append((start, start + limit))
+            start += limit
+        if end > start:
+            regions.append((start, end))
     windows: list[Window] = []
-    for chunk in chunks:
-        start, end = int(chunk["start"]), int(chunk["end"])
-        if windows and end - windows[-1].start <= limit:
-            windows[-1] = Window(windows[-1].start, end)
+    pieces: list[tuple[int, int]] = []
+    for start, end in regions:
+        if pieces and sum(b - a for a, b in pieces) + end - start > limit:
+            windows.append(Window(pieces[0][0], pieces[-1][1], tuple(pieces)))
+            pieces = []
+        if pieces and pieces[-1][1] == start:  # touching regions: one piece
+            pieces[-1] = (pieces[-1][0], end)
         else:
-            windows.append(Window(start, min(end, start + limit)))
+            pieces.append((start, end))
+    if pieces:
+        windows.append(Window(pieces[0][0], pieces[-1][1], tuple(pieces)))
     return windows
 
 
-def _segment(seg: Segment, shift: float) -> dict[str, Any]:
-    """A faster-whisper segment as the OpenAI verbose_json item, moved by `shift` seconds."""
+def _timeline(payload: TranscribeUnit) -> Callable[[float], float]:
+    """Seconds in the unit's audio -> seconds in the file (a time past the audio's end, as
+    Whisper may give a last segment, is read as the end)."""
+    total = len(payload.audio) / SAMPLE_RATE
+    if not payload.pieces:
+        return lambda t: min(max(t, 0.0), total) + payload.offset_s
+    # unit-time start of each piece, and how far its file time is ahead of its unit time
+    starts, shifts, at = [], [], 0
+    for start, length in payload.pieces:
+        starts.append(at / SAMPLE_RATE)
+        shifts.append((start - at) / SAMPLE_RATE)
+        at += length
+
+    def when(t: float) -> float:
+        t = min(max(t, 0.0), total)
+        return t + shifts[max(bisect.bisect_right(starts, t) - 1, 0)]
+
+    return when
+
+
+def _shifted(when: Callable[[float], float], at: int) -> Callable[[float], float]:
+    """`when` for a unit whose audio starts `at` samples into a batch's joined audio."""
+    return lambda t: when(t - at / SAMPLE_RATE)
+
+
+def _segment(seg: Segment, when: Callable[[float], float]) -> dict[str, Any]:
+    """A faster-whisper segment as the OpenAI verbose_json item, its times mapped by `when`
+    (a segment's end belongs to the region its last instant is in)."""
     item: dict[str, Any] = {
-        "start": round(seg.start + shift, 3),
-        "end": round(seg.end + shift, 3),
+        "start": round(when(seg.start), 3),
+        "end": round(max(when(max(seg.end - 0.01, seg.start)) + 0.01, when(seg.start)), 3),
         "text": seg.text,
         "tokens": list(seg.tokens),
         "temperature": seg.temperature,
@@ -85,7 +152,8 @@ def _segment(seg: Segment, shift: float) -> dict[str, Any]:
     }
     if seg.words:
         item["words"] = [
-            {"word": w.word, "start": round(w.start + shift, 3), "end": round(w.end + shift, 3),
+            {"word": w.word, "start": round(when(w.start), 3),
+             "end": round(max(when(max(w.end - 0.01, w.start)) + 0.01, when(w.start)), 3),
              "probability": w.probability}
             for w in seg.words
         ]  # fmt: skip
@@ -133,6 +201,12 @@ class WhisperEngine:
                 "gpu": f"model.bin ({self.gpu_compute_type})"}  # fmt: skip
 
     def load(self, device: Device) -> Any:
+        try:
+            return self._load(device)
+        finally:
+            release_free_memory()  # loading converts the weights through temporary buffers
+
+    def _load(self, device: Device) -> Any:
         if device.lane == "gpu":
             return WhisperModel(
                 str(self.folder),
@@ -160,7 +234,9 @@ class WhisperEngine:
             beam_size=payload.beam_size,
         )
         # a generator: decoding happens while iterating, in this thread
-        out = [_segment(seg, payload.offset_s) for seg in segments]
+        when = _timeline(payload)
+        out = [_segment(seg, when) for seg in segments]
+        release_free_memory()
         return TranscribeResult(
             segments=out,
             language=info.language,
@@ -213,8 +289,8 @@ class WhisperEngine:
             middle = max((seg.start + seg.end) / 2, seg.start + 0.025)
             i = int(np.searchsorted(starts, middle, side="right")) - 1
             i = min(max(i, 0), len(payloads) - 1)
-            shift = payloads[i].offset_s - bounds[i] / SAMPLE_RATE
-            results[i].segments.append(_segment(seg, shift))
+            results[i].segments.append(_segment(seg, _shifted(_timeline(payloads[i]), bounds[i])))
+        release_free_memory()
         return results
 
     def unload(self, handle: Any) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import unicodedata
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -99,6 +99,23 @@ class SpeechJob:
     async def audio(self) -> np.ndarray:
         parts = [await self.job.run(unit) for unit in self.plan.units]
         return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+
+    async def each(self, sink: Callable[[np.ndarray], object]) -> None:
+        """Every unit's audio, in order, handed to `sink` on a worker thread while the next unit
+        runs (e.g. an encoder: MP3 of one unit costs about as much as a few percent of its
+        synthesis, and only the last one's stays on the critical path)."""
+        pending: asyncio.Future[object] | None = None
+        try:
+            for unit in self.plan.units:
+                audio = await self.job.run(unit)
+                if pending is not None:
+                    await pending
+                pending = asyncio.ensure_future(asyncio.to_thread(sink, audio))
+            if pending is not None:
+                await pending
+        finally:
+            if pending is not None and not pending.done():
+                pending.cancel()
 
     async def first(self) -> np.ndarray:
         result: np.ndarray = await self.job.run(self.plan.units[0])

@@ -162,8 +162,15 @@ async def prepare(gw: Gateway, plan: TranscriptionPlan, data: bytes) -> Transcri
         beam_size=w.beam_size,
         job=next(_job_ids),
     )
+    # Windows cut by the VAD are decoded as cut (no second VAD pass); a whole short clip runs it.
     units = [
-        replace(template, audio=audio[win.start : win.end], offset_s=win.start / TARGET_RATE)
+        replace(
+            template,
+            audio=win.audio(audio),
+            offset_s=win.start / TARGET_RATE,
+            pieces=tuple((a, b - a) for a, b in win.pieces),
+            vad_filter=w.vad_filter and not win.pieces,
+        )
         for win in windows
     ]
     return Transcription(plan, units, duration, level)

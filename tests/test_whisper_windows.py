@@ -1,0 +1,117 @@
+"""Long transcriptions: one VAD pass cuts the windows, and they decode as well as the raw call.
+
+A 75 s clip of Kokoro speech with short and long pauses (real models, CPU): the gateway's path
+(`plan_windows`, then one `WhisperEngine.run` per window) runs the Silero VAD once, puts every
+segment where its words are in the file, and its WER against the text spoken is no worse than
+faster-whisper's own call on the whole file (`transcribe(vad_filter=True)`) plus one point.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from faster_whisper import transcribe as fw_transcribe
+
+from gateway.audio.decode import decode_audio
+from gateway.bench.clips import POOL
+from gateway.config import Settings
+from gateway.engines import whisper as whisper_mod
+from gateway.engines.base import Device
+from gateway.engines.kokoro import KokoroEngine
+from gateway.engines.whisper import SAMPLE_RATE, TranscribeUnit, WhisperEngine, plan_windows
+
+from .conftest import encode, wer
+
+MODELS = Settings().models.dir
+SENTENCES = POOL[:6]
+PAUSES = (0.6, 3.0)  # short pauses stay inside a region; long ones split regions
+
+
+@pytest.fixture(scope="module")
+def clip() -> tuple[np.ndarray, str, list[tuple[float, float]]]:
+    """About 75 s: the sentences twice, with pauses; the text, and where each sentence is."""
+    kokoro = KokoroEngine("kokoro", MODELS / "kokoro")
+    handle = kokoro.load(Device("cpu", 0, 2))
+    spoken = []
+    for text in SENTENCES:
+        audio = np.concatenate([kokoro.run(handle, u) for u in kokoro.plan(text, "jf_alpha", 1.0)])
+        spoken.append(decode_audio(encode(audio, 24000, "wav", "pcm_s16le", "s16")))
+    parts, texts, places, at = [np.zeros(SAMPLE_RATE // 2, np.float32)], [], [], SAMPLE_RATE // 2
+    for i in range(2 * len(SENTENCES)):
+        audio = spoken[i % len(SENTENCES)]
+        pause = np.zeros(int(PAUSES[i % 2] * SAMPLE_RATE), np.float32)
+        places.append((at / SAMPLE_RATE, (at + len(audio)) / SAMPLE_RATE))
+        parts += [audio, pause]
+        texts.append(SENTENCES[i % len(SENTENCES)])
+        at += len(audio) + len(pause)
+    return np.concatenate(parts), " ".join(texts), places
+
+
+@pytest.fixture(scope="module")
+def whisper() -> tuple[WhisperEngine, object]:
+    engine = WhisperEngine("whisper-base", MODELS / "whisper-base", multilingual=True)
+    return engine, engine.load(Device("cpu", 0, 2))
+
+
+def test_one_vad_pass_and_windows_decode_as_well_as_the_raw_call(
+    clip: tuple[np.ndarray, str, list[tuple[float, float]]],
+    whisper: tuple[WhisperEngine, object],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    audio, text, places = clip
+    engine, handle = whisper
+    calls = []
+
+    def counted(original):  # type: ignore[no-untyped-def]
+        def vad(*args, **kwargs):  # type: ignore[no-untyped-def]
+            calls.append(len(args[0]))
+            return original(*args, **kwargs)
+
+        return vad
+
+    monkeypatch.setattr(
+        whisper_mod, "get_speech_timestamps", counted(whisper_mod.get_speech_timestamps)
+    )
+    monkeypatch.setattr(
+        fw_transcribe, "get_speech_timestamps", counted(fw_transcribe.get_speech_timestamps)
+    )
+
+    windows = plan_windows(audio, 30.0)
+    assert len(windows) >= 3
+    segments = []
+    for win in windows:
+        speech = sum(b - a for a, b in win.pieces)
+        assert 0 < speech <= 30 * SAMPLE_RATE
+        assert all(a < b for a, b in win.pieces)
+        assert all(p[1] <= q[0] for p, q in zip(win.pieces, win.pieces[1:], strict=False))
+        unit = TranscribeUnit(
+            audio=win.audio(audio),
+            offset_s=win.start / SAMPLE_RATE,
+            pieces=tuple((a, b - a) for a, b in win.pieces),
+            vad_filter=False,
+            language="en",
+        )
+        result = engine.run(handle, unit)
+        for seg in result.segments:  # each segment lies in the file where its window's audio is
+            assert win.start / SAMPLE_RATE - 0.05 <= seg["start"] <= seg["end"]
+            assert seg["end"] <= win.end / SAMPLE_RATE + 0.05, (seg, win)
+        segments += result.segments
+    assert calls == [len(audio)], "the VAD ran more than once"
+
+    # every segment starts on a spoken sentence, not in a pause (times mapped through the pieces)
+    for seg in segments:
+        assert any(start - 1.0 <= seg["start"] <= end for start, end in places), seg
+    starts = [s["start"] for s in segments]
+    assert starts == sorted(starts)
+
+    ours = wer(text, " ".join(s["text"] for s in segments))
+    raw_segments, _ = handle.transcribe(audio, language="en", beam_size=5, vad_filter=True)  # type: ignore[attr-defined]
+    raw = wer(text, " ".join(s.text for s in raw_segments))
+    assert ours <= raw + 0.01, (ours, raw)
+
+
+def test_short_clip_is_one_window_that_runs_the_vad_itself() -> None:
+    audio = np.zeros(20 * SAMPLE_RATE, np.float32)
+    windows = plan_windows(audio, 30.0)
+    assert [(w.start, w.end, w.pieces) for w in windows] == [(0, len(audio), ())]
+    assert len(windows[0].audio(audio)) == len(audio)
