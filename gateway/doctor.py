@@ -183,8 +183,11 @@ def diagnose(gw: Gateway) -> list[Verdict]:
     out += _ort_checks()
     mismatch = installed_mismatch()
     if mismatch:
-        out.append(_verdict("CUDA versions", False, mismatch.split(" Fix: ")[0],
-                            mismatch.split(" Fix: ")[-1]))  # fmt: skip
+        out.append(
+            _verdict(
+                "CUDA versions", False, mismatch.split(" Fix: ")[0], mismatch.split(" Fix: ")[-1]
+            )
+        )
     out += _ct2_checks(bool(devices))
     tmp = tempfile.gettempdir()
     writable = os.access(tmp, os.W_OK)

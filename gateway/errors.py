@@ -96,8 +96,9 @@ def as_api_error(exc: Exception) -> APIError:
         return from_scheduler(exc)
     if isinstance(exc, ModelLookupError):
         return from_lookup(exc)
-    return APIError(500, "the server failed to process the request", "server_error", None,
-                    "internal_error")  # fmt: skip
+    return APIError(
+        500, "the server failed to process the request", "server_error", None, "internal_error"
+    )
 
 
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:

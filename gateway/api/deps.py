@@ -45,8 +45,9 @@ async def sse_or_error(events: AsyncIterator[bytes], path: str) -> AsyncIterator
     except Exception as exc:
         err = as_api_error(exc)
         if err.status >= 500 and err.code == "internal_error":
-            log.error("stream failed after the response started", exc_info=exc,
-                      extra={"path": path})  # fmt: skip
+            log.error(
+                "stream failed after the response started", exc_info=exc, extra={"path": path}
+            )
         else:
             log.warning("stream ended with %s: %s", err.code, err.message, extra={"path": path})
         body = {"message": err.message, "type": err.type, "param": err.param, "code": err.code}

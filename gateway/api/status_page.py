@@ -15,9 +15,11 @@ router = APIRouter(tags=["operations"])
 
 PAGE = Path(__file__).with_name("static") / "status.html"
 # Inline script and style only; the page may talk to this origin and nothing else.
-CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
-       "connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; "
-       "frame-ancestors 'none'")  # fmt: skip
+CSP = (
+    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+    "connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'"
+)
 
 
 @cache
@@ -27,6 +29,11 @@ def _html() -> str:
 
 @router.get("/status", response_class=HTMLResponse, include_in_schema=False)
 async def status_page() -> HTMLResponse:
-    return HTMLResponse(_html(), headers={"Content-Security-Policy": CSP,
-                                          "Cache-Control": "no-store",
-                                          "Referrer-Policy": "no-referrer"})  # fmt: skip
+    return HTMLResponse(
+        _html(),
+        headers={
+            "Content-Security-Policy": CSP,
+            "Cache-Control": "no-store",
+            "Referrer-Policy": "no-referrer",
+        },
+    )

@@ -32,7 +32,12 @@ from .schemas import Transcription, TranscriptionSegment, TranscriptionVerbose, 
 router = APIRouter(prefix="/v1/audio", tags=["transcription"], dependencies=[Depends(require_key)])
 
 TextFormat = Literal["json", "text", "srt", "vtt", "verbose_json"]
-TEXT_CONTENT: dict[str, dict] = {"application/json": {}, "text/plain": {}, "text/vtt": {}, "text/event-stream": {}}
+TEXT_CONTENT: dict[str, dict] = {
+    "application/json": {},
+    "text/plain": {},
+    "text/vtt": {},
+    "text/event-stream": {},
+}
 RESPONSES: dict[int | str, dict] = {
     **ERRORS,
     200: {"content": TEXT_CONTENT, "description": "Transcript in the requested format"},

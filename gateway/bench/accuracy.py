@@ -101,8 +101,11 @@ def run(base: str, raw: Any, folder: Path, quick: bool, say: Any) -> dict[str, A
     inputs = [
         ("long clip, pauses 0.6/3 s", lambda: _long_clip(base, 0, (0.6, 3.0), n)),
         ("long clip, pauses 1/2/0.6 s", lambda: _long_clip(base, 6 % n, (1.0, 2.0, 0.6), n)),
-        ("5-minute upload" if quick else "hour-long upload", lambda: _hour(base, 5 if quick else 60)),
-    ]  # fmt: skip
+        (
+            "5-minute upload" if quick else "hour-long upload",
+            lambda: _hour(base, 5 if quick else 60),
+        ),
+    ]
     with httpx.Client(timeout=httpx.Timeout(1800.0, connect=10.0)) as client:
         for label, make in inputs:
             audio, rate, text = make()
@@ -122,11 +125,20 @@ def run(base: str, raw: Any, folder: Path, quick: bool, say: Any) -> dict[str, A
             reply.raise_for_status()
             gw_s, said = time.perf_counter() - t0, str(reply.json()["text"])
             ours, theirs = wer(text, said), wer(text, r["text"])
-            cases.append({
-                "case": label, "audio_s": len(audio) / rate, "words": len(_words(text)),
-                "raw_wer": theirs, "gateway_wer": ours, "points": 100 * (ours - theirs),
-                "met": 100 * (ours - theirs) <= TARGET_POINTS, "raw_s": r["s"], "gateway_s": gw_s,
-                "raw_text": r["text"], "gateway_text": said,
-            })  # fmt: skip
+            cases.append(
+                {
+                    "case": label,
+                    "audio_s": len(audio) / rate,
+                    "words": len(_words(text)),
+                    "raw_wer": theirs,
+                    "gateway_wer": ours,
+                    "points": 100 * (ours - theirs),
+                    "met": 100 * (ours - theirs) <= TARGET_POINTS,
+                    "raw_s": r["s"],
+                    "gateway_s": gw_s,
+                    "raw_text": r["text"],
+                    "gateway_text": said,
+                }
+            )
             path.unlink(missing_ok=True)
     return {"target_points": TARGET_POINTS, "cases": cases}

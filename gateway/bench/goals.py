@@ -26,31 +26,65 @@ def goals(res: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
         if c is None:
             rows.append((label, f"≤ {OVERHEAD}× raw", "not measured", None))
         else:
-            rows.append((label, f"≤ {OVERHEAD}× raw", f"{c['ratio']:.2f}× wall "
-                         f"({_f(c.get('cpu_ratio'))}× CPU)", c["ratio"] <= OVERHEAD))  # fmt: skip
+            rows.append(
+                (
+                    label,
+                    f"≤ {OVERHEAD}× raw",
+                    f"{c['ratio']:.2f}× wall ({_f(c.get('cpu_ratio'))}× CPU)",
+                    c["ratio"] <= OVERHEAD,
+                )
+            )
 
     ratio("speech, ~10 s of audio, wav", "speech, wav")
     ratio("speech, default mp3", "speech, mp3")
     ratio("transcription, 10 s clip", "transcription, 10")
     ratio("transcription, 48–60 s clip", "transcription, 60")
     for c in res.get("accuracy", {}).get("cases", []):
-        rows.append((f"WER, {c['case']} (gateway vs raw call on the whole file)",
-                     "≤ raw + 1 point", f"{100 * c['gateway_wer']:.1f} % vs "
-                     f"{100 * c['raw_wer']:.1f} % ({c['points']:+.1f} points)", c["met"]))  # fmt: skip
+        rows.append(
+            (
+                f"WER, {c['case']} (gateway vs raw call on the whole file)",
+                "≤ raw + 1 point",
+                f"{100 * c['gateway_wer']:.1f} % vs "
+                f"{100 * c['raw_wer']:.1f} % ({c['points']:+.1f} points)",
+                c["met"],
+            )
+        )
     peak = res["memory_after"].get("VmHWM", 0.0) / 1024
-    rows.append(("peak RSS after the benchmark workload, both models loaded",
-                 f"≤ {PEAK_GIB} GiB", f"{peak:.2f} GiB", peak <= PEAK_GIB))  # fmt: skip
+    rows.append(
+        (
+            "peak RSS after the benchmark workload, both models loaded",
+            f"≤ {PEAK_GIB} GiB",
+            f"{peak:.2f} GiB",
+            peak <= PEAK_GIB,
+        )
+    )
     pri = res["sharing"]["configs"].get("priority")
     if pri is not None:
-        rows.append(("speech p95 under 2 looping batch transcriptions / idle p95",
-                     f"≤ {TARGET_RATIO}×", f"{pri['ratio_p95']:.2f}×",
-                     pri["ratio_p95"] <= TARGET_RATIO))  # fmt: skip
+        rows.append(
+            (
+                "speech p95 under 2 looping batch transcriptions / idle p95",
+                f"≤ {TARGET_RATIO}×",
+                f"{pri['ratio_p95']:.2f}×",
+                pri["ratio_p95"] <= TARGET_RATIO,
+            )
+        )
         share = pri["batch_rate_ratio"]
-        rows.append(("batch transcription rate while speech runs / its solo rate",
-                     f"≥ {TARGET_BATCH_SHARE:.0%}", _f(share, ".0%"),
-                     None if math.isnan(share) else share >= TARGET_BATCH_SHARE))  # fmt: skip
-        rows.append(("cores busy while batch work waits", f"≥ {BUSY:.0%}",
-                     f"{pri['cpu_busy']:.0%}", pri["cpu_busy"] >= BUSY))  # fmt: skip
+        rows.append(
+            (
+                "batch transcription rate while speech runs / its solo rate",
+                f"≥ {TARGET_BATCH_SHARE:.0%}",
+                _f(share, ".0%"),
+                None if math.isnan(share) else share >= TARGET_BATCH_SHARE,
+            )
+        )
+        rows.append(
+            (
+                "cores busy while batch work waits",
+                f"≥ {BUSY:.0%}",
+                f"{pri['cpu_busy']:.0%}",
+                pri["cpu_busy"] >= BUSY,
+            )
+        )
     return rows
 
 

@@ -30,23 +30,33 @@ from .clips import build_clip, encode
 from .server import GatewayProcess
 
 # About 8.7 s of audio with jf_alpha (the issue's reference length).
-TEXT = ("Every morning the old lighthouse keeper climbed the spiral stairs, polished the great "
-        "lens, and wrote the weather in a worn leather book.")  # fmt: skip
+TEXT = (
+    "Every morning the old lighthouse keeper climbed the spiral stairs, polished the great "
+    "lens, and wrote the weather in a worn leather book."
+)
 SENTENCE = "The quick brown fox jumps over the lazy dog."
 VOICE = "jf_alpha"
 # New lengths: each text is a new input shape for the model.
 NEW_LENGTHS = [
-    "Good morning.", "How are you today?", "The meeting starts at nine sharp.",
-    "Please bring the blue folder and two pens.", "We walked along the river until the sun set.",
+    "Good morning.",
+    "How are you today?",
+    "The meeting starts at nine sharp.",
+    "Please bring the blue folder and two pens.",
+    "We walked along the river until the sun set.",
     "The small cafe on the corner serves the best coffee in town, everyone says.",
     "After the storm, the village gathered in the square to clear the fallen branches away.",
     "Our train was late again, so we missed the first half of the concert and had to wait outside.",
-]  # fmt: skip
+]
 
 TARGETS = {  # H200 targets from issue 9 (seconds, or ratios)
-    "speech_p50_s": 0.25, "new_length_s": 0.4, "sentence_s": 0.15, "whisper_48s_s": 1.2,
-    "ten_min_rtf": 150.0, "sharing_p95_ratio": 1.1, "batch_share": 0.8,
-}  # fmt: skip
+    "speech_p50_s": 0.25,
+    "new_length_s": 0.4,
+    "sentence_s": 0.15,
+    "whisper_48s_s": 1.2,
+    "ten_min_rtf": 150.0,
+    "sharing_p95_ratio": 1.1,
+    "batch_share": 0.8,
+}
 
 
 def _nvml_used_mib() -> float | None:
@@ -88,8 +98,12 @@ def _timed(fn: Any, runs: int) -> list[float]:
 def raw_kokoro(models: Path, variants: dict[str, Path], runs: int) -> dict[str, Any]:
     voices = str(models / "kokoro" / "voices.npz")
     out: dict[str, Any] = {}
-    configs = [("int8", "EXHAUSTIVE", 0), ("float", "EXHAUSTIVE", 4), ("float", "HEURISTIC", 4),
-               ("float", "HEURISTIC", 1)]  # fmt: skip
+    configs = [
+        ("int8", "EXHAUSTIVE", 0),
+        ("float", "EXHAUSTIVE", 4),
+        ("float", "HEURISTIC", 4),
+        ("float", "HEURISTIC", 1),
+    ]
     for name, search, threads in configs:
         path = variants.get(name)
         if path is None or not path.is_file():
@@ -111,8 +125,9 @@ def _kokoro_config(path: Path, voices: str, search: str, threads: int, runs: int
     options.intra_op_num_threads = threads
     cuda = {"cudnn_conv_algo_search": search, "arena_extend_strategy": "kSameAsRequested"}
     providers = [("CUDAExecutionProvider", cuda), "CPUExecutionProvider"]
-    kokoro = Kokoro.from_session(ort.InferenceSession(str(path), options, providers=providers),
-                                 voices)  # fmt: skip
+    kokoro = Kokoro.from_session(
+        ort.InferenceSession(str(path), options, providers=providers), voices
+    )
     new = []
     for text in NEW_LENGTHS:  # the first call of each length
         t0 = time.perf_counter()
@@ -124,15 +139,18 @@ def _kokoro_config(path: Path, voices: str, search: str, threads: int, runs: int
     sent = _timed(lambda: kokoro.create(SENTENCE, voice=VOICE, lang="en-us"), runs)
     used1 = _nvml_used_mib()
     return {
-        "audio_s": len(audio) / rate, "full": summary(full), "sentence": summary(sent),
+        "audio_s": len(audio) / rate,
+        "full": summary(full),
+        "sentence": summary(sent),
         "new_length": summary(new[1:]),  # the very first call also builds the session state
         "gpu_mib": None if used0 is None or used1 is None else round(used1 - used0),
         "audio": audio,
-    }  # fmt: skip
+    }
 
 
-def raw_whisper(models: Path, clip48: np.ndarray, long: np.ndarray, runs: int,
-                quick: bool = False) -> dict[str, Any]:  # fmt: skip
+def raw_whisper(
+    models: Path, clip48: np.ndarray, long: np.ndarray, runs: int, quick: bool = False
+) -> dict[str, Any]:
     from faster_whisper import BatchedInferencePipeline, WhisperModel
 
     out: dict[str, Any] = {}
@@ -143,7 +161,9 @@ def raw_whisper(models: Path, clip48: np.ndarray, long: np.ndarray, runs: int,
         res: dict[str, Any] = {"seq_48s": summary(seq)}
         pipe = BatchedInferencePipeline(model)
         for bs in (8, 16) if quick else (8, 16, 32):
-            t = _timed(lambda p=pipe, b=bs: list(p.transcribe(long, language="en", batch_size=b)[0]), 2)
+            t = _timed(
+                lambda p=pipe, b=bs: list(p.transcribe(long, language="en", batch_size=b)[0]), 2
+            )
             res[f"batched_{bs}_600s"] = {"s": min(t), "rtf": len(long) / 16000 / min(t)}
         t = _timed(lambda p=pipe: list(p.transcribe(clip48, language="en", batch_size=16)[0]), 3)
         res["batched_16_48s"] = summary(t)
@@ -159,16 +179,22 @@ def raw_whisper(models: Path, clip48: np.ndarray, long: np.ndarray, runs: int,
 
 def gateway_figures(env: dict[str, str], clip48: bytes, long: bytes, runs: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    with GatewayProcess(env, name="gpu-bench", ready_timeout_s=300) as gw, \
-            httpx.Client(timeout=600) as c:  # fmt: skip
+    with (
+        GatewayProcess(env, name="gpu-bench", ready_timeout_s=300) as gw,
+        httpx.Client(timeout=600) as c,
+    ):
         base = gw.base_url
         speech(c, base, TEXT, VOICE)
         out["new_length"] = summary([speech(c, base, t, VOICE) for t in reversed(NEW_LENGTHS)])
         out["speech_full"] = summary([speech(c, base, TEXT, VOICE) for _ in range(runs)])
         out["sentence"] = summary([speech(c, base, SENTENCE, VOICE) for _ in range(runs)])
-        out["sentence_wav"] = summary([speech(c, base, SENTENCE, VOICE, "wav") for _ in range(runs)])
+        out["sentence_wav"] = summary(
+            [speech(c, base, SENTENCE, VOICE, "wav") for _ in range(runs)]
+        )
         transcribe(c, base, clip48, "clip.wav")
-        out["whisper_48s"] = summary([transcribe(c, base, clip48, "clip.wav")[0] for _ in range(runs)])
+        out["whisper_48s"] = summary(
+            [transcribe(c, base, clip48, "clip.wav")[0] for _ in range(runs)]
+        )
         t, _text = transcribe(c, base, long, "long.wav", "batch")
         out["ten_min"] = {"s": t, "rtf": 600.0 / t}
         out["status"] = c.get(f"{base}/v1/scheduler").json()
@@ -177,8 +203,10 @@ def gateway_figures(env: dict[str, str], clip48: bytes, long: bytes, runs: int) 
 
 def sharing(env: dict[str, str], clip48: bytes, window_s: float, runs: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    with GatewayProcess(env, name="gpu-share", ready_timeout_s=300) as gw, \
-            httpx.Client(timeout=600) as c:  # fmt: skip
+    with (
+        GatewayProcess(env, name="gpu-share", ready_timeout_s=300) as gw,
+        httpx.Client(timeout=600) as c,
+    ):
         base = gw.base_url
         speech(c, base, SENTENCE, VOICE)
         transcribe(c, base, clip48, "clip.wav", "batch")
@@ -199,11 +227,15 @@ def sharing(env: dict[str, str], clip48: bytes, window_s: float, runs: int) -> d
         busy_loop.stop(wait_s=60)
         idle_s, loaded_s = summary(idle), summary(loaded)
         out = {
-            "idle": idle_s, "loaded": loaded_s, "p95_ratio": loaded_s["p95"] / idle_s["p95"],
-            "batch_solo_rate": solo.throughput(t0, t1), "batch_loaded_rate": busy_loop.throughput(b0, b1),
-            "batch_jobs_loaded": busy_loop.finished(b0, b1), "errors": solo.errors + busy_loop.errors,
+            "idle": idle_s,
+            "loaded": loaded_s,
+            "p95_ratio": loaded_s["p95"] / idle_s["p95"],
+            "batch_solo_rate": solo.throughput(t0, t1),
+            "batch_loaded_rate": busy_loop.throughput(b0, b1),
+            "batch_jobs_loaded": busy_loop.finished(b0, b1),
+            "errors": solo.errors + busy_loop.errors,
             "status": c.get(f"{base}/v1/scheduler").json(),
-        }  # fmt: skip
+        }
         out["batch_share"] = out["batch_loaded_rate"] / max(out["batch_solo_rate"], 1e-9)
     return out
 
@@ -229,13 +261,20 @@ def run(out_path: Path, quick: bool) -> dict[str, Any]:
 
     models = Settings().models.dir
     runs = 5 if quick else 15
-    res: dict[str, Any] = {"gpu": _gpu_name(), "host": platform.node(), "quick": quick,
-                           "started": time.strftime("%Y-%m-%d %H:%M:%S")}  # fmt: skip
+    res: dict[str, Any] = {
+        "gpu": _gpu_name(),
+        "host": platform.node(),
+        "quick": quick,
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
     try:
         import ctranslate2
         import onnxruntime
 
-        res["versions"] = {"onnxruntime": onnxruntime.__version__, "ctranslate2": ctranslate2.__version__}
+        res["versions"] = {
+            "onnxruntime": onnxruntime.__version__,
+            "ctranslate2": ctranslate2.__version__,
+        }
     except Exception as exc:
         res["versions"] = repr(exc)
 
@@ -254,18 +293,28 @@ def run(out_path: Path, quick: bool) -> dict[str, Any]:
     wav48 = encode(a48, rate, "wav")
     pcm48, pcm600 = decode_audio(wav48), decode_audio(encode(a600, rate, "wav"))
     wav600 = encode(pcm600, 16000, "wav")  # 19 MB: under the upload limit
-    variants = {"int8": models / "kokoro" / "model.onnx", "float": models / "kokoro" / "model.gpu.onnx"}
+    variants = {
+        "int8": models / "kokoro" / "model.onnx",
+        "float": models / "kokoro" / "model.gpu.onnx",
+    }
     window = 20 if quick else 40
     steps = {
         "raw_kokoro": lambda: raw_kokoro(models, variants, runs),
         "raw_whisper": lambda: raw_whisper(models, pcm48, pcm600, 3, quick),
         "gateway": lambda: gateway_figures({}, wav48, wav600, runs),
-        "sharing_slots1": lambda: sharing({"GATEWAY_SCHEDULER__GPU_SLOTS": "1"}, wav48, window, runs),
-        "sharing_slots2": lambda: sharing({"GATEWAY_SCHEDULER__GPU_SLOTS": "2"}, wav48, window, runs),
-        "sharing_slots2_prio": lambda: sharing({"GATEWAY_SCHEDULER__GPU_SLOTS": "2",
-                                                "GATEWAY_KOKORO__GPU_STREAM_PRIORITY": "true"},
-                                               wav48, window, runs),
-    }  # fmt: skip
+        "sharing_slots1": lambda: sharing(
+            {"GATEWAY_SCHEDULER__GPU_SLOTS": "1"}, wav48, window, runs
+        ),
+        "sharing_slots2": lambda: sharing(
+            {"GATEWAY_SCHEDULER__GPU_SLOTS": "2"}, wav48, window, runs
+        ),
+        "sharing_slots2_prio": lambda: sharing(
+            {"GATEWAY_SCHEDULER__GPU_SLOTS": "2", "GATEWAY_KOKORO__GPU_STREAM_PRIORITY": "true"},
+            wav48,
+            window,
+            runs,
+        ),
+    }
     only = [s for s in os.environ.get("GPU_BENCH_STEPS", "").split(",") if s]
     for name, fn in steps.items():
         if only and name not in only:

@@ -36,16 +36,29 @@ def render(res: dict[str, Any], json_name: str) -> str:
     row("speech, 8 s of audio (p50, s)", _p(flt.get("full")), full, "≤ 0.25 s", le(full, 0.25))
     row("speech, one sentence (p50, s)", _p(flt.get("sentence")), sent, "≤ 0.15 s", le(sent, 0.15))
     newmax = _p(gw.get("new_length"), "max")
-    row("speech, first request of a new length (p50 / max, s)", _p(flt.get("new_length")), new,
-        f"≤ 0.4 s (max {_s(newmax)})", le(newmax, 0.4))  # fmt: skip
+    row(
+        "speech, first request of a new length (p50 / max, s)",
+        _p(flt.get("new_length")),
+        new,
+        f"≤ 0.4 s (max {_s(newmax)})",
+        le(newmax, 0.4),
+    )
     seq = _p(rw.get("int8_float16", {}).get("seq_48s"))
     w48 = _p(gw.get("whisper_48s"))
     row("Whisper base, 48 s clip (p50, s)", seq, w48, "≤ 1.2 s", le(w48, 1.2))
     ten = gw.get("ten_min", {}).get("rtf")
-    raw_ten = max((v.get("rtf", 0) for k, v in rw.get("int8_float16", {}).items()
-                   if k.startswith("batched_") and k.endswith("600s")), default=None)  # fmt: skip
-    rows.append(f"| Whisper base, 10-minute file (x real time) | {_s(raw_ten, '.0f')} | "
-                f"{_s(ten, '.0f')} | – | ≥ 150x | {_met(None if ten is None else ten >= 150)} |")  # fmt: skip
+    raw_ten = max(
+        (
+            v.get("rtf", 0)
+            for k, v in rw.get("int8_float16", {}).items()
+            if k.startswith("batched_") and k.endswith("600s")
+        ),
+        default=None,
+    )
+    rows.append(
+        f"| Whisper base, 10-minute file (x real time) | {_s(raw_ten, '.0f')} | "
+        f"{_s(ten, '.0f')} | – | ≥ 150x | {_met(None if ten is None else ten >= 150)} |"
+    )
     out = [
         "# GPU benchmarks",
         "",
@@ -63,7 +76,7 @@ def render(res: dict[str, Any], json_name: str) -> str:
         "",
         "| model / cuDNN search / intra-op threads | p50 (s) | sentence p50 (s) | new length p50 / max (s) | GPU MiB | WER |",
         "|---|---|---|---|---|---|",
-    ]  # fmt: skip
+    ]
     if "failed" in rk:
         out.append(f"| (all) | failed: {rk['failed'][:200]} | | | | |")
         rk = {}
@@ -71,37 +84,55 @@ def render(res: dict[str, Any], json_name: str) -> str:
         if "full" not in v:
             out.append(f"| {name} | {v.get('failed') or v.get('skipped')} | | | | |")
             continue
-        out.append(f"| {name} | {_s(_p(v['full']))} | {_s(_p(v['sentence']))} | "
-                   f"{_s(_p(v['new_length']))} / {_s(_p(v['new_length'], 'max'))} | "
-                   f"{v.get('gpu_mib')} | {_s(v.get('wer'), '.2f')} |")  # fmt: skip
-    out += ["", "## Whisper base on CUDA (raw faster-whisper)", "",
-            "| compute type | 48 s sequential p50 (s) | 48 s batched p50 (s) | 10 min batched: bs 8 / 16 / 32 (x real time) | GPU MiB |",
-            "|---|---|---|---|---|"]  # fmt: skip
+        out.append(
+            f"| {name} | {_s(_p(v['full']))} | {_s(_p(v['sentence']))} | "
+            f"{_s(_p(v['new_length']))} / {_s(_p(v['new_length'], 'max'))} | "
+            f"{v.get('gpu_mib')} | {_s(v.get('wer'), '.2f')} |"
+        )
+    out += [
+        "",
+        "## Whisper base on CUDA (raw faster-whisper)",
+        "",
+        "| compute type | 48 s sequential p50 (s) | 48 s batched p50 (s) | 10 min batched: bs 8 / 16 / 32 (x real time) | GPU MiB |",
+        "|---|---|---|---|---|",
+    ]
     for compute, v in rw.items():
         if not isinstance(v, dict) or "seq_48s" not in v:
             continue
         rtfs = " / ".join(_s(v.get(f"batched_{b}_600s", {}).get("rtf"), ".0f") for b in (8, 16, 32))
-        out.append(f"| {compute} | {_s(_p(v['seq_48s']))} | {_s(_p(v.get('batched_16_48s')))} | "
-                   f"{rtfs} | {v.get('gpu_mib')} |")  # fmt: skip
-    out += ["", "## Sharing: speech while two batch transcriptions loop", "",
-            "| gpu_slots | speech p95 idle (s) | p95 under load (s) | ratio (≤ 1.1x) | batch rate loaded / solo (≥ 80 %) | batch jobs in window |",
-            "|---|---|---|---|---|---|"]  # fmt: skip
+        out.append(
+            f"| {compute} | {_s(_p(v['seq_48s']))} | {_s(_p(v.get('batched_16_48s')))} | "
+            f"{rtfs} | {v.get('gpu_mib')} |"
+        )
+    out += [
+        "",
+        "## Sharing: speech while two batch transcriptions loop",
+        "",
+        "| gpu_slots | speech p95 idle (s) | p95 under load (s) | ratio (≤ 1.1x) | batch rate loaded / solo (≥ 80 %) | batch jobs in window |",
+        "|---|---|---|---|---|---|",
+    ]
     for slots in ("1", "2", "2_prio"):
         v = res.get(f"sharing_slots{slots}", {})
         if "p95_ratio" not in v:
             out.append(f"| {slots} | {v.get('failed', 'not run')} | | | | |")
             continue
-        out.append(f"| {slots} | {_s(v['idle']['p95'])} | {_s(v['loaded']['p95'])} | "
-                   f"{v['p95_ratio']:.2f}x ({_met(v['p95_ratio'] <= 1.1)}) | "
-                   f"{100 * v['batch_share']:.0f} % ({_met(v['batch_share'] >= 0.8)}) | "
-                   f"{v['batch_jobs_loaded']} |")  # fmt: skip
+        out.append(
+            f"| {slots} | {_s(v['idle']['p95'])} | {_s(v['loaded']['p95'])} | "
+            f"{v['p95_ratio']:.2f}x ({_met(v['p95_ratio'] <= 1.1)}) | "
+            f"{100 * v['batch_share']:.0f} % ({_met(v['batch_share'] >= 0.8)}) | "
+            f"{v['batch_jobs_loaded']} |"
+        )
     st = gw.get("status", {})
     gpu = st.get("gpu") or {}
-    out += ["", "## GPU memory", "",
-            f"Process GPU memory with both models loaded (gateway, NVML): "
-            f"{gpu.get('process_used_mib')} MiB; budgets committed: "
-            f"{gpu.get('committed_budget_mib')} MiB (+ reserve {gpu.get('reserve_mib')} MiB).",
-            ""]  # fmt: skip
+    out += [
+        "",
+        "## GPU memory",
+        "",
+        f"Process GPU memory with both models loaded (gateway, NVML): "
+        f"{gpu.get('process_used_mib')} MiB; budgets committed: "
+        f"{gpu.get('committed_budget_mib')} MiB (+ reserve {gpu.get('reserve_mib')} MiB).",
+        "",
+    ]
     for m, v in st.get("models", {}).items():
         out.append(f"- `{m}`: budget {v.get('gpu_budget_mib')} MiB; lanes load {v.get('variants')}")
     return "\n".join(out) + "\n"

@@ -20,8 +20,15 @@ log = logging.getLogger(__name__)
 
 LAST_CUDA12_ORT = (1, 26)
 # Load order matters: each library's own CUDA dependencies first.
-CUDA12_LIBS = ("libcudart.so.12", "libcublasLt.so.12", "libcublas.so.12", "libcufft.so.11",
-               "libcurand.so.10", "libnvrtc.so.12", "libcudnn.so.9")  # fmt: skip
+CUDA12_LIBS = (
+    "libcudart.so.12",
+    "libcublasLt.so.12",
+    "libcublas.so.12",
+    "libcufft.so.11",
+    "libcurand.so.10",
+    "libnvrtc.so.12",
+    "libcudnn.so.9",
+)
 
 
 def _version(dist: str) -> tuple[int, ...] | None:
@@ -51,11 +58,13 @@ def mismatch(ort: tuple[int, ...] | None, ct2: tuple[int, ...] | None) -> str | 
     if a is None or b is None or a == b:
         return None
     ort_s = ".".join(map(str, ort or ()))
-    return (f"onnxruntime-gpu {ort_s} is built for CUDA {a} but ctranslate2 "
-            f"{'.'.join(map(str, ct2 or ()))} needs CUDA {b} (libcublas.so.{b}): one of them "
-            f"cannot load its libraries. Fix: pip install 'gateway[gpu]' (onnxruntime-gpu "
-            f"{LAST_CUDA12_ORT[0]}.{LAST_CUDA12_ORT[1]}.0, the last CUDA 12 build), or use "
-            "docker/Dockerfile.cuda")  # fmt: skip
+    return (
+        f"onnxruntime-gpu {ort_s} is built for CUDA {a} but ctranslate2 "
+        f"{'.'.join(map(str, ct2 or ()))} needs CUDA {b} (libcublas.so.{b}): one of them "
+        f"cannot load its libraries. Fix: pip install 'gateway[gpu]' (onnxruntime-gpu "
+        f"{LAST_CUDA12_ORT[0]}.{LAST_CUDA12_ORT[1]}.0, the last CUDA 12 build), or use "
+        "docker/Dockerfile.cuda"
+    )
 
 
 def installed_mismatch() -> str | None:
@@ -106,9 +115,11 @@ def high_priority_stream(device: int) -> int | None:
         return None
     least, greatest = ctypes.c_int(), ctypes.c_int()
     stream = ctypes.c_void_p()
-    if (rt.cudaSetDevice(device) != 0
-            or rt.cudaDeviceGetStreamPriorityRange(ctypes.byref(least), ctypes.byref(greatest))
-            or rt.cudaStreamCreateWithPriority(ctypes.byref(stream), 1, greatest.value)):  # fmt: skip
+    if (
+        rt.cudaSetDevice(device) != 0
+        or rt.cudaDeviceGetStreamPriorityRange(ctypes.byref(least), ctypes.byref(greatest))
+        or rt.cudaStreamCreateWithPriority(ctypes.byref(stream), 1, greatest.value)
+    ):
         return None
     log.info("high-priority CUDA stream", extra={"priority": greatest.value})
     return stream.value

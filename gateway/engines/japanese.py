@@ -112,8 +112,13 @@ class JapaneseG2P:
 
     def phonemize_mixed(self, text: str, latin: Callable[[str], str]) -> str:
         """Japanese text that may hold Latin words: each run gets its own phonemizer."""
-        parts = [p for p in (self._phonemize_run(run, is_latin, latin)
-                             for run, is_latin in split_runs(text)) if p]  # fmt: skip
+        parts = [
+            p
+            for p in (
+                self._phonemize_run(run, is_latin, latin) for run, is_latin in split_runs(text)
+            )
+            if p
+        ]
         return " ".join(" ".join(parts).split())
 
     def _phonemize_run(self, run: str, is_latin: bool, latin: Callable[[str], str]) -> str:

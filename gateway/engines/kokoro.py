@@ -195,9 +195,14 @@ class KokoroEngine:
             return self._tokenizer
 
     def plan(
-        self, text: str, voice: str, speed: float, lang: str | None = None, *,
+        self,
+        text: str,
+        voice: str,
+        speed: float,
+        lang: str | None = None,
+        *,
         normalize: bool = True,
-    ) -> list[SpeechUnit]:  # fmt: skip
+    ) -> list[SpeechUnit]:
         """Phonemize and cut into units: the first sentence alone, then batches under the limit.
 
         `normalize` first turns Markdown, emoji, URLs and (in English) numbers into the words a
@@ -245,13 +250,14 @@ class KokoroEngine:
         if self.gpu.model is None:
             # The int8 model on CUDA runs its integer ops on the CPU, slower than the CPU lane.
             return False, f"no float GPU variant: {self.gpu.problem}"
-        return True, (f"onnxruntime {ort.__version__} lists CUDAExecutionProvider; "
-                      f"GPU variant {self.gpu.model.name}")  # fmt: skip
+        return True, (
+            f"onnxruntime {ort.__version__} lists CUDAExecutionProvider; "
+            f"GPU variant {self.gpu.model.name}"
+        )
 
     def variants(self) -> dict[str, str | None]:
         """The model file each lane loads (None: that lane cannot run this model)."""
-        return {"cpu": self.model_path.name,
-                "gpu": self.gpu.model.name if self.gpu.model else None}  # fmt: skip
+        return {"cpu": self.model_path.name, "gpu": self.gpu.model.name if self.gpu.model else None}
 
     def load(self, device: Device) -> Any:
         options = ort.SessionOptions()

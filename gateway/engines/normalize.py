@@ -30,40 +30,112 @@ from .text import speakable, split_sentences
 
 _MD = MarkdownIt("commonmark", {"linkify": True}).enable(["table", "strikethrough", "linkify"])
 _STOPS = ".!?…。！？:;"
-_MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August",
-           "September", "October", "November", "December"]  # fmt: skip
+_MONTHS = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+]
 _MONTH_RE = "|".join(_MONTHS) + "|" + "|".join(m[:3] for m in _MONTHS) + "|Sept"
 
 # Unit symbol -> (singular, plural). Matched case-sensitively after a number.
 _UNITS = {
-    "km": ("kilometer", "kilometers"), "m": ("meter", "meters"), "cm": ("centimeter", "centimeters"),
-    "mm": ("millimeter", "millimeters"), "mi": ("mile", "miles"), "ft": ("foot", "feet"),
-    "kg": ("kilogram", "kilograms"), "g": ("gram", "grams"), "mg": ("milligram", "milligrams"),
-    "lb": ("pound", "pounds"), "lbs": ("pounds", "pounds"), "oz": ("ounce", "ounces"),
-    "L": ("liter", "liters"), "l": ("liter", "liters"), "ml": ("milliliter", "milliliters"),
-    "mL": ("milliliter", "milliliters"), "km/h": ("kilometer per hour", "kilometers per hour"),
-    "kph": ("kilometer per hour", "kilometers per hour"), "mph": ("mile per hour", "miles per hour"),
-    "°C": ("degree Celsius", "degrees Celsius"), "°F": ("degree Fahrenheit", "degrees Fahrenheit"),
-    "°": ("degree", "degrees"), "KB": ("kilobyte", "kilobytes"), "kB": ("kilobyte", "kilobytes"),
-    "MB": ("megabyte", "megabytes"), "GB": ("gigabyte", "gigabytes"), "TB": ("terabyte", "terabytes"),
-    "Hz": ("hertz", "hertz"), "kHz": ("kilohertz", "kilohertz"), "MHz": ("megahertz", "megahertz"),
-    "GHz": ("gigahertz", "gigahertz"), "ms": ("millisecond", "milliseconds"),
-    "s": ("second", "seconds"), "sec": ("second", "seconds"), "min": ("minute", "minutes"),
-    "h": ("hour", "hours"), "hr": ("hour", "hours"), "hrs": ("hours", "hours"),
-    "W": ("watt", "watts"), "kW": ("kilowatt", "kilowatts"), "kWh": ("kilowatt hour", "kilowatt hours"),
-    "V": ("volt", "volts"), "mAh": ("milliamp hour", "milliamp hours"), "px": ("pixel", "pixels"),
-    "fps": ("frame per second", "frames per second"), "x": ("times", "times"),
-}  # fmt: skip
-_CURRENCY = {"$": ("dollar", "dollars", "cent", "cents"), "€": ("euro", "euros", "cent", "cents"),
-             "£": ("pound", "pounds", "penny", "pence"), "¥": ("yen", "yen", "", "")}  # fmt: skip
-_SCALES = {"k": "thousand", "K": "thousand", "M": "million", "m": "million", "B": "billion",
-           "bn": "billion", "thousand": "thousand", "million": "million", "billion": "billion",
-           "trillion": "trillion"}  # fmt: skip
-_ABBREVIATIONS = {"e.g.": "for example", "i.e.": "that is", "etc.": "et cetera", "vs.": "versus",
-                  "approx.": "approximately", "w/": "with"}  # fmt: skip
-_SYMBOLS = {"&": " and ", "@": " at ", "+": " plus ", "=": " equals ", "×": " times ",
-            "±": " plus or minus ", "→": " to ", "->": " to ", "=>": " to ", "<=": " at most ",
-            ">=": " at least ", "≈": " about ", "%": " percent "}  # fmt: skip
+    "km": ("kilometer", "kilometers"),
+    "m": ("meter", "meters"),
+    "cm": ("centimeter", "centimeters"),
+    "mm": ("millimeter", "millimeters"),
+    "mi": ("mile", "miles"),
+    "ft": ("foot", "feet"),
+    "kg": ("kilogram", "kilograms"),
+    "g": ("gram", "grams"),
+    "mg": ("milligram", "milligrams"),
+    "lb": ("pound", "pounds"),
+    "lbs": ("pounds", "pounds"),
+    "oz": ("ounce", "ounces"),
+    "L": ("liter", "liters"),
+    "l": ("liter", "liters"),
+    "ml": ("milliliter", "milliliters"),
+    "mL": ("milliliter", "milliliters"),
+    "km/h": ("kilometer per hour", "kilometers per hour"),
+    "kph": ("kilometer per hour", "kilometers per hour"),
+    "mph": ("mile per hour", "miles per hour"),
+    "°C": ("degree Celsius", "degrees Celsius"),
+    "°F": ("degree Fahrenheit", "degrees Fahrenheit"),
+    "°": ("degree", "degrees"),
+    "KB": ("kilobyte", "kilobytes"),
+    "kB": ("kilobyte", "kilobytes"),
+    "MB": ("megabyte", "megabytes"),
+    "GB": ("gigabyte", "gigabytes"),
+    "TB": ("terabyte", "terabytes"),
+    "Hz": ("hertz", "hertz"),
+    "kHz": ("kilohertz", "kilohertz"),
+    "MHz": ("megahertz", "megahertz"),
+    "GHz": ("gigahertz", "gigahertz"),
+    "ms": ("millisecond", "milliseconds"),
+    "s": ("second", "seconds"),
+    "sec": ("second", "seconds"),
+    "min": ("minute", "minutes"),
+    "h": ("hour", "hours"),
+    "hr": ("hour", "hours"),
+    "hrs": ("hours", "hours"),
+    "W": ("watt", "watts"),
+    "kW": ("kilowatt", "kilowatts"),
+    "kWh": ("kilowatt hour", "kilowatt hours"),
+    "V": ("volt", "volts"),
+    "mAh": ("milliamp hour", "milliamp hours"),
+    "px": ("pixel", "pixels"),
+    "fps": ("frame per second", "frames per second"),
+    "x": ("times", "times"),
+}
+_CURRENCY = {
+    "$": ("dollar", "dollars", "cent", "cents"),
+    "€": ("euro", "euros", "cent", "cents"),
+    "£": ("pound", "pounds", "penny", "pence"),
+    "¥": ("yen", "yen", "", ""),
+}
+_SCALES = {
+    "k": "thousand",
+    "K": "thousand",
+    "M": "million",
+    "m": "million",
+    "B": "billion",
+    "bn": "billion",
+    "thousand": "thousand",
+    "million": "million",
+    "billion": "billion",
+    "trillion": "trillion",
+}
+_ABBREVIATIONS = {
+    "e.g.": "for example",
+    "i.e.": "that is",
+    "etc.": "et cetera",
+    "vs.": "versus",
+    "approx.": "approximately",
+    "w/": "with",
+}
+_SYMBOLS = {
+    "&": " and ",
+    "@": " at ",
+    "+": " plus ",
+    "=": " equals ",
+    "×": " times ",
+    "±": " plus or minus ",
+    "→": " to ",
+    "->": " to ",
+    "=>": " to ",
+    "<=": " at most ",
+    ">=": " at least ",
+    "≈": " about ",
+    "%": " percent ",
+}
 
 _NUM = r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?"
 _UNIT_RE = "|".join(re.escape(u) for u in sorted(_UNITS, key=len, reverse=True))
@@ -151,7 +223,10 @@ def _inline(children: list[Token]) -> str:
             continue
         if tok.type == "link_close" and link is not None:
             label = "".join(link).strip()
-            bare = tok.markup in ("linkify", "autolink") or label in (href, href.removeprefix("mailto:"))
+            bare = tok.markup in ("linkify", "autolink") or label in (
+                href,
+                href.removeprefix("mailto:"),
+            )
             parts.append(f" {speak_link(href)} " if bare or not label else label)
             link = None
             continue
@@ -294,8 +369,12 @@ def _signed(*args: str) -> str:
 _HANDLERS: dict[str, Callable[..., str]] = {
     "iso_date": lambda y, m, d: _date(y, int(m), d),
     "us_date": lambda m, d, y: _date(y, int(m), d),
-    "month_day": lambda mon, d, y="": f"{_month(mon)} {_ordinal(d)}" + (f", {_year(y)}" if y else ""),
-    "day_month": lambda d, mon, y="": f"the {_ordinal(d)} of {_month(mon)}" + (f" {_year(y)}" if y else ""),
+    "month_day": lambda mon, d, y="": (
+        f"{_month(mon)} {_ordinal(d)}" + (f", {_year(y)}" if y else "")
+    ),
+    "day_month": lambda d, mon, y="": (
+        f"the {_ordinal(d)} of {_month(mon)}" + (f" {_year(y)}" if y else "")
+    ),
     "time": _time,
     "ampm": lambda h, ap: f"{_num(h)} {ap.lower()} m",
     "phone": _phone,
@@ -308,4 +387,4 @@ _HANDLERS: dict[str, Callable[..., str]] = {
     "year": lambda word, y: f"{word} {_year(y)}",
     "hash": lambda n: f"number {_num(n)}",
     "number": _signed,
-}  # fmt: skip
+}

@@ -152,11 +152,14 @@ def _segment(seg: Segment, when: Callable[[float], float]) -> dict[str, Any]:
     }
     if seg.words:
         item["words"] = [
-            {"word": w.word, "start": round(when(w.start), 3),
-             "end": round(max(when(max(w.end - 0.01, w.start)) + 0.01, when(w.start)), 3),
-             "probability": w.probability}
+            {
+                "word": w.word,
+                "start": round(when(w.start), 3),
+                "end": round(max(when(max(w.end - 0.01, w.start)) + 0.01, when(w.start)), 3),
+                "probability": w.probability,
+            }
             for w in seg.words
-        ]  # fmt: skip
+        ]
     return item
 
 
@@ -197,8 +200,10 @@ class WhisperEngine:
         return True, f"ctranslate2 {ctranslate2.__version__} sees {count} CUDA device(s)"
 
     def variants(self) -> dict[str, str | None]:
-        return {"cpu": f"model.bin ({self.compute_type})",
-                "gpu": f"model.bin ({self.gpu_compute_type})"}  # fmt: skip
+        return {
+            "cpu": f"model.bin ({self.compute_type})",
+            "gpu": f"model.bin ({self.gpu_compute_type})",
+        }
 
     def load(self, device: Device) -> Any:
         try:
@@ -249,8 +254,14 @@ class WhisperEngine:
         known language (detection is per batch; a unit that needs it batches only with the
         windows of its own job, which share one language)."""
         language = payload.language if self.multilingual else "en"
-        return (payload.task if self.multilingual else "transcribe", language or payload.job,
-                payload.prompt, payload.temperature, payload.word_timestamps, payload.beam_size)  # fmt: skip
+        return (
+            payload.task if self.multilingual else "transcribe",
+            language or payload.job,
+            payload.prompt,
+            payload.temperature,
+            payload.word_timestamps,
+            payload.beam_size,
+        )
 
     def run_batch(
         self, handle: WhisperModel, payloads: list[TranscribeUnit], batch_size: int
@@ -265,8 +276,10 @@ class WhisperEngine:
         first = payloads[0]
         audio = np.concatenate([p.audio for p in payloads])
         bounds = np.cumsum([0] + [len(p.audio) for p in payloads])
-        clips = [{"start": bounds[i] / SAMPLE_RATE, "end": bounds[i + 1] / SAMPLE_RATE}
-                 for i in range(len(payloads))]  # fmt: skip
+        clips = [
+            {"start": bounds[i] / SAMPLE_RATE, "end": bounds[i + 1] / SAMPLE_RATE}
+            for i in range(len(payloads))
+        ]
         segments, info = BatchedInferencePipeline(handle).transcribe(
             audio,
             language=first.language if self.multilingual else "en",
@@ -279,9 +292,14 @@ class WhisperEngine:
             without_timestamps=False,
             batch_size=batch_size,
         )
-        results = [TranscribeResult(language=info.language,
-                                    language_probability=info.language_probability,
-                                    duration=len(p.audio) / SAMPLE_RATE) for p in payloads]  # fmt: skip
+        results = [
+            TranscribeResult(
+                language=info.language,
+                language_probability=info.language_probability,
+                duration=len(p.audio) / SAMPLE_RATE,
+            )
+            for p in payloads
+        ]
         starts = bounds / SAMPLE_RATE
         for seg in segments:
             # Each clip is decoded on its own, so a segment lies inside one clip; its start may

@@ -29,8 +29,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         for model_id, spec in store.specs.items():
             st = store.status(model_id)
             source = st.source or ", ".join(s.describe() for s in spec.sources)
-            print(f"{model_id:<18} {spec.task:<14} {'yes' if st.present else 'no':<8} "
-                  f"{_size(st.size):>8}  {source}\n{'':<52}{spec.description}")  # fmt: skip
+            print(
+                f"{model_id:<18} {spec.task:<14} {'yes' if st.present else 'no':<8} "
+                f"{_size(st.size):>8}  {source}\n{'':<52}{spec.description}"
+            )
         return 0
     if cmd == "pull":
         ids = args.ids or [m for m, s in store.specs.items() if s.default]
@@ -38,8 +40,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         for model_id in ids:
             try:
                 spec = store.spec(model_id)
-                with tqdm(total=spec.size, unit="B", unit_scale=True, desc=model_id,
-                          disable=not sys.stderr.isatty()) as bar:  # fmt: skip
+                with tqdm(
+                    total=spec.size,
+                    unit="B",
+                    unit_scale=True,
+                    desc=model_id,
+                    disable=not sys.stderr.isatty(),
+                ) as bar:
                     folder = store.pull(
                         model_id,
                         allow_download=args.allow_download or None,
@@ -48,16 +55,19 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                     )
                 print(f"{model_id}: ok ({folder})")
                 for problem in store.pull_variants(model_id, bool(args.allow_download)):
-                    print(f"{model_id}: lane variant not made (that lane falls back): {problem}",
-                          file=sys.stderr)  # fmt: skip
+                    print(
+                        f"{model_id}: lane variant not made (that lane falls back): {problem}",
+                        file=sys.stderr,
+                    )
             except ModelError as exc:
                 failed += 1
                 print(f"{model_id}: FAILED: {exc}", file=sys.stderr)
         return 1 if failed else 0
     if cmd == "verify":
         # The default bundle, and whatever else was pulled (a folder exists for it).
-        ids = args.ids or [m for m, spec in store.specs.items()
-                           if spec.default or store.folder(m).exists()]  # fmt: skip
+        ids = args.ids or [
+            m for m, spec in store.specs.items() if spec.default or store.folder(m).exists()
+        ]
         bad = 0
         for model_id in ids:
             try:
@@ -68,8 +78,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 problems = [str(exc)]
             if problems:
                 bad += 1
-                print(f"{model_id}: CORRUPT or missing: {'; '.join(problems)}\n"
-                      f"  fix: gateway models pull --force {model_id}")  # fmt: skip
+                print(
+                    f"{model_id}: CORRUPT or missing: {'; '.join(problems)}\n"
+                    f"  fix: gateway models pull --force {model_id}"
+                )
             else:
                 print(f"{model_id}: ok")
         return 1 if bad else 0

@@ -30,9 +30,17 @@ from onnx import helper
 from onnx import numpy_helper as nh
 
 INTEGER_OPS = frozenset(
-    {"MatMulInteger", "ConvInteger", "DynamicQuantizeLinear", "DynamicQuantizeLSTM",
-     "QuantizeLinear", "DequantizeLinear", "QLinearMatMul", "QLinearConv"}
-)  # fmt: skip
+    {
+        "MatMulInteger",
+        "ConvInteger",
+        "DynamicQuantizeLinear",
+        "DynamicQuantizeLSTM",
+        "QuantizeLinear",
+        "DequantizeLinear",
+        "QLinearMatMul",
+        "QLinearConv",
+    }
+)
 
 
 class DequantizeError(ValueError):
@@ -146,6 +154,7 @@ def _rewrite_integer_op(g: _Graph, node: onnx.NodeProto) -> None:
 
 def _dequant_lstm(q: np.ndarray, zero_point: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """Per direction ([directions]) or per direction and gate channel ([directions, 4*hidden])."""
+
     def spread(v: np.ndarray) -> np.ndarray:
         v = v.astype(np.float64)
         return v[:, None, None] if v.ndim == 1 else v[:, None, :] if v.ndim == 2 else v
@@ -159,8 +168,16 @@ def _rewrite_lstm(g: _Graph, node: onnx.NodeProto) -> None:
     # quantized as [directions, input, 4*hidden]; ONNX wants [directions, 4*hidden, input]
     w = _dequant_lstm(g.const(w_q), g.const(w_zp), g.const(w_scale)).transpose(0, 2, 1)
     r = _dequant_lstm(g.const(r_q), g.const(r_zp), g.const(r_scale)).transpose(0, 2, 1)
-    inputs = [x, g.add_const(f"{w_q}_dequantized", np.ascontiguousarray(w)),
-              g.add_const(f"{r_q}_dequantized", np.ascontiguousarray(r)), b, seq, h0, c0, p]
+    inputs = [
+        x,
+        g.add_const(f"{w_q}_dequantized", np.ascontiguousarray(w)),
+        g.add_const(f"{r_q}_dequantized", np.ascontiguousarray(r)),
+        b,
+        seq,
+        h0,
+        c0,
+        p,
+    ]
     while inputs and not inputs[-1]:
         inputs.pop()
     new = helper.make_node("LSTM", inputs, list(node.output), name=_name(node))
@@ -186,8 +203,7 @@ def _rewrite_dequantize_linear(g: _Graph, node: onnx.NodeProto) -> None:
     q = g.const(gather.input[0])
     zp_v = g.const(zp) if zp else np.zeros((), q.dtype)
     table = g.add_const(f"{gather.input[0]}_dequantized", _dequant(q, zp_v, scale_v, 0))
-    new = helper.make_node("Gather", [table, gather.input[1]], [node.output[0]],
-                           name=_name(gather))  # fmt: skip
+    new = helper.make_node("Gather", [table, gather.input[1]], [node.output[0]], name=_name(gather))
     new.attribute.extend(gather.attribute)
     g.replace[id(gather)] = new
     g.replace[id(node)] = None
@@ -223,7 +239,9 @@ def dequantize_model(model: onnx.ModelProto) -> onnx.ModelProto:
         elif node.op_type == "DequantizeLinear":
             _rewrite_dequantize_linear(g, node)
         elif node.op_type in ("QLinearMatMul", "QLinearConv", "QuantizeLinear"):
-            raise DequantizeError(f"{node.name}: static quantization ({node.op_type}) is not handled")
+            raise DequantizeError(
+                f"{node.name}: static quantization ({node.op_type}) is not handled"
+            )
     nodes: list[onnx.NodeProto] = []
     for node in out.graph.node:
         new = g.replace.get(id(node), node)

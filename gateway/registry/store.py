@@ -257,8 +257,10 @@ class ModelStore:
         if meta is None or not path.is_file():
             return None, f"{variant.name} is missing; run `gateway models pull {model_id}`"
         if path.stat().st_size != meta["size"]:
-            return None, (f"{variant.name} has {path.stat().st_size} bytes, expected "
-                          f"{meta['size']}; run `gateway models pull --force {model_id}`")  # fmt: skip
+            return None, (
+                f"{variant.name} has {path.stat().st_size} bytes, expected "
+                f"{meta['size']}; run `gateway models pull --force {model_id}`"
+            )
         return path, None
 
     def verify_variants(self, model_id: str) -> dict[str, str | None]:
@@ -272,8 +274,10 @@ class ModelStore:
                 expected = variant.upstream_sha256 if meta.get("upstream") else variant.sha256
                 actual = sha256_file(path)
                 if expected and actual != expected:
-                    problem = (f"{variant.name}: sha256 {actual[:12]}… does not match "
-                               f"{expected[:12]}…; run `gateway models pull --force {model_id}`")  # fmt: skip
+                    problem = (
+                        f"{variant.name}: sha256 {actual[:12]}… does not match "
+                        f"{expected[:12]}…; run `gateway models pull --force {model_id}`"
+                    )
             out[variant.lane] = problem
         return out
 
@@ -311,12 +315,16 @@ class ModelStore:
             digest, expected = sha256_file(dest), variant.sha256
         if expected and digest != expected:
             dest.unlink(missing_ok=True)
-            raise ModelError(f"{variant.name} came out as sha256 {digest}, manifest pins {expected}")
+            raise ModelError(
+                f"{variant.name} came out as sha256 {digest}, manifest pins {expected}"
+            )
         record = self._record(model_id) or {"id": model_id, "files": {}}
         record.setdefault("variants", {})[variant.name] = {
-            "lane": variant.lane, "sha256": digest, "size": dest.stat().st_size,
+            "lane": variant.lane,
+            "sha256": digest,
+            "size": dest.stat().st_size,
             "upstream": upstream,
-        }  # fmt: skip
+        }
         (folder / RECORD).write_text(json.dumps(record, indent=2), "utf-8")
         log.info("lane variant ready", extra={"model": model_id, "file": variant.name})
 

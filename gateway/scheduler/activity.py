@@ -37,8 +37,13 @@ class Fallback:
 
 
 class Activity:
-    def __init__(self, max_units: int = 4096, max_fallbacks: int = 50, window_s: float = 60.0,
-                 clock: Callable[[], float] = time.time) -> None:  # fmt: skip
+    def __init__(
+        self,
+        max_units: int = 4096,
+        max_fallbacks: int = 50,
+        window_s: float = 60.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.window_s = window_s
         self.clock = clock
         self.units: deque[Finished] = deque(maxlen=max_units)
@@ -77,11 +82,16 @@ class Activity:
                 for m, r in per.items()
             },
             "recent_fallbacks": [
-                {"at": round(f.at, 3), "age_s": round(now - f.at, 1), "model": f.model,
-                 "reason": f.reason, "level": f.level}
+                {
+                    "at": round(f.at, 3),
+                    "age_s": round(now - f.at, 1),
+                    "model": f.model,
+                    "reason": f.reason,
+                    "level": f.level,
+                }
                 for f in list(self.fallbacks)[-recent:][::-1]
             ],
-        }  # fmt: skip
+        }
 
 
 class Ledger:

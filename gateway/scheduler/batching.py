@@ -60,8 +60,13 @@ class Batcher:
         for other in queued:
             if len(out) >= limit - 1:
                 break
-            if (other is not unit and other.model == unit.model and not other.force_cpu
-                    and not other.solo and engine.batch_key(other.payload) == key):  # fmt: skip
+            if (
+                other is not unit
+                and other.model == unit.model
+                and not other.force_cpu
+                and not other.solo
+                and engine.batch_key(other.payload) == key
+            ):
                 out.append(other)
         return out
 
@@ -72,8 +77,12 @@ class Batcher:
         model = units[0].model
         if is_gpu_error(exc):
             self.oom_cap[model] = max(1, len(units) // 2)
-            log.warning("GPU error in a batch of %d; retrying in batches of %d", len(units),
-                        self.oom_cap[model], extra={"model": model, "error": str(exc)[:200]})  # fmt: skip
+            log.warning(
+                "GPU error in a batch of %d; retrying in batches of %d",
+                len(units),
+                self.oom_cap[model],
+                extra={"model": model, "error": str(exc)[:200]},
+            )
         else:
             for unit in units:
                 unit.solo = True

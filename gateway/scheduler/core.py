@@ -103,7 +103,6 @@ class Scheduler:
     def fallback_counts(self) -> dict[tuple[str, str], int]:
         return self.ledger.fallback_counts
 
-
     def _background(self, model: str) -> bool:
         return (
             self.priority

@@ -22,8 +22,10 @@ async def preload(placer: Placer, metrics: SchedulerMetrics | None, models: list
             inst = await _preload(placer, model)
         except Exception as exc:
             placer.preload_errors[model] = f"{type(exc).__name__}: {exc}"[:300]
-            log.error("preload failed; the model loads on first use instead",
-                      extra={"model": model, "error": str(exc)[:300]})  # fmt: skip
+            log.error(
+                "preload failed; the model loads on first use instead",
+                extra={"model": model, "error": str(exc)[:300]},
+            )
             continue
         if metrics:
             metrics.loads.labels(model, inst.lane).inc()
@@ -43,8 +45,10 @@ async def _preload(placer: Placer, model: str) -> Instance:
         if inst.lane != Lane.gpu or placer.policies[model].placement == Placement.gpu:
             raise
         placer.mark_gpu_broken(model, str(exc))
-        log.warning("preload on the GPU failed; falling back to the CPU",
-                    extra={"model": model, "error": str(exc)[:300]})  # fmt: skip
+        log.warning(
+            "preload on the GPU failed; falling back to the CPU",
+            extra={"model": model, "error": str(exc)[:300]},
+        )
     inst = placer.pool.get(model, Lane.cpu)
     try:
         await asyncio.wrap_future(inst.preload())

@@ -187,8 +187,10 @@ class Placer:
             return f"CPU (gpu_variant: {why}){cpu}"
         if not ok:
             return f"CPU (no_gpu: {why}){cpu}"
-        return (f"GPU {self.settings.gpu_device} when admitted (budget {policy.gpu_budget_mib} "
-                f"MiB) [{variants.get('gpu')}], else CPU{cpu}")  # fmt: skip
+        return (
+            f"GPU {self.settings.gpu_device} when admitted (budget {policy.gpu_budget_mib} "
+            f"MiB) [{variants.get('gpu')}], else CPU{cpu}"
+        )
 
     # -- actions --------------------------------------------------------------------------------
 
@@ -203,8 +205,10 @@ class Placer:
         """The GPU lane's file failed its checksum: that model runs on the CPU from now on."""
         self.no_variant.add(model)
         self.engine_gpu[model] = (False, f"GPU variant unusable: {problem}")
-        log.error("GPU variant unusable; the model runs on the CPU",
-                  extra={"model": model, "problem": problem})  # fmt: skip
+        log.error(
+            "GPU variant unusable; the model runs on the CPU",
+            extra={"model": model, "problem": problem},
+        )
 
     def mark_over_budget(self, model: str) -> None:
         self.over_budget[model] = self.clock() + self.settings.over_budget_cooldown_s
@@ -214,8 +218,11 @@ class Placer:
         cooldown = self.settings.gpu_retry_cooldown_s
         self.gpu_broken[model] = error[:300]
         self.gpu_retry_at[model] = self.clock() + cooldown
-        log.warning("GPU load failed; running on the CPU, retrying the GPU in %g s", cooldown,
-                    extra={"model": model, "error": error[:300]})  # fmt: skip
+        log.warning(
+            "GPU load failed; running on the CPU, retrying the GPU in %g s",
+            cooldown,
+            extra={"model": model, "error": error[:300]},
+        )
         if self.metrics:
             self.metrics.gpu_load_failures.labels(model).inc()
 

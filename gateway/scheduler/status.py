@@ -105,7 +105,8 @@ def status(s: SchedulerView) -> dict[str, Any]:
         },
         "instances": [i.describe() for i in pool],
         "fallbacks": [
-            {"model": m, "reason": r, "count": c} for (m, r), c in sorted(s.ledger.fallback_counts.items())
+            {"model": m, "reason": r, "count": c}
+            for (m, r), c in sorted(s.ledger.fallback_counts.items())
         ],
         "gpu": None
         if dev is None

@@ -148,4 +148,13 @@ def voices(gw: Gateway, model: str | None) -> list[dict[str, str]]:
     return out
 
 
-__all__ = ["ModelLookupError", "SpeechInput", "input_tokens", "SpeechJob", "SpeechPlan", "plan", "start", "voices"]
+__all__ = [
+    "ModelLookupError",
+    "SpeechInput",
+    "input_tokens",
+    "SpeechJob",
+    "SpeechPlan",
+    "plan",
+    "start",
+    "voices",
+]
