@@ -371,8 +371,15 @@ class Scheduler:
             await asyncio.wait(set(self._running), timeout=grace_s)
         if self._ttl_task:
             self._ttl_task.cancel()
-        for inst in self.pool:
+        idle = [inst for inst in self.pool if not inst.busy]
+        busy = [inst for inst in self.pool if inst.busy]
+        unloads = [asyncio.wrap_future(self.pool.unload(i, "shutdown")) for i in idle]
+        for inst in busy:  # still running past the grace: left to its daemon thread
             self.pool.unload(inst, "shutdown")
+        if unloads:
+            # Idle runtimes are released before the interpreter tears down: a CTranslate2 model
+            # destroyed during finalization, beside its live worker thread, aborts the process.
+            await asyncio.wait(unloads, timeout=1.0)
 
     # -- observability --------------------------------------------------------------------------
 
