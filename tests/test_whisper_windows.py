@@ -107,7 +107,13 @@ def test_one_vad_pass_and_windows_decode_as_well_as_the_raw_call(
     ours = wer(text, " ".join(s["text"] for s in segments))
     raw_segments, _ = handle.transcribe(audio, language="en", beam_size=5, vad_filter=True)  # type: ignore[attr-defined]
     raw = wer(text, " ".join(s.text for s in raw_segments))
-    assert ours <= raw + 0.01, (ours, raw)
+    # The bound is +1 point, measured on the long clips and the hour-long upload by
+    # `gateway bench report` (docs/benchmarks.md, section 6). On this clip of a few dozen words
+    # one word is several points, and two CI runs of the same code differed by one word (0.103
+    # against 0.077 once): the test allows one word, so it fails on a window that loses a
+    # phrase, not on a single word that comes and goes.
+    one_word = 1 / len(text.split())
+    assert ours <= raw + max(0.01, one_word) + 1e-9, (ours, raw)
 
 
 def test_short_clip_is_one_window_that_runs_the_vad_itself() -> None:
