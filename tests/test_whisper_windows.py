@@ -121,3 +121,16 @@ def test_short_clip_is_one_window_that_runs_the_vad_itself() -> None:
     windows = plan_windows(audio, 30.0)
     assert [(w.start, w.end, w.pieces) for w in windows] == [(0, len(audio), ())]
     assert len(windows[0].audio(audio)) == len(audio)
+
+
+def test_speech_far_apart_never_shares_a_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regions packed into one window must be close in the file: an hour-long upload with a
+    phrase at 5 s and one at 3570 s once came back as a single segment timed at 4.5 s."""
+    sr = SAMPLE_RATE
+    chunks = [(5 * sr, 8 * sr), (9 * sr, 12 * sr), (3570 * sr, 3573 * sr)]
+    monkeypatch.setattr(whisper_mod, "get_speech_timestamps",
+                        lambda audio, options: [{"start": a, "end": b} for a, b in chunks])  # fmt: skip
+    windows = plan_windows(np.zeros(3600 * sr, np.float32), 30.0)
+    assert len(windows) == 2  # the two close regions together, the far one alone
+    assert windows[0].start < 6 * sr and windows[0].end < 13 * sr
+    assert windows[1].start > 3569 * sr

@@ -35,6 +35,9 @@ LANGUAGES = frozenset(_LANGUAGE_CODES)
 # report a phrase that follows a long silence up to about a second late) and after the end.
 PAD_BEFORE_S = 0.6
 PAD_AFTER_S = 0.2
+# Speech further apart than this never shares a window: Whisper may decode two phrases of one
+# window as one segment, timed by the first, and the later phrase's time would be lost.
+MAX_GAP_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -99,8 +102,10 @@ def plan_windows(audio: np.ndarray, window_s: float) -> list[Window]:
             regions.append((start, end))
     windows: list[Window] = []
     pieces: list[tuple[int, int]] = []
+    max_gap = int(MAX_GAP_S * SAMPLE_RATE)
     for start, end in regions:
-        if pieces and sum(b - a for a, b in pieces) + end - start > limit:
+        full = pieces and sum(b - a for a, b in pieces) + end - start > limit
+        if full or (pieces and start - pieces[-1][1] > max_gap):
             windows.append(Window(pieces[0][0], pieces[-1][1], tuple(pieces)))
             pieces = []
         if pieces and pieces[-1][1] == start:  # touching regions: one piece
