@@ -54,6 +54,13 @@ class ServerSettings(BaseModel):
     max_input_chars: int = Field(
         4096, ge=1, description="Longest speech `input` in characters; longer gets 400."
     )
+    mp3_quality: int = Field(
+        3,
+        ge=2,
+        le=7,
+        description="LAME's quality for MP3 speech (the default format): 2 is best, 3 LAME's "
+        "default, 7 encodes about twice as fast at some loss.",
+    )
     log_level: str = Field("INFO", description="Python log level.")
     log_format: Literal["json", "text"] = Field(
         "json", description="`json`: one JSON object per line; `text`: human-readable."

@@ -121,13 +121,14 @@ async def create_speech(
         headers = {"X-Model": job.model, "X-Priority": job.level.name}
         if not streaming:
             # each unit is encoded while the next one runs
-            encoder = WholeEncoder(fmt, job.sample_rate)
+            encoder = WholeEncoder(fmt, job.sample_rate, gw.settings.server.mp3_quality)
             await until_disconnect(request, job.each(encoder.encode))
             data = await asyncio.to_thread(encoder.finish)
             return Response(data, media_type=media, headers=headers)
         first = await until_disconnect(request, job.first())
         samples: list[int] = []
-        chunks = _stream(first, job.rest(), StreamEncoder(fmt, job.sample_rate), samples)
+        encoder = StreamEncoder(fmt, job.sample_rate, gw.settings.server.mp3_quality)
+        chunks = _stream(first, job.rest(), encoder, samples)
         if sse_out:
             usage = _Usage(speech.input_tokens(plan), samples, job.sample_rate)
             chunks = sse_or_error(_sse(chunks, usage), request.url.path)

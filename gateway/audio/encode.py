@@ -1,8 +1,8 @@
 """Encode float32 mono audio to the OpenAI speech formats, whole or incrementally.
 
-Everything is encoded in-process with PyAV (no ffmpeg subprocess). A `StreamEncoder` turns each
-work unit's audio into the bytes that can be sent right away, so streaming and whole responses
-share one code path.
+Everything is encoded in-process, no ffmpeg subprocess: MP3 with LAME through `lameenc` (see
+`mp3.py` for why), the other codecs with PyAV. A `StreamEncoder` turns each work unit's audio into
+the bytes that can be sent right away, so streaming and whole responses share one code path.
 """
 
 from __future__ import annotations
@@ -16,19 +16,23 @@ import av
 import numpy as np
 from av.audio.stream import AudioStream
 
+from .mp3 import Mp3Encoder, info_frame
+
+MP3_QUALITY = 3  # LAME's default (and ffmpeg's): 2 is best, 7 fastest
+
 
 @dataclass(frozen=True)
 class Format:
     name: str
     media_type: str
-    container: str | None  # None: raw bytes written by hand (pcm, wav)
+    container: str | None  # None: written here (pcm, wav) or by LAME (mp3)
     codec: str | None
     sample_format: str | None
     bit_rate: int | None = None
 
 
 FORMATS: dict[str, Format] = {
-    "mp3": Format("mp3", "audio/mpeg", "mp3", "libmp3lame", "fltp", 64_000),
+    "mp3": Format("mp3", "audio/mpeg", None, None, None, 64_000),
     "opus": Format("opus", "audio/ogg", "ogg", "libopus", "flt", 32_000),
     "aac": Format("aac", "audio/aac", "adts", "aac", "fltp", 64_000),
     "flac": Format("flac", "audio/flac", "flac", "flac", "s16"),
@@ -57,9 +61,14 @@ def wav_header(sample_rate: int, n_samples: int | None) -> bytes:
 class StreamEncoder:
     """Feed float32 chunks, get encoded bytes back as soon as the muxer writes them."""
 
-    def __init__(self, fmt: str, sample_rate: int) -> None:
+    def __init__(self, fmt: str, sample_rate: int, mp3_quality: int = MP3_QUALITY) -> None:
         self.format = FORMATS[fmt]
         self.sample_rate = sample_rate
+        self._mp3 = (
+            Mp3Encoder(sample_rate, (self.format.bit_rate or 0) // 1000, mp3_quality)
+            if fmt == "mp3"
+            else None
+        )
         self._pending = np.zeros(0, dtype=np.float32)
         self._header_sent = False
         self._buf = io.BytesIO()
@@ -118,6 +127,8 @@ class StreamEncoder:
 
     def encode(self, audio: np.ndarray) -> bytes:
         audio = np.asarray(audio, dtype=np.float32).reshape(-1)
+        if self._mp3 is not None:
+            return self._mp3.encode(audio)
         if self._container is None:
             head = b""
             if self.format.name == "wav" and not self._header_sent:
@@ -130,6 +141,8 @@ class StreamEncoder:
         return self._drain()
 
     def finish(self) -> bytes:
+        if self._mp3 is not None:
+            return self._mp3.finish()
         if self._container is None:
             if self.format.name == "wav" and not self._header_sent:
                 self._header_sent = True
@@ -147,40 +160,42 @@ class StreamEncoder:
 class WholeEncoder:
     """A whole file built chunk by chunk (each chunk encoded as it arrives, e.g. while the next
     work unit runs), with the same bytes `encode_audio` gives for the joined audio: WAV gets its
-    exact sizes and FLAC its final STREAMINFO at `finish`."""
+    exact sizes, FLAC its final STREAMINFO and MP3 its gapless tag at `finish`."""
 
-    def __init__(self, fmt: str, sample_rate: int) -> None:
+    def __init__(self, fmt: str, sample_rate: int, mp3_quality: int = MP3_QUALITY) -> None:
         self.format = FORMATS[fmt]
         self.sample_rate = sample_rate
         self._raw: list[bytes] = []
         self._samples = 0
-        self._stream = None if self.format.container is None else StreamEncoder(fmt, sample_rate)
+        self._stream = (
+            None if fmt in ("wav", "pcm") else StreamEncoder(fmt, sample_rate, mp3_quality)
+        )
 
     def encode(self, audio: np.ndarray) -> None:
         audio = np.asarray(audio, dtype=np.float32).reshape(-1)
+        self._samples += len(audio)
         if self._stream is None:
             self._raw.append(_to_s16(audio))
-            self._samples += len(audio)
         else:
-            self._stream.encode(audio)
+            self._raw.append(self._stream.encode(audio))
 
     def finish(self) -> bytes:
         if self._stream is None:
             head = wav_header(self.sample_rate, self._samples) if self.format.name == "wav" else b""
             return head + b"".join(self._raw)
-        self._stream.finish()
+        tail = self._stream.finish()
+        if self.format.name == "mp3":
+            body = b"".join(self._raw) + tail
+            return info_frame(body, self._samples) + body if body else b""
+        # Not the concatenation of the parts: FLAC seeks back to fill in its header on close.
         return self._stream._buf.getvalue()
 
 
-def encode_audio(audio: np.ndarray, fmt: str, sample_rate: int) -> bytes:
-    """Encode a whole clip; WAV gets exact sizes and FLAC its final STREAMINFO."""
-    audio = np.asarray(audio, dtype=np.float32).reshape(-1)
-    if fmt == "wav":
-        return wav_header(sample_rate, len(audio)) + _to_s16(audio)
-    if fmt == "pcm":
-        return _to_s16(audio)
-    enc = StreamEncoder(fmt, sample_rate)
+def encode_audio(
+    audio: np.ndarray, fmt: str, sample_rate: int, mp3_quality: int = MP3_QUALITY
+) -> bytes:
+    """Encode a whole clip; WAV gets exact sizes, FLAC its final STREAMINFO, MP3 its gapless
+    tag."""
+    enc = WholeEncoder(fmt, sample_rate, mp3_quality)
     enc.encode(audio)
-    enc.finish()
-    # Not the concatenation of the parts: FLAC seeks back to fill in its header on close.
-    return enc._buf.getvalue()
+    return enc.finish()
