@@ -141,4 +141,7 @@ def test_quick_report_end_to_end(tmp_path: Path) -> None:
         assert cfg["idle"]["n"] >= 1 and cfg["load"]["n"] >= 1
     assert all(c["ratio"] > 0 and c["cpu_ratio"] > 0 for c in raw["overhead"]["cases"])
     assert raw["memory_after"]["VmHWM"] > 0
+    mp3 = raw["overhead"]["mp3_encoding"]  # both encoders timed on the same audio
+    assert mp3["audio_s"] > 1 and len(mp3["lame"]) == len(mp3["pyav"]) >= 3
+    assert "LAME through `lameenc`" in md
     assert (docs_md.stat().st_mtime if docs_md.exists() else None) == before

@@ -166,6 +166,16 @@ def _overhead(res: dict[str, Any], img: str) -> list[str]:
             f"| {_f(c.get('gateway_cpu_median', NAN))} s "
             f"| **{_f(c.get('cpu_ratio', NAN))}×** | {len(c['raw'])} |"
         )
+    mp3 = res["overhead"].get("mp3_encoding")
+    if mp3:
+        rows += [
+            "",
+            f"MP3 encoding of the speech case's {mp3['audio_s']:.1f} s of audio at LAME quality "
+            f"{mp3['quality']}, in one process, interleaved ({len(mp3['lame'])} runs, medians): "
+            f"PyAV's libmp3lame {mp3['pyav_median'] * 1000:.0f} ms, LAME through `lameenc` (the "
+            f"gateway's path) {mp3['lame_median'] * 1000:.0f} ms: **{mp3['speedup']:.1f}× "
+            "faster**.",
+        ]
     return rows + ["", f"![overhead]({img}/overhead.png)", ""]
 
 
