@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from gateway.config import SchedulerSettings
+from gateway.config import QueuePolicy, SchedulerSettings
 from gateway.engines.base import Device
 from gateway.scheduler import Level, ModelPolicy, Scheduler, SchedulerMetrics, SimulatedGpu
 
@@ -218,3 +218,39 @@ def test_parallel_units_only_where_the_gpu_batches(lane_gpu: bool) -> None:
         return s.parallel_units("w")
 
     assert asyncio.run(main()) == (8 if lane_gpu else 1)
+
+
+def test_simulated_gpu_units_queued_together_share_a_call_on_an_idle_gpu() -> None:
+    """`Job.run_many` queues all before dispatching: the free slot takes them as one batch."""
+
+    async def main() -> None:
+        gpu = SimulatedGpu(total_mib=16000)
+        eng = GatedBatchEngine("w", gpu)
+        eng.gate.set()
+        s = make(eng, gpu, max_batch=4, batch=QueuePolicy(max_queue_size=1))
+        async with s.job("w", Level.batch) as job:
+            results = await job.run_many([("en", v) for v in (1, 2, 3, 4, 5)])
+        assert results == [10, 20, 30, 40, 50]  # five units of one job: one admission check
+        assert [[p[1] for p in payloads] for _, payloads in eng.calls] == [[1, 2, 3, 4], [5]]
+        await s.close(1)
+
+    asyncio.run(main())
+
+
+def test_simulated_gpu_run_many_a_bad_unit_fails_the_group_and_the_next_job_runs() -> None:
+    async def main() -> None:
+        gpu = SimulatedGpu(total_mib=16000)
+        eng = GatedBatchEngine("w", gpu)
+        eng.gate.set()
+        eng.bad_value = 2
+        s = make(eng, gpu, max_batch=4)
+        async with s.job("w", Level.batch) as job:
+            with pytest.raises(ValueError):
+                await job.run_many([("en", v) for v in (1, 2, 3)])
+        assert eng.calls[0][1] == [("en", 1), ("en", 2), ("en", 3)]  # batched, then split
+        assert ("gpu", [("en", 2)]) in eng.calls  # the bad one ran alone
+        assert await one(s, "w", ("en", 7)) == 70
+        assert s.queued() == 0
+        await s.close(1)
+
+    asyncio.run(main())

@@ -127,8 +127,8 @@ async def create_speech(
             return Response(data, media_type=media, headers=headers)
         first = await until_disconnect(request, job.first())
         samples: list[int] = []
-        encoder = StreamEncoder(fmt, job.sample_rate, gw.settings.server.mp3_quality)
-        chunks = _stream(first, job.rest(), encoder, samples)
+        stream_enc = StreamEncoder(fmt, job.sample_rate, gw.settings.server.mp3_quality)
+        chunks = _stream(first, job.rest(), stream_enc, samples)
         if sse_out:
             usage = _Usage(speech.input_tokens(plan), samples, job.sample_rate)
             chunks = sse_or_error(_sse(chunks, usage), request.url.path)

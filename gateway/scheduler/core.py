@@ -143,12 +143,13 @@ class Scheduler:
     def _retry_after(self, level: Level) -> int:
         return self.estimates.retry_after(self.queued(level))
 
-    def submit(self, job: Job, payload: Any) -> Unit:
-        """Queue one unit of a job (the queue policy may refuse it: 429 or 503)."""
+    def submit(self, job: Job, payload: Any, dispatch: bool = True) -> Unit:
+        """Queue one unit of a job (the queue policy may refuse a job's first: 429 or 503).
+        `dispatch=False` holds dispatching back, so units queued together can share a batch."""
         if self.closing:
             raise ShuttingDown("the server is shutting down", retry_after=5)
         loop = asyncio.get_running_loop()
-        if job.units_run == 0:
+        if job.first_enqueued is None:
             limit = self.queue_policy(job.level).max_queue_size
             if self.queued(job.level) >= limit:
                 self.gauges.rejected(job.level, "queue_full")
@@ -161,7 +162,8 @@ class Scheduler:
         unit.timer = loop.call_at(unit.deadline, self._expire, unit)
         self.queue.push(unit)
         self.gauges.depth(unit)
-        self._dispatch()
+        if dispatch:
+            self._dispatch()
         return unit
 
     def _expire(self, unit: Unit) -> None:

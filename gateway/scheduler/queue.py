@@ -90,7 +90,7 @@ class Unit:
 class Submitter(Protocol):
     """What a job needs from the scheduler: queue a unit, and take back one not yet started."""
 
-    def submit(self, job: Job, payload: Any) -> Unit: ...
+    def submit(self, job: Job, payload: Any, dispatch: bool = True) -> Unit: ...
 
     def cancel(self, unit: Unit) -> None: ...
 
@@ -123,10 +123,41 @@ class Job:
             self._waiting.discard(unit)
             self.units_run += 1
 
+    async def run_many(self, payloads: list[Any]) -> list[Any]:
+        """Queue several units at once and wait for all; results in order. All are queued
+        before any is dispatched, so on a batching lane they can share one call even when a
+        slot is free. A failure or cancellation takes back the ones not started."""
+        units: list[Unit] = []
+        try:
+            for i, payload in enumerate(payloads):
+                last = i == len(payloads) - 1
+                units.append(self.scheduler.submit(self, payload, dispatch=last))
+        except BaseException:
+            for unit in units:
+                self.scheduler.cancel(unit)
+            raise
+        self._waiting.update(units)
+        try:
+            return list(await asyncio.gather(*(asyncio.shield(u.future) for u in units)))
+        except BaseException:
+            for unit in units:
+                self.scheduler.cancel(unit)
+                # a started one still finishes: its outcome is nobody's to read
+                unit.future.add_done_callback(_observe)
+            raise
+        finally:
+            self._waiting.difference_update(units)
+            self.units_run += len(units)
+
     def cancel_queued(self) -> None:
         """Take back every unit of this job that has not started (a running one finishes)."""
         for unit in list(self._waiting):
             self.scheduler.cancel(unit)
+
+
+def _observe(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 class UnitQueue:

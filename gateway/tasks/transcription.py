@@ -191,30 +191,37 @@ class TranscriptionJob:
         self.job = job
         self.work = work
 
-    async def _rest(self, first: TranscribeResult | None) -> AsyncIterator[list[TranscribeResult]]:
-        """The windows after the first, in order, in groups: where the model runs on the GPU
-        and batches, a group is queued at once so its windows share batched decodes (and may
-        join other requests' windows); elsewhere one window after another."""
-        units = [_next_unit(u, first) for u in self.work.units[1:]]
+    async def _group(self, group: list[TranscribeUnit]) -> list[TranscribeResult]:
+        """Units queued at once (on a batching GPU lane they share batched decodes, and may join
+        other requests' windows); results in the units' order."""
+        if len(group) == 1:
+            return [await self.job.run(group[0])]
+        return await self.job.run_many(group)
+
+    async def _rest(
+        self, first: TranscribeResult | None, start: int = 1
+    ) -> AsyncIterator[list[TranscribeResult]]:
+        """The windows from `start` on, in order, in groups: a batch's worth at a time where
+        the model batches on the GPU, elsewhere one window after another."""
+        units = [_next_unit(u, first) for u in self.work.units[start:]]
         i = 0
         while i < len(units):
-            n = self.job.scheduler.parallel_units(self.job.model)
-            group = units[i : i + n]
+            group = units[i : i + self.job.scheduler.parallel_units(self.job.model)]
             i += len(group)
-            if len(group) == 1:
-                yield [await self.job.run(group[0])]
-                continue
-            tasks = [asyncio.ensure_future(self.job.run(u)) for u in group]
-            try:
-                yield list(await asyncio.gather(*tasks))
-            finally:
-                for task in tasks:
-                    task.cancel()  # a failure or a disconnect takes back the others
+            yield await self._group(group)
 
     async def transcript(self) -> Transcript:
-        first = await self.first()
-        results: list[TranscribeResult] = [] if first is None else [first]
-        async for group in self._rest(first):
+        units = self.work.units
+        n = self.job.scheduler.parallel_units(self.job.model)
+        if n > 1 and len(units) > 1:
+            # Nothing is sent before the end, so the first window need not run alone: its batch
+            # detects the language once for all its windows (one job's windows batch only with
+            # each other while the language is unknown), and later batches reuse that language.
+            results = await self._group(units[:n])
+        else:
+            first = await self.first()
+            results = [] if first is None else [first]
+        async for group in self._rest(results[0] if results else None, len(results) or 1):
             results += group
         plan = self.work.plan
         lang = plan.language or next((r.language for r in results if r.language), None) or "en"
