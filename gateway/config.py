@@ -147,7 +147,12 @@ class KokoroSettings(BaseModel):
         description="Phonemizer language for Latin-script text when the voice's own language "
         "is not a Latin-script one.",
     )
-    sentence_pause_s: float = Field(0.25, ge=0, description="Silence after a sentence.")
+    sentence_pause_s: float = Field(
+        0.25,
+        ge=0,
+        description="Silence after a work unit that ends a sentence (sentences inside one unit "
+        "get the model's own pause).",
+    )
     max_unit_phonemes: int = Field(
         250,
         ge=50,

@@ -107,15 +107,15 @@ async def create_speech(
     level: Annotated[Level | None, Depends(priority_level)] = None,
     timeout_s: Annotated[float | None, Depends(queue_timeout)] = None,
 ) -> Response:
+    streaming = body.stream or "stream_format" in body.model_fields_set
     plan = await speech.plan(
         gw,
         speech.SpeechInput(
-            body.model, body.input, body.voice, body.speed, body.lang, body.normalize
+            body.model, body.input, body.voice, body.speed, body.lang, body.normalize, streaming
         ),
     )
     fmt = body.response_format
     sse_out = body.stream_format == "sse"
-    streaming = body.stream or "stream_format" in body.model_fields_set
     media = "text/event-stream" if sse_out else FORMATS[fmt].media_type
     async with speech.start(gw, plan, level, timeout_s) as job:
         headers = {"X-Model": job.model, "X-Priority": job.level.name}

@@ -24,6 +24,7 @@ class SpeechInput:
     speed: float = 1.0
     lang: str | None = None
     normalize: bool = True
+    stream: bool = False  # the first sentence becomes a unit of its own (sent first)
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,13 @@ async def plan(gw: Gateway, req: SpeechInput) -> SpeechPlan:
     engine = _engine(gw, model)
     try:
         units = await asyncio.to_thread(
-            engine.plan, text, req.voice, req.speed, req.lang, normalize=req.normalize
+            engine.plan,
+            text,
+            req.voice,
+            req.speed,
+            req.lang,
+            normalize=req.normalize,
+            first_alone=req.stream,
         )
     except VoiceError as exc:
         raise bad_request(str(exc), "voice", "invalid_voice") from None
