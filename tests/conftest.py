@@ -137,6 +137,22 @@ def encode(audio: np.ndarray, rate: int, container: str, codec: str, fmt: str = 
     return buf.getvalue()
 
 
+def spoken_16k(texts: list[str], voice: str = "jf_alpha") -> list[np.ndarray]:
+    """Each text spoken by the embedded Kokoro on the CPU, as the gateway hands audio to Whisper
+    (16-bit WAV decoded to 16 kHz mono)."""
+    from gateway.audio.decode import decode_audio
+    from gateway.engines.base import Device
+    from gateway.engines.kokoro import KokoroEngine
+
+    kokoro = KokoroEngine("kokoro", models_dir() / "kokoro")
+    handle = kokoro.load(Device("cpu", 0, 2))
+    out = []
+    for text in texts:
+        audio = np.concatenate([kokoro.run(handle, u) for u in kokoro.plan(text, voice, 1.0)])
+        out.append(decode_audio(encode(audio, 24000, "wav", "pcm_s16le", "s16")))
+    return out
+
+
 def tone_wav(seconds: float = 1.0, rate: int = 16000) -> bytes:
     """A 440 Hz tone as 16-bit mono WAV: audio that decodes, with no speech in it."""
     x = (0.2 * np.sin(2 * np.pi * 440 * np.arange(int(rate * seconds)) / rate)).astype(np.float32)

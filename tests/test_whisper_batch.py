@@ -9,13 +9,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gateway.audio.decode import decode_audio
 from gateway.config import Settings
 from gateway.engines.base import Device
-from gateway.engines.kokoro import KokoroEngine
 from gateway.engines.whisper import TranscribeUnit, WhisperEngine
 
-from .conftest import encode, wer
+from .conftest import spoken_16k, wer
 
 MODELS = Settings().models.dir
 TEXTS = [
@@ -28,13 +26,7 @@ OFFSETS = [0.0, 41.5, 95.25]
 
 @pytest.fixture(scope="module")
 def windows() -> list[np.ndarray]:
-    kokoro = KokoroEngine("kokoro", MODELS / "kokoro")
-    handle = kokoro.load(Device("cpu", 0, 2))
-    out = []
-    for text in TEXTS:
-        audio = np.concatenate([kokoro.run(handle, u) for u in kokoro.plan(text, "jf_alpha", 1.0)])
-        out.append(decode_audio(encode(audio, 24000, "wav", "pcm_s16le", "s16")))
-    return out
+    return spoken_16k(TEXTS)
 
 
 @pytest.fixture(scope="module")

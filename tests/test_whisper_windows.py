@@ -12,15 +12,13 @@ import numpy as np
 import pytest
 from faster_whisper import transcribe as fw_transcribe
 
-from gateway.audio.decode import decode_audio
 from gateway.bench.clips import POOL
 from gateway.config import Settings
 from gateway.engines import whisper as whisper_mod
 from gateway.engines.base import Device
-from gateway.engines.kokoro import KokoroEngine
 from gateway.engines.whisper import SAMPLE_RATE, TranscribeUnit, WhisperEngine, plan_windows
 
-from .conftest import encode, wer
+from .conftest import spoken_16k, wer
 
 MODELS = Settings().models.dir
 SENTENCES = POOL[:6]
@@ -30,12 +28,7 @@ PAUSES = (0.6, 3.0)  # short pauses stay inside a region; long ones split region
 @pytest.fixture(scope="module")
 def clip() -> tuple[np.ndarray, str, list[tuple[float, float]]]:
     """About 75 s: the sentences twice, with pauses; the text, and where each sentence is."""
-    kokoro = KokoroEngine("kokoro", MODELS / "kokoro")
-    handle = kokoro.load(Device("cpu", 0, 2))
-    spoken = []
-    for text in SENTENCES:
-        audio = np.concatenate([kokoro.run(handle, u) for u in kokoro.plan(text, "jf_alpha", 1.0)])
-        spoken.append(decode_audio(encode(audio, 24000, "wav", "pcm_s16le", "s16")))
+    spoken = spoken_16k(SENTENCES)
     parts, texts, places, at = [np.zeros(SAMPLE_RATE // 2, np.float32)], [], [], SAMPLE_RATE // 2
     for i in range(2 * len(SENTENCES)):
         audio = spoken[i % len(SENTENCES)]
