@@ -254,3 +254,27 @@ def test_simulated_gpu_run_many_a_bad_unit_fails_the_group_and_the_next_job_runs
         await s.close(1)
 
     asyncio.run(main())
+
+
+def test_simulated_gpu_run_many_cancelled_takes_back_its_queued_units() -> None:
+    """A caller that goes away (a disconnect) while its group runs: the units not started leave
+    the queue, the running batch finishes, nothing is left behind."""
+
+    async def main() -> None:
+        gpu = SimulatedGpu(total_mib=16000)
+        eng = GatedBatchEngine("w", gpu)
+        s = make(eng, gpu, max_batch=2)
+        async with s.job("w", Level.batch) as job:
+            task = asyncio.create_task(job.run_many([("en", v) for v in (1, 2, 3, 4, 5)]))
+            await started(eng)  # the first batch of two runs; three units wait
+            assert s.queued() == 3
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert s.queued() == 0
+        eng.gate.set()
+        assert await one(s, "w", ("en", 7)) == 70
+        assert [[p[1] for p in payloads] for _, payloads in eng.calls] == [[1, 2], [7]]
+        await s.close(1)
+
+    asyncio.run(main())
