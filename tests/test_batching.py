@@ -278,3 +278,36 @@ def test_simulated_gpu_run_many_cancelled_takes_back_its_queued_units() -> None:
         await s.close(1)
 
     asyncio.run(main())
+
+
+def test_simulated_gpu_companions_started_in_a_batch_are_not_dispatched_again() -> None:
+    """With spillover on, a unit already started as a batch companion must not be seen again
+    by the same dispatch pass (it would be started twice: a 500 for its request)."""
+
+    async def main() -> None:
+        gpu = SimulatedGpu(total_mib=16000)
+        eng = GatedBatchEngine("w", gpu)
+        eng.gate.set()
+        s = make(eng, gpu, max_batch=4, spillover_wait_s=0.001)
+        s.estimates.per_unit[("w", "gpu")] = 1.0  # a measured GPU time: the wait looks long
+        async with s.job("w", Level.batch) as job:
+            assert await job.run_many([("en", v) for v in (1, 2, 3)]) == [10, 20, 30]
+        assert sorted(v for _, payloads in eng.calls for _, v in payloads) == [1, 2, 3]
+        await s.close(1)
+
+    asyncio.run(main())
+
+
+def test_simulated_gpu_a_group_of_units_counts_one_request() -> None:
+    async def main() -> None:
+        gpu = SimulatedGpu(total_mib=16000)
+        eng = GatedBatchEngine("w", gpu)
+        eng.gate.set()
+        s = make(eng, gpu, max_batch=4)
+        async with s.job("w", Level.batch) as job:
+            await job.run_many([("en", v) for v in (1, 2, 3, 4, 5)])
+        activity = s.ledger.activity
+        assert [u.first for u in activity.units] == [True, False, False, False, False]
+        await s.close(1)
+
+    asyncio.run(main())

@@ -115,11 +115,12 @@ class Ledger:
 
     def finished(self, unit: Unit, inst: Instance, result: Any, run_s: float) -> None:
         wait_s = unit.started - unit.enqueued
+        first = not unit.job.records  # the request's first unit to finish: counts one request
         unit.job.records.append(
             UnitRecord(inst.lane, unit.reason, wait_s, run_s, unit.enqueued, unit.started)
         )
         audio_s = inst.audio_seconds(unit.payload, result)
-        self.activity.finished(unit.model, inst.lane, audio_s, unit.job.units_run == 0)
+        self.activity.finished(unit.model, inst.lane, audio_s, first)
         if self.metrics:
             self.metrics.run_time.labels(unit.model, inst.lane).observe(run_s)
             if audio_s > 0:

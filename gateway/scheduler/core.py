@@ -203,6 +203,8 @@ class Scheduler:
             return
         loop = asyncio.get_running_loop()
         for unit in self.queue.in_order(loop.time()):
+            if unit not in self.queue:  # started in this pass, as an earlier unit's companion
+                continue
             try:
                 candidates = self.placer.candidates(
                     unit.model, unit.force_cpu, self._spillover(unit)

@@ -106,7 +106,6 @@ class Job:
         self.level = level
         self.timeout_s = timeout_s
         self.records: list[UnitRecord] = []
-        self.units_run = 0
         self.first_enqueued: float | None = None  # when its first unit was queued (aging)
         self._waiting: set[Unit] = set()
 
@@ -121,7 +120,6 @@ class Job:
             raise
         finally:
             self._waiting.discard(unit)
-            self.units_run += 1
 
     async def run_many(self, payloads: list[Any]) -> list[Any]:
         """Queue several units at once and wait for all; results in order. All are queued
@@ -147,7 +145,6 @@ class Job:
             raise
         finally:
             self._waiting.difference_update(units)
-            self.units_run += len(units)
 
     def cancel_queued(self) -> None:
         """Take back every unit of this job that has not started (a running one finishes)."""
