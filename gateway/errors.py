@@ -119,16 +119,10 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(APIError)
-    async def _api(_: Request, exc: APIError) -> JSONResponse:
-        return error_response(exc)
-
     @app.exception_handler(ModelLookupError)
-    async def _lookup(_: Request, exc: ModelLookupError) -> JSONResponse:
-        return error_response(from_lookup(exc))
-
     @app.exception_handler(SchedulerError)
-    async def _sched(_: Request, exc: SchedulerError) -> JSONResponse:
-        return error_response(from_scheduler(exc))
+    async def _known(_: Request, exc: Exception) -> JSONResponse:
+        return error_response(as_api_error(exc))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -150,12 +144,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", extra={"path": request.url.path})
-        return JSONResponse(
-            error_body(
-                "the server failed to process the request", "server_error", None, "internal_error"
-            ),
-            500,
-        )
+        return error_response(as_api_error(exc))
 
     _document(app)
 

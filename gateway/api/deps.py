@@ -12,7 +12,7 @@ from typing import Annotated, Any, TypeVar
 from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from ..errors import APIError, as_api_error, bad_request
+from ..errors import APIError, as_api_error, bad_request, error_body
 from ..scheduler import Level
 from ..service import Gateway
 
@@ -50,8 +50,7 @@ async def sse_or_error(events: AsyncIterator[bytes], path: str) -> AsyncIterator
             )
         else:
             log.warning("stream ended with %s: %s", err.code, err.message, extra={"path": path})
-        body = {"message": err.message, "type": err.type, "param": err.param, "code": err.code}
-        yield sse({"type": "error", "error": body})
+        yield sse({"type": "error", **error_body(err.message, err.type, err.param, err.code)})
 
 
 def get_gateway(request: Request) -> Gateway:

@@ -141,16 +141,18 @@ async def _stream(
     encoder: StreamEncoder,
     samples: list[int],
 ) -> AsyncIterator[bytes]:
+    # Encoding (tens of ms a sentence) runs on a thread, never on the event loop; the calls
+    # are awaited one by one, so the encoder is never used by two threads at once.
     samples.append(len(first))
-    data = encoder.encode(first)
+    data = await asyncio.to_thread(encoder.encode, first)
     if data:
         yield data
     async for audio in rest:  # a client that goes away cancels this generator and the queued unit
         samples.append(len(audio))
-        data = encoder.encode(audio)
+        data = await asyncio.to_thread(encoder.encode, audio)
         if data:
             yield data
-    tail = encoder.finish()
+    tail = await asyncio.to_thread(encoder.finish)
     if tail:
         yield tail
 

@@ -16,7 +16,7 @@ import av
 import numpy as np
 from av.audio.stream import AudioStream
 
-from .mp3 import Mp3Encoder, info_frame
+from .mp3 import Mp3Encoder, info_frame, to_s16
 
 MP3_QUALITY = 3  # LAME's default (and ffmpeg's): 2 is best, 7 fastest
 
@@ -39,10 +39,6 @@ FORMATS: dict[str, Format] = {
     "wav": Format("wav", "audio/wav", None, None, None),
     "pcm": Format("pcm", "audio/pcm", None, None, None),
 }
-
-
-def _to_s16(audio: np.ndarray) -> bytes:
-    return (np.clip(audio, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
 
 
 def wav_header(sample_rate: int, n_samples: int | None) -> bytes:
@@ -125,6 +121,10 @@ class StreamEncoder:
         self._pos += len(data)
         return data
 
+    def written(self) -> bytes:
+        """Everything the muxer wrote, as it stands now (after `finish`: the whole file)."""
+        return self._buf.getvalue()
+
     def encode(self, audio: np.ndarray) -> bytes:
         audio = np.asarray(audio, dtype=np.float32).reshape(-1)
         if self._mp3 is not None:
@@ -134,7 +134,7 @@ class StreamEncoder:
             if self.format.name == "wav" and not self._header_sent:
                 head = wav_header(self.sample_rate, None)
             self._header_sent = True
-            return head + _to_s16(audio)
+            return head + to_s16(audio)
         for frame in self._frames(audio, final=False):
             for packet in self._stream.encode(frame):
                 self._container.mux(packet)
@@ -175,9 +175,11 @@ class WholeEncoder:
         audio = np.asarray(audio, dtype=np.float32).reshape(-1)
         self._samples += len(audio)
         if self._stream is None:
-            self._raw.append(_to_s16(audio))
-        else:
+            self._raw.append(to_s16(audio))
+        elif self.format.name == "mp3":  # LAME's frames, joined behind the tag at `finish`
             self._raw.append(self._stream.encode(audio))
+        else:  # the muxer's buffer holds the whole file
+            self._stream.encode(audio)
 
     def finish(self) -> bytes:
         if self._stream is None:
@@ -188,7 +190,7 @@ class WholeEncoder:
             body = b"".join(self._raw) + tail
             return info_frame(body, self._samples) + body if body else b""
         # Not the concatenation of the parts: FLAC seeks back to fill in its header on close.
-        return self._stream._buf.getvalue()
+        return self._stream.written()
 
 
 def encode_audio(

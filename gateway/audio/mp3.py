@@ -37,7 +37,8 @@ def _crc16(data: bytes) -> int:
     return crc
 
 
-def _s16(audio: np.ndarray) -> bytes:
+def to_s16(audio: np.ndarray) -> bytes:
+    """Float32 samples in [-1, 1] as 16-bit little-endian PCM."""
     return (np.clip(audio, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
 
 
@@ -119,11 +120,9 @@ class Mp3Encoder:
         self._lame.set_out_sample_rate(sample_rate)
         self._lame.set_channels(1)
         self._lame.set_quality(quality)
-        self.samples = 0
 
     def encode(self, audio: np.ndarray) -> bytes:
-        self.samples += len(audio)
-        return bytes(self._lame.encode(_s16(audio))) if len(audio) else b""
+        return bytes(self._lame.encode(to_s16(audio))) if len(audio) else b""
 
     def finish(self) -> bytes:
         return bytes(self._lame.flush())

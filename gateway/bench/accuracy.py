@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import av
 import httpx
 import numpy as np
 
@@ -44,24 +43,6 @@ def _resample(audio: np.ndarray, src: int, dst: int) -> np.ndarray:
     n = int(len(audio) * dst / src)
     x = np.linspace(0, len(audio) - 1, n)
     return np.interp(x, np.arange(len(audio)), audio).astype(np.float32)
-
-
-def _mp3(audio: np.ndarray, rate: int, bit_rate: int) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    with av.open(buf, "w", format="mp3") as container:
-        stream = container.add_stream("libmp3lame", rate=rate)
-        stream.layout = "mono"
-        stream.bit_rate = bit_rate
-        frame = av.AudioFrame.from_ndarray(audio.reshape(1, -1), format="flt", layout="mono")
-        frame.sample_rate = rate
-        frame.pts = 0
-        for packet in stream.encode(frame):
-            container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-    return buf.getvalue()
 
 
 def _long_clip(
@@ -110,7 +91,7 @@ def run(base: str, raw: Any, folder: Path, quick: bool, say: Any) -> dict[str, A
         for label, make in inputs:
             audio, rate, text = make()
             path = folder / f"accuracy-{len(cases)}.mp3"
-            path.write_bytes(_mp3(audio, rate, 16000 if rate == 8000 else 64000))
+            path.write_bytes(clips.pyav_mp3(audio, rate, 16000 if rate == 8000 else 64000))
             say(f"accuracy: {label} ({len(audio) / rate:.0f} s)")
             # English on both sides: the pool's voice is a Japanese one speaking English, and
             # language detection on it would score the detector, not the windows

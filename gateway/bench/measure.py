@@ -135,7 +135,7 @@ def overhead(
                     raw_t.append((r["s"], r["cpu"]))
                     gw_t.append(timed(partial(transcribe, client, base, data, Path(path).name)))
                 cases.append(_case(label, audio_s, raw_t, gw_t))
-            mp3 = mp3_encoding(client, base, text, max(3, runs))
+            mp3 = mp3_encoding(base, text, max(3, runs))
         mem_raw = raw.call(op="memory")
     finally:
         raw.close()
@@ -148,49 +148,23 @@ def overhead(
     }
 
 
-def _pyav_mp3(audio: Any, rate: int, quality: int) -> bytes:
-    """MP3 through PyAV's bundled libmp3lame (what the gateway used before LAME via lameenc)."""
-    import io
-
-    import av
-    import numpy as np
-
-    buf = io.BytesIO()
-    with av.open(buf, "w", format="mp3") as out:
-        stream = out.add_stream("libmp3lame", rate=rate)
-        stream.layout, stream.format, stream.bit_rate = "mono", "fltp", 64_000
-        stream.codec_context.options = {"compression_level": str(quality)}
-        frame = av.AudioFrame.from_ndarray(
-            np.ascontiguousarray(audio.reshape(1, -1)), format="fltp", layout="mono"
-        )
-        frame.sample_rate = rate
-        for packet in [*stream.encode(frame), *stream.encode(None)]:
-            out.mux(packet)
-    return buf.getvalue()
-
-
-def mp3_encoding(client: httpx.Client, base: str, text: str, runs: int) -> dict[str, Any]:
+def mp3_encoding(base: str, text: str, runs: int) -> dict[str, Any]:
     """The speech case's audio encoded to MP3 at the gateway's quality both ways, interleaved,
     in this process: PyAV's libmp3lame against LAME through lameenc (the gateway's path)."""
-    import numpy as np
-
     from ..audio.encode import MP3_QUALITY, encode_audio
 
-    r = client.post(f"{base}/v1/audio/speech",
-                    json={"model": "tts-1", "voice": VOICE, "input": text, "response_format": "wav"})  # fmt: skip
-    r.raise_for_status()
-    audio = np.frombuffer(r.content[44:], "<i2").astype(np.float32) / 32767.0  # our WAV header
+    audio, rate = clips.speak(base, text, VOICE)
     pyav, lame = [], []
     for _ in range(runs + 1):  # the first pair warms both
         t0 = time.perf_counter()
-        _pyav_mp3(audio, 24000, MP3_QUALITY)
+        clips.pyav_mp3(audio, rate, 64_000, MP3_QUALITY)
         t1 = time.perf_counter()
-        encode_audio(audio, "mp3", 24000, MP3_QUALITY)
+        encode_audio(audio, "mp3", rate, MP3_QUALITY)
         pyav.append(t1 - t0)
         lame.append(time.perf_counter() - t1)
     pyav, lame = pyav[1:], lame[1:]
     return {
-        "audio_s": len(audio) / 24000,
+        "audio_s": len(audio) / rate,
         "quality": MP3_QUALITY,
         "pyav": pyav,
         "lame": lame,

@@ -10,6 +10,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from .sharing import TARGET_RATIO  # noqa: E402
+
 BLUE, ORANGE, GREEN, GREY, RED = "#1f77b4", "#ff7f0e", "#2ca02c", "#7f7f7f", "#d62728"
 
 
@@ -36,7 +38,7 @@ def _label_bars(ax: Any, bars: Any, fmt: str = "{:.2f}") -> None:
             )
 
 
-def sharing(results: dict[str, Any], path: Path, target: float = 1.25) -> Path:
+def sharing(results: dict[str, Any], path: Path, target: float = TARGET_RATIO) -> Path:
     cfg = results["configs"]
     names = list(cfg)
     x = range(len(names))

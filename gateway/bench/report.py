@@ -336,9 +336,10 @@ def main(args: Any, settings: Settings) -> int:
     )
     res = run_report(args.quick, settings, raw_dir / "logs", command)
     raw = raw_dir / f"bench-report-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    raw.write_text(json.dumps(res, indent=2, default=str))
+    text = json.dumps(res, indent=2, default=str)
+    raw.write_text(text)
     md = write(res, out)
     # the raw results beside the page, so every number on it can be re-derived
-    (out / "benchmarks.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
+    (out / "benchmarks.json").write_text(text + "\n")
     print(f"wrote {md}, {out / 'benchmarks.json'}, {out / 'img'}/*.png and {raw}")
     return 0

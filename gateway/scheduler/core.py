@@ -159,25 +159,40 @@ class Scheduler:
                 )
         unit = Unit(job=job, payload=payload, enqueued=loop.time(), future=loop.create_future())
         unit.deadline = unit.enqueued + job.timeout_s  # a retry keeps it
-        unit.timer = loop.call_at(unit.deadline, self._expire, unit)
-        self.queue.push(unit)
-        self.gauges.depth(unit)
+        self._push(unit)
         if dispatch:
             self._dispatch()
         return unit
 
+    def _push(self, unit: Unit) -> None:
+        """Into the queue, expiring at its deadline."""
+        unit.timer = asyncio.get_running_loop().call_at(unit.deadline, self._expire, unit)
+        self.queue.push(unit)
+        self.gauges.depth(unit)
+
+    def _take(self, unit: Unit) -> None:
+        """Out of the queue (to start, or to fail): its expiry is off."""
+        self.queue.remove(unit)
+        if unit.timer:
+            unit.timer.cancel()
+        self.gauges.depth(unit)
+
+    def _fail(self, unit: Unit, exc: Exception) -> None:
+        self._take(unit)
+        if not unit.future.done():
+            unit.future.set_exception(exc)
+
     def _expire(self, unit: Unit) -> None:
         if unit in self.queue:
-            self.queue.remove(unit)
-            self.gauges.depth(unit)
             self.gauges.rejected(unit.job.level, "queue_timeout")
-            if not unit.future.done():
-                unit.future.set_exception(
-                    QueueTimeout(
-                        f"waited {unit.job.timeout_s:g} s in the {unit.job.level.name} queue",
-                        retry_after=self._retry_after(unit.job.level),
-                    )
-                )
+            level = unit.job.level
+            self._fail(
+                unit,
+                QueueTimeout(
+                    f"waited {unit.job.timeout_s:g} s in the {level.name} queue",
+                    retry_after=self._retry_after(level),
+                ),
+            )
 
     def cancel(self, unit: Unit) -> None:
         """The caller went away: drop the unit if it has not started (a running one finishes)."""
@@ -191,7 +206,7 @@ class Scheduler:
     # -- dispatch -------------------------------------------------------------------------------
 
     def _spillover(self, unit: Unit) -> bool:
-        ahead = sum(1 for u in self.queue if u is not unit) + self.busy["gpu"]
+        ahead = len(self.queue) - 1 + self.busy["gpu"]  # the unit itself is queued
         return self.estimates.gpu_wait_too_long(ahead)
 
     def _instance(self, model: str, lane: Lane, background: bool) -> Instance:
@@ -210,10 +225,7 @@ class Scheduler:
                     unit.model, unit.force_cpu, self._spillover(unit)
                 )
             except SchedulerError as exc:
-                self.queue.remove(unit)
-                self.gauges.depth(unit)
-                if not unit.future.done():
-                    unit.future.set_exception(exc)
+                self._fail(unit, exc)
                 continue
             for cand in candidates:
                 if cand.evict is not None:
@@ -248,10 +260,7 @@ class Scheduler:
         loop = asyncio.get_running_loop()
         now = loop.time()
         for unit in units:
-            self.queue.remove(unit)
-            if unit.timer:
-                unit.timer.cancel()
-            self.gauges.depth(unit)
+            self._take(unit)
             unit.lane, unit.reason, unit.started = inst.lane, reason, now
             self.ledger.started(unit, reason)
         inst.busy = True
@@ -315,11 +324,8 @@ class Scheduler:
 
     def _requeue(self, unit: Unit) -> None:
         """Back to the queue with its seq (the front of its level) and its remaining deadline."""
-        loop = asyncio.get_running_loop()
-        unit.enqueued = loop.time()
-        unit.timer = loop.call_at(unit.deadline, self._expire, unit)
-        self.queue.push(unit)
-        self.gauges.depth(unit)
+        unit.enqueued = asyncio.get_running_loop().time()
+        self._push(unit)
 
     def _retry_on_cpu(self, unit: Unit, inst: Instance, exc: Exception, was_loaded: bool) -> None:
         log.warning(
@@ -365,12 +371,7 @@ class Scheduler:
     async def _close(self, grace_s: float) -> None:
         self.closing = True
         for unit in self.queue:
-            self.queue.remove(unit)
-            if unit.timer:
-                unit.timer.cancel()
-            self.gauges.depth(unit)
-            if not unit.future.done():
-                unit.future.set_exception(ShuttingDown("the server is shutting down"))
+            self._fail(unit, ShuttingDown("the server is shutting down"))
         if self._running:
             await asyncio.wait(set(self._running), timeout=grace_s)
         if self._ttl_task:

@@ -32,6 +32,10 @@ class GpuMonitor(Protocol):
 
     def device(self, index: int) -> GpuInfo | None: ...
 
+    def used_mib(self, index: int) -> int | None:
+        """Device memory in use alone: read around every measured GPU run, so kept cheap."""
+        ...
+
 
 class NvmlMonitor:
     """Real readings through nvidia-ml-py (`import pynvml`)."""
@@ -65,6 +69,18 @@ class NvmlMonitor:
             return None
         with self._lock:
             return self._read(index)
+
+    def used_mib(self, index: int) -> int | None:
+        if not self.available:
+            return None
+        nv = self._nvml
+        with self._lock:
+            try:
+                return int(
+                    nv.nvmlDeviceGetMemoryInfo(nv.nvmlDeviceGetHandleByIndex(index)).used
+                ) // (1 << 20)
+            except Exception:
+                return None
 
     def _read(self, index: int) -> GpuInfo | None:
         nv = self._nvml
@@ -140,6 +156,12 @@ class SimulatedGpu:
     def devices(self) -> list[GpuInfo]:
         d = self.device(0)
         return [d] if d else []
+
+    def used_mib(self, index: int) -> int | None:
+        if index != 0:
+            return None
+        with self._lock:
+            return self._used()
 
     def device(self, index: int) -> GpuInfo | None:
         if index != 0:

@@ -190,8 +190,7 @@ class InstancePool:
         self.meter_lock = threading.Lock()  # one GPU load (or measured run) at a time
 
     def _device_used_mib(self) -> int | None:
-        dev = self.gpu.device(self.settings.gpu_device) if self.gpu is not None else None
-        return None if dev is None else dev.used_mib
+        return self.gpu.used_mib(self.settings.gpu_device) if self.gpu is not None else None
 
     def __iter__(self) -> Iterator[Instance]:
         return iter(list(self.instances.values()))

@@ -103,10 +103,6 @@ class SpeechJob:
         self.level = job.level
         self.sample_rate = plan.sample_rate
 
-    async def audio(self) -> np.ndarray:
-        parts = [await self.job.run(unit) for unit in self.plan.units]
-        return np.concatenate(parts) if parts else np.zeros(0, np.float32)
-
     async def each(self, sink: Callable[[np.ndarray], object]) -> None:
         """Every unit's audio, in order, handed to `sink` on a worker thread while the next unit
         runs (e.g. an encoder: MP3 of one unit costs about as much as a few percent of its

@@ -73,7 +73,7 @@ class Transcript:
     @property
     def output_language(self) -> str:
         """The language the text is written in: English for a translation."""
-        return "en" if self.task == "translate" else self.language
+        return output_language(self.task, self.language) or self.language
 
     @property
     def text(self) -> str:
@@ -89,10 +89,14 @@ def output_language(task: str, language: str | None) -> str | None:
     return "en" if task == "translate" else language
 
 
+def separator(lang: str | None) -> str:
+    """One space between pieces of text; none for scripts written without spaces."""
+    return "" if lang in NO_SPACE_LANGS else " "
+
+
 def join_text(parts: list[str], lang: str | None) -> str:
-    """Join segment texts with one space (none for scripts written without spaces)."""
-    sep = "" if lang in NO_SPACE_LANGS else " "
-    return sep.join(p.strip() for p in parts if p.strip())
+    """Join segment texts with the language's separator."""
+    return separator(lang).join(p.strip() for p in parts if p.strip())
 
 
 def check(gw: Gateway, req: TranscriptionInput) -> TranscriptionPlan:
@@ -241,7 +245,7 @@ class TranscriptionJob:
             nonlocal started
             out = []
             lang = output_language(self.work.plan.task, result.language)
-            sep = "" if lang in NO_SPACE_LANGS else " "
+            sep = separator(lang)
             for seg in result.segments:
                 piece = seg["text"].strip()
                 if not piece:
