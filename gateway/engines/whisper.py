@@ -306,13 +306,14 @@ class WhisperEngine:
             for p in payloads
         ]
         starts = bounds / SAMPLE_RATE
+        whens = [_shifted(_timeline(p), at) for p, at in zip(payloads, bounds, strict=False)]
         for seg in segments:
             # Each clip is decoded on its own, so a segment lies inside one clip; its start may
             # read a few ms before the clip's (20 ms timestamp steps), so look at its middle.
             middle = max((seg.start + seg.end) / 2, seg.start + 0.025)
             i = int(np.searchsorted(starts, middle, side="right")) - 1
             i = min(max(i, 0), len(payloads) - 1)
-            results[i].segments.append(_segment(seg, _shifted(_timeline(payloads[i]), bounds[i])))
+            results[i].segments.append(_segment(seg, whens[i]))
         release_free_memory()
         return results
 

@@ -54,7 +54,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                         force=args.force,
                     )
                 print(f"{model_id}: ok ({folder})")
-                for problem in store.pull_variants(model_id, bool(args.allow_download)):
+                problems = store.variant_problems.get(model_id)
+                if problems is None:  # a local folder, which pull() leaves as it is
+                    problems = store.pull_variants(model_id, bool(args.allow_download))
+                for problem in problems:
                     print(
                         f"{model_id}: lane variant not made (that lane falls back): {problem}",
                         file=sys.stderr,

@@ -19,6 +19,7 @@ The output is written deterministically: the same input gives the same bytes, pi
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections import defaultdict
@@ -272,10 +273,12 @@ def integer_ops(path: Path) -> list[str]:
     return sorted({n.op_type for n in model.graph.node} & INTEGER_OPS)
 
 
-def dequantize_file(src: Path, dest: Path) -> None:
-    """Write the float model of `src` to `dest` atomically, with deterministic bytes."""
+def dequantize_file(src: Path, dest: Path) -> str:
+    """Write the float model of `src` to `dest` atomically, with deterministic bytes; returns
+    their sha256 (hashed in memory: no second read of the file)."""
     model = dequantize_model(onnx.load(str(src)))
     data = model.SerializeToString(deterministic=True)
+    digest = hashlib.sha256(data).hexdigest()
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -284,3 +287,4 @@ def dequantize_file(src: Path, dest: Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return digest

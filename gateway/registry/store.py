@@ -120,6 +120,8 @@ class ModelStore:
         self.specs = specs
         self.local_paths = local_paths or {}
         self.allow_download = allow_download
+        # per model: the lane variants the last pull could not make (those lanes fall back)
+        self.variant_problems: dict[str, list[str]] = {}
 
     def spec(self, model_id: str) -> ModelSpec:
         try:
@@ -194,7 +196,7 @@ class ModelStore:
             return self.folder(model_id)
         allow = self.allow_download if allow_download is None else allow_download
         if not force and self.status(model_id).present and not self.verify(model_id):
-            self.pull_variants(model_id, allow)
+            self.variant_problems[model_id] = self.pull_variants(model_id, allow)
             return self.folder(model_id)
         errors = []
         for source in self.sources(model_id, allow):
@@ -203,7 +205,7 @@ class ModelStore:
             except ModelError as exc:
                 errors.append(f"{source.describe()}: {exc}")
             else:
-                self.pull_variants(model_id, allow, force=True)
+                self.variant_problems[model_id] = self.pull_variants(model_id, allow, force=True)
                 return folder
         if not errors:
             errors.append("no source is usable offline; pass --allow-download")
@@ -311,8 +313,8 @@ class ModelStore:
                 raise ModelError(f"no way to make {variant.name} offline")
             from .dequantize import dequantize_file  # onnx is only needed here
 
-            dequantize_file(folder / variant.source_file, dest)
-            digest, expected = sha256_file(dest), variant.sha256
+            digest = dequantize_file(folder / variant.source_file, dest)
+            expected = variant.sha256
         if expected and digest != expected:
             dest.unlink(missing_ok=True)
             raise ModelError(
