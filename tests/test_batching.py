@@ -272,18 +272,23 @@ def test_simulated_gpu_failed_load_in_a_batch_is_a_gpu_failure_not_an_oom() -> N
     asyncio.run(main())
 
 
+def oom_on_the_second_call(**settings: Any) -> tuple[GatedBatchEngine, Scheduler]:
+    """The first two calls wait for `holds[0]` and `holds[1]`; the second runs out of memory."""
+    gpu = SimulatedGpu(total_mib=16000)
+    eng = GatedBatchEngine("w", gpu)
+    eng.gate.set()
+    eng.holds = {0: threading.Event(), 1: threading.Event()}
+    eng.fail = [None, "CUDA failed: out of memory"]
+    return eng, make(eng, gpu, max_batch=4, **settings)
+
+
 def test_simulated_gpu_unit_requeued_after_its_deadline_passed_in_a_batch_still_runs() -> None:
     """The queue timeout bounds waiting, not running: units whose deadline passed while their
     batch ran, put back after it failed, wait again with the time they had left (here the
     second waits for the first, run alone after the out-of-memory)."""
 
     async def main() -> None:
-        gpu = SimulatedGpu(total_mib=16000)
-        eng = GatedBatchEngine("w", gpu)
-        eng.gate.set()
-        eng.holds = {0: threading.Event(), 1: threading.Event()}
-        eng.fail = [None, "CUDA failed: out of memory"]
-        s = make(eng, gpu, max_batch=4, batch=QueuePolicy(default_timeout_s=0.5))
+        eng, s = oom_on_the_second_call(batch=QueuePolicy(default_timeout_s=0.5))
         loop = asyncio.get_running_loop()
         first = asyncio.create_task(one(s, "w", ("en", 1)))
         await started(eng)
@@ -309,12 +314,7 @@ def test_simulated_gpu_unit_requeued_after_its_deadline_passed_in_a_batch_still_
 
 def test_simulated_gpu_unit_of_a_caller_gone_during_its_batch_is_not_run_again() -> None:
     async def main() -> None:
-        gpu = SimulatedGpu(total_mib=16000)
-        eng = GatedBatchEngine("w", gpu)
-        eng.gate.set()
-        eng.holds = {0: threading.Event(), 1: threading.Event()}
-        eng.fail = [None, "CUDA failed: out of memory"]
-        s = make(eng, gpu, max_batch=4)
+        eng, s = oom_on_the_second_call()
         first = asyncio.create_task(one(s, "w", ("en", 1)))
         await started(eng)
         gone = asyncio.create_task(one(s, "w", ("en", 2)))
