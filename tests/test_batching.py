@@ -178,6 +178,9 @@ def test_simulated_gpu_out_of_memory_halves_the_batch_then_goes_to_cpu_nothing_l
         assert calls[:4] == [("gpu", [1]), ("gpu", [2, 3, 4, 5]), ("gpu", [2, 3]), ("gpu", [2])]
         assert ("cpu", [2]) in calls
         assert sorted(v for lane, vs in calls[4:] if lane == "gpu" for v in vs) == [3, 4, 5]
+        assert s.batch_limit("w") == 1  # three lone calls in a row have filled the cap of one
+        assert await one(s, "w", ("en", 6)) == 60
+        assert s.batch_limit("w") == 2  # the fourth doubles it: it recovers
         await s.close(1)
 
     asyncio.run(main())
@@ -288,7 +291,7 @@ def test_simulated_gpu_unit_requeued_after_its_deadline_passed_in_a_batch_still_
     second waits for the first, run alone after the out-of-memory)."""
 
     async def main() -> None:
-        eng, s = oom_on_the_second_call(batch=QueuePolicy(default_timeout_s=0.5))
+        eng, s = oom_on_the_second_call(batch=QueuePolicy(default_timeout_s=1.5))
         loop = asyncio.get_running_loop()
         first = asyncio.create_task(one(s, "w", ("en", 1)))
         await started(eng)
