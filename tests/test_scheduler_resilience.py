@@ -1,5 +1,6 @@
-"""Issue #10: GPU failures are retried after a cooldown, admission never over-commits, the budget
-watch holds in a container, a retried unit keeps its deadline, a failed preload falls back, and
+"""Issues #10 and #19: GPU failures are retried after a cooldown, admission never over-commits,
+the budget watch holds in a container and charges no instance for a run beside it or for other
+processes, a retried unit keeps the queue wait it had left, a failed preload falls back, and
 eviction and aging protect interactive work while batch work keeps a known minimum rate.
 
 The GPU and NVML are SIMULATED (`SimulatedGpu`); engines take known time and block on events the
