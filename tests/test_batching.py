@@ -17,11 +17,14 @@ from prometheus_client import CollectorRegistry
 from gateway.config import QueuePolicy, SchedulerSettings
 from gateway.engines.base import Device
 from gateway.scheduler import Level, ModelPolicy, Scheduler, SchedulerMetrics, SimulatedGpu
+from gateway.scheduler.batching import Batcher
 
 
 class GatedBatchEngine:
     """Payloads are (key, value); a call returns value * 10 per payload. Each call waits for
-    `gate` (set by the test) and is logged with its lane and payloads."""
+    `gate` (set by the test), and call number i also for `holds[i]` if there is one; calls are
+    logged with their lane and payloads. A call advances `clock` by `call_s` (the scheduler's
+    run timer in the tests that set it), and each unit is `audio_s` seconds of audio."""
 
     family = "gated"
     gpu_capped = False
@@ -34,11 +37,18 @@ class GatedBatchEngine:
         self.started = threading.Semaphore(0)
         self.fail: list[str | None] = []  # per GPU call, in order: raise this (None: succeed)
         self.bad_value: Any = None  # a payload value that fails on its own
+        self.holds: dict[int, threading.Event] = {}
+        self.fail_gpu_load: str | None = None
+        self.clock = 0.0
+        self.call_s = 0.0
+        self.audio_s = 10.0
 
     def gpu_support(self) -> tuple[bool, str]:
         return True, "simulated CUDA"
 
     def load(self, device: Device) -> Device:
+        if device.lane == "gpu" and self.fail_gpu_load:
+            raise RuntimeError(self.fail_gpu_load)
         if device.lane == "gpu":
             self.gpu.allocate(self.model_id, device.gpu_mem_limit_mib or 0)
         return device
@@ -50,10 +60,17 @@ class GatedBatchEngine:
     def batch_key(self, payload: tuple[str, int]) -> Hashable | None:
         return payload[0]
 
+    def audio_seconds(self, payload: Any, result: Any) -> float:
+        return self.audio_s
+
     def _call(self, lane: str, payloads: list[Any]) -> list[Any]:
         self.calls.append((lane, list(payloads)))
+        hold = self.holds.get(len(self.calls) - 1)
         self.started.release()
         self.gate.wait(10)
+        if hold is not None:
+            assert hold.wait(10), "a held call was never released"
+        self.clock += self.call_s
         if lane == "gpu" and self.fail and (message := self.fail.pop(0)):
             raise RuntimeError(message)
         if any(p[1] == self.bad_value for p in payloads):
@@ -161,7 +178,9 @@ def test_simulated_gpu_out_of_memory_halves_the_batch_then_goes_to_cpu_nothing_l
         assert calls[:4] == [("gpu", [1]), ("gpu", [2, 3, 4, 5]), ("gpu", [2, 3]), ("gpu", [2])]
         assert ("cpu", [2]) in calls
         assert sorted(v for lane, vs in calls[4:] if lane == "gpu" for v in vs) == [3, 4, 5]
-        assert s.batch_limit("w") == 1
+        assert s.batch_limit("w") == 1  # three lone calls in a row have filled the cap of one
+        assert await one(s, "w", ("en", 6)) == 60
+        assert s.batch_limit("w") == 2  # the fourth doubles it: it recovers
         await s.close(1)
 
     asyncio.run(main())
@@ -186,26 +205,165 @@ def test_simulated_gpu_a_bad_unit_fails_alone_in_its_batch() -> None:
     asyncio.run(main())
 
 
-def test_simulated_gpu_requeued_batch_keeps_its_queue_deadline() -> None:
+def test_simulated_gpu_batch_cap_recovers_after_calls_without_error() -> None:
+    """One out-of-memory halves the cap; calls that fill the lowered cap without error double it
+    again, back to max_batch (it never stays at the halved limit until a restart)."""
+
     async def main() -> None:
         gpu = SimulatedGpu(total_mib=16000)
         eng = GatedBatchEngine("w", gpu)
+        eng.gate.set()
         s = make(eng, gpu, max_batch=4)
+        eng.fail = ["CUDA failed: out of memory"]  # the first call only
+        async with s.job("w", Level.batch) as job:
+            assert await job.run_many([("en", v) for v in (1, 2, 3, 4)]) == [10, 20, 30, 40]
+        assert s.batch_limit("w") == 2
+        for start in (10, 20):  # calls of two (four in a row fill the cap), then of four
+            async with s.job("w", Level.batch) as job:
+                await job.run_many([("en", start + v) for v in range(4)])
+        sizes = [len(payloads) for _, payloads in eng.calls]
+        assert Batcher.recover_after == 4
+        assert sizes == [4, 2, 2, 2, 2, 4], sizes
+        assert s.batch_limit("w") == 4
+        await s.close(1)
+
+    asyncio.run(main())
+
+
+def test_simulated_gpu_slow_batch_estimate_recovers_from_lone_calls() -> None:
+    """A slow batch holds the limit at one; lone calls then bound the estimate (a batched unit
+    never costs more than a lone one), and lone calls as slow as the estimate let one call of
+    two measure a batch again."""
+    gpu = SimulatedGpu(total_mib=16000)
+    s = make(GatedBatchEngine("w", gpu), gpu, max_batch=16)
+    s.policies["w"].batch_latency_s = 1.0
+    b = s.batcher
+    b.measured("w", 6.0, 2)  # 3 s per unit: one at a time
+    assert s.batch_limit("w") == 1
+    b.measured("w", 0.3, 1)  # a lone unit took 0.3 s: a batched one takes at most that
+    assert s.batch_limit("w") == 3
+    b.measured("w", 6.0, 2)
+    for _ in range(b.recover_after - 1):
+        b.succeeded("w", 0.8, 1, timed=True)  # lone calls too slow to allow two by the bound
+        assert s.batch_limit("w") == 1
+    b.succeeded("w", 0.8, 1, timed=True)
+    assert s.batch_limit("w") == 2  # the probe
+    b.succeeded("w", 0.4, 2, timed=True)  # the batch was fast: 0.2 s per unit
+    assert s.batch_limit("w") == 5
+
+
+def test_simulated_gpu_failed_load_in_a_batch_is_a_gpu_failure_not_an_oom() -> None:
+    async def main() -> None:
+        gpu = SimulatedGpu(total_mib=16000)
+        eng = GatedBatchEngine("w", gpu)
+        eng.gate.set()
+        eng.fail_gpu_load = "CUDA error: initialization error"
+        s = make(eng, gpu, max_batch=4, gpu_retry_cooldown_s=600)
+        async with s.job("w", Level.batch) as job:
+            assert await job.run_many([("en", v) for v in (1, 2, 3)]) == [10, 20, 30]
+        assert {lane for lane, _ in eng.calls} == {"cpu"}  # the load failed before any call
+        assert "initialization error" in s.gpu_broken["w"]
+        assert s.fallback_counts[("w", "gpu_error")] == 3
+        eng.fail_gpu_load = None
+        s.placer.gpu_retry_at["w"] = 0.0  # the cooldown is over: the GPU again, full batches
+        assert s.batch_limit("w") == 4
+        async with s.job("w", Level.batch) as job:
+            await job.run_many([("en", v) for v in (4, 5, 6, 7)])
+        assert eng.calls[-1] == ("gpu", [("en", v) for v in (4, 5, 6, 7)])
+        await s.close(1)
+
+    asyncio.run(main())
+
+
+def oom_on_the_second_call(**settings: Any) -> tuple[GatedBatchEngine, Scheduler]:
+    """The first two calls wait for `holds[0]` and `holds[1]`; the second runs out of memory."""
+    gpu = SimulatedGpu(total_mib=16000)
+    eng = GatedBatchEngine("w", gpu)
+    eng.gate.set()
+    eng.holds = {0: threading.Event(), 1: threading.Event()}
+    eng.fail = [None, "CUDA failed: out of memory"]
+    return eng, make(eng, gpu, max_batch=4, **settings)
+
+
+def test_simulated_gpu_unit_requeued_after_its_deadline_passed_in_a_batch_still_runs() -> None:
+    """The queue timeout bounds waiting, not running: units whose deadline passed while their
+    batch ran, put back after it failed, wait again with the time they had left (here the
+    second waits for the first, run alone after the out-of-memory)."""
+
+    async def main() -> None:
+        eng, s = oom_on_the_second_call(batch=QueuePolicy(default_timeout_s=1.5))
         loop = asyncio.get_running_loop()
         first = asyncio.create_task(one(s, "w", ("en", 1)))
         await started(eng)
         rest = [asyncio.create_task(one(s, "w", ("en", v))) for v in (2, 3)]
         await asyncio.sleep(0)
-        queued = list(s.queue)
-        deadlines = [u.deadline for u in queued]
-        assert all(d <= loop.time() + s.settings.batch.default_timeout_s + 1 for d in deadlines)
-        eng.fail = [None, "CUDA failed: out of memory"]  # the batch of two fails once
-        eng.gate.set()
-        await asyncio.gather(first, *rest)
-        assert [u.deadline for u in queued] == deadlines  # the retry did not restart the clock
+        units = list(s.queue)
+        eng.holds[0].set()
+        await started(eng)  # the batch of two runs ...
+        assert all(u.started for u in units)
+        left = [u.deadline - u.started for u in units]
+        while loop.time() <= max(u.deadline for u in units):  # ... past their deadline
+            await asyncio.sleep(0.01)
+        eng.holds[1].set()  # and runs out of memory
+        assert await asyncio.gather(first, *rest) == [10, 20, 30]
+        assert [[p[1] for p in payloads] for _, payloads in eng.calls] == [[1], [2, 3], [2], [3]]
+        for u, was_left in zip(units, left, strict=True):  # the expiry it was put back with
+            assert u.timer is not None
+            assert u.timer.when() - u.enqueued == pytest.approx(was_left, abs=1e-6)
         await s.close(1)
 
     asyncio.run(main())
+
+
+def test_simulated_gpu_unit_of_a_caller_gone_during_its_batch_is_not_run_again() -> None:
+    async def main() -> None:
+        eng, s = oom_on_the_second_call()
+        first = asyncio.create_task(one(s, "w", ("en", 1)))
+        await started(eng)
+        gone = asyncio.create_task(one(s, "w", ("en", 2)))
+        stays = asyncio.create_task(one(s, "w", ("en", 3)))
+        await asyncio.sleep(0)
+        eng.holds[0].set()
+        await started(eng)  # the batch [2, 3] runs
+        gone.cancel()  # its caller disconnects
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+        eng.holds[1].set()  # the batch fails: 3 runs again, 2 does not
+        assert await asyncio.gather(first, stays) == [10, 30]
+        assert [[p[1] for p in payloads] for _, payloads in eng.calls] == [[1], [2, 3], [3]]
+        assert s.queued() == 0
+        await s.close(1)
+
+    asyncio.run(main())
+
+
+def test_simulated_gpu_batched_units_record_their_share_of_the_call() -> None:
+    """gateway_unit_run_seconds and the real-time factor count each unit's share of a batched
+    call, not the whole call once per unit."""
+
+    async def main() -> CollectorRegistry:
+        gpu = SimulatedGpu(total_mib=16000)
+        eng = GatedBatchEngine("w", gpu)
+        eng.gate.set()
+        registry = CollectorRegistry()
+        s = Scheduler({"w": eng}, {"w": ModelPolicy(cpu_threads=2, max_batch=4)},  # type: ignore[dict-item]
+                      SchedulerSettings(cores=2, gpu_slots=1), gpu, SchedulerMetrics(registry))  # fmt: skip
+        s.clock = lambda: eng.clock  # each call takes exactly call_s on this clock
+        eng.call_s = 2.0
+        async with s.job("w", Level.batch) as job:
+            await job.run_many([("en", v) for v in (1, 2, 3, 4)])
+        assert [len(p) for _, p in eng.calls] == [4]
+        assert [r.run_s for r in job.records] == [0.5] * 4
+        await s.close(1)
+        return registry
+
+    registry = asyncio.run(main())
+    sample = registry.get_sample_value
+    labels = {"engine": "w", "lane": "gpu"}
+    assert sample("gateway_unit_run_seconds_count", labels) == 4
+    assert sample("gateway_unit_run_seconds_sum", labels) == pytest.approx(2.0)
+    assert sample("gateway_real_time_factor_count", labels) == 4
+    assert sample("gateway_real_time_factor_sum", labels) == pytest.approx(4 * 0.5 / 10.0)
 
 
 @pytest.mark.parametrize("lane_gpu", [True, False])

@@ -1,5 +1,6 @@
-"""Issue #10: GPU failures are retried after a cooldown, admission never over-commits, the budget
-watch holds in a container, a retried unit keeps its deadline, a failed preload falls back, and
+"""Issues #10 and #19: GPU failures are retried after a cooldown, admission never over-commits,
+the budget watch holds in a container and charges no instance for a run beside it or for other
+processes, a retried unit keeps the queue wait it had left, a failed preload falls back, and
 eviction and aging protect interactive work while batch work keeps a known minimum rate.
 
 The GPU and NVML are SIMULATED (`SimulatedGpu`); engines take known time and block on events the
@@ -20,7 +21,6 @@ from prometheus_client import CollectorRegistry, generate_latest
 from gateway.config import Placement, SchedulerSettings
 from gateway.engines.base import Device, Lane
 from gateway.scheduler import (
-    GpuInfo,
     Level,
     ModelPolicy,
     QueueTimeout,
@@ -46,6 +46,7 @@ class GatedEngine(TimedEngine):
         self.run_gate: threading.Event | None = None
         self.running = threading.Event()
         self.extra_mib = 0
+        self.run_mib = 0  # allocated on the GPU by the next GPU run (an arena growing)
         self.gpu_loads = 0
 
     def load(self, device: Device) -> Device:
@@ -65,17 +66,18 @@ class GatedEngine(TimedEngine):
         self.running.set()
         if self.run_gate is not None:
             self.run_gate.wait(10)
+        if handle.lane == "gpu" and self.run_mib:
+            assert self.gpu is not None
+            self.gpu.allocate(self.model_id, self.run_mib)
+            self.run_mib = 0
         return super().run(handle, payload)
 
 
 class ContainerGpu(SimulatedGpu):
     """NVML inside a container: processes are listed with host PIDs, so none matches ours."""
 
-    def device(self, index: int) -> GpuInfo | None:
-        info = super().device(index)
-        if info is not None:
-            info.process_used_mib = None
-        return info
+    def process_used_mib(self, index: int) -> int | None:
+        return None
 
 
 def mk(engines: dict[str, Any], gpu: SimulatedGpu | None = None,
@@ -241,36 +243,102 @@ def test_simulated_ort_memory_beyond_its_arena_cap_is_not_charged_to_whisper() -
     assert used == {"tts": 1924, "stt": 1200}  # device deltas around each load
 
 
-# -- 4. a unit retried on the CPU keeps its queue deadline ---------------------------------------
+def _stt_beside_tts(gpu: SimulatedGpu, during: Any) -> tuple[list, dict, dict]:
+    """Whisper-like `stt` (uncapped, 1200 of its 1536 MiB) runs a unit on one GPU slot while
+    `during(tts, stt)` happens; then one more stt unit. Returns stt's log, the over-budget
+    marks and the memory charged to each instance."""
+
+    async def main() -> tuple[list, dict, dict]:
+        tts = GatedEngine("tts", 0.01, gpu)
+        stt = GatedEngine("stt", 0.01, gpu, capped=False, use_mib=1200)
+        s = mk({"tts": tts, "stt": stt}, gpu, {"tts": 1024, "stt": 1536}, gpu_reserve_mib=256,
+               gpu_slots=2)  # fmt: skip
+        await run_job(s, "tts", Level.interactive, ["t0"])  # both loaded, alone
+        await run_job(s, "stt", Level.interactive, ["s1"])
+        stt.run_gate, stt.running = threading.Event(), threading.Event()
+        held = asyncio.create_task(run_job(s, "stt", Level.batch, ["s2"]))
+        await until(stt.running.is_set, "stt runs on the GPU")
+        await during(s, tts)
+        stt.run_gate.set()
+        await held
+        stt.run_gate = None
+        await run_job(s, "stt", Level.batch, ["s3"])
+        used = {i["model"]: i.get("gpu_used_mib") for i in s.status()["instances"]}
+        return stt.log, dict(s.over_budget), used
+
+    return asyncio.run(main())
 
 
-def test_simulated_gpu_error_retry_keeps_the_original_deadline() -> None:
-    async def main() -> tuple[BaseException | None, float, float]:
+def test_simulated_gpu_a_run_beside_another_instance_is_not_charged_to_it() -> None:
+    async def kokoro_grows(s: Scheduler, tts: GatedEngine) -> None:
+        tts.run_mib = 900  # Kokoro's run on the second slot grows its memory by 900 MiB
+        await run_job(s, "tts", Level.interactive, ["t1"])
+
+    log, over, used = _stt_beside_tts(SimulatedGpu(16384), kokoro_grows)
+    assert log == [("s1", "gpu"), ("s2", "gpu"), ("s3", "gpu")]
+    assert over == {}
+    assert used == {"tts": 1024, "stt": 1200}
+
+
+def test_simulated_gpu_other_processes_are_not_charged_where_nvml_lists_ours() -> None:
+    async def another_process(s: Scheduler, tts: GatedEngine) -> None:
+        gpu.other_used_mib += 2000  # another program takes 2000 MiB while stt runs
+
+    gpu = SimulatedGpu(16384)
+    log, over, used = _stt_beside_tts(gpu, another_process)
+    assert log == [("s1", "gpu"), ("s2", "gpu"), ("s3", "gpu")]
+    assert over == {}
+    assert used == {"tts": 1024, "stt": 1200}
+
+
+# -- 4. a unit retried on the CPU keeps the queue wait it had left --------------------------------
+
+
+def test_simulated_gpu_error_retry_keeps_the_wait_it_had_left() -> None:
+    """The unit waits (behind another GPU unit), runs on the GPU, fails with a CUDA error and
+    is queued for the CPU, which stays busy: it expires once its waits add up to its timeout
+    (the run does not count), neither at its first deadline nor a full timeout later."""
+
+    async def main() -> tuple[BaseException | None, float, float, list]:
         gpu = SimulatedGpu(16384)
-        m = GatedEngine("m", 0.01, gpu)
+        blk, m = GatedEngine("blk", 0.01, gpu), GatedEngine("m", 0.01, gpu)
         m.fail_gpu_with = "CUDA failed with error out of memory"
+        blk.run_gate, m.run_gate = threading.Event(), threading.Event()
         hog = GatedEngine("hog", 0.01)
         hog.run_gate = threading.Event()
-        s = mk({"m": m, "hog": hog}, gpu)
+        s = mk({"m": m, "hog": hog, "blk": blk}, gpu)
         s.policies["hog"].placement = Placement.cpu
-        loop = asyncio.get_running_loop()
         hogging = asyncio.create_task(run_job(s, "hog", Level.interactive, ["hog"]))
         await until(hog.running.is_set, "the CPU slot is taken")
-        t0 = loop.time()
+        blocking = asyncio.create_task(run_job(s, "blk", Level.interactive, ["blk"]))
+        await until(blk.running.is_set, "the GPU slot is taken")
+        job = asyncio.create_task(run_job(s, "m", Level.interactive, ["x"], timeout=0.5))
+        await until(lambda: s.queued(model="m") == 1, "m queued")
+        (unit,) = list(s.queue)
+        queued_at, first_deadline = unit.enqueued, unit.deadline
+        await asyncio.sleep(0.05)  # it waits ...
+        blk.run_gate.set()
+        await until(m.running.is_set, "m runs on the GPU")
+        await asyncio.sleep(0.05)  # ... runs ...
+        m.run_gate.set()
+        await until(lambda: unit.force_cpu is not None, "m queued for the CPU")
+        assert unit.timer is not None
+        waited = (unit.started - queued_at) + (unit.timer.when() - unit.enqueued)
+        ran_s = unit.enqueued - unit.started
         err: BaseException | None = None
-        try:  # GPU error -> queued for the CPU, which stays busy: it must expire at t0 + 0.3
-            await asyncio.wait_for(run_job(s, "m", Level.interactive, ["x"], timeout=0.3), 5)
+        try:  # ... and waits again on the busy CPU, until it expires
+            await asyncio.wait_for(job, 5)
         except (QueueTimeout, TimeoutError) as exc:
             err = exc
-        t1 = loop.time()
         hog.run_gate.set()
-        await hogging
-        return err, t1 - t0, len(m.log)
+        await asyncio.gather(hogging, blocking)
+        return err, waited, unit.timer.when() - first_deadline, ran_s, m.log
 
-    err, waited, ran = asyncio.run(main())
+    err, waited, moved, ran_s, ran = asyncio.run(main())
     assert isinstance(err, QueueTimeout), err
-    assert 0.3 <= waited < 4
-    assert ran == 0
+    assert waited == pytest.approx(0.5, abs=1e-6)  # first wait + the wait after the retry
+    assert moved == pytest.approx(ran_s, abs=1e-6) and ran_s > 0.04  # its run did not count
+    assert ran == []
 
 
 # -- 5. a preload that fails falls back instead of crashing start-up -----------------------------

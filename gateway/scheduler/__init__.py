@@ -1,7 +1,7 @@
 """GPU-sharing scheduler: the task layer talks to it; it talks to engines through a protocol.
 
-Arrows point one way: core -> lifecycle -> placement -> pool -> policy; placement -> queue;
-core -> queue; core -> status.
+Arrows point one way: core -> lifecycle -> placement -> pool -> policy; pool -> meter;
+placement -> queue; core -> queue; core -> waiting -> status; core -> batching.
 """
 
 from ..engines.base import Lane

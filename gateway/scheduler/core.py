@@ -30,13 +30,13 @@ from .queue import (
     Job,
     Level,
     QueueFull,
-    QueueTimeout,
     SchedulerError,
     ShuttingDown,
     Unit,
     UnitQueue,
 )
 from .status import QueueGauges, queue_policy
+from .waiting import Waiting
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,7 @@ class Scheduler:
         self.priority = settings.policy == "priority"
         self.queue = UnitQueue(self.priority, settings.aging_s)
         self.gauges = QueueGauges(self.queue, metrics)
+        self.waiting = Waiting(self.queue, self.gauges, self._retry_after)
         self.pool = InstancePool(engines, policies, settings, metrics, gpu)
         self.placer = Placer(engines, policies, settings, gpu, self.pool, self.queue)
         self.slots = Slots(settings)
@@ -69,6 +70,7 @@ class Scheduler:
         self._run_times = self.estimates.per_unit
         self.batcher = Batcher(engines, policies)
         self.ledger = Ledger(metrics)
+        self.clock = time.perf_counter  # times runs; a test may set a clock of its own
         self.closing = False
         self._ttl_task: asyncio.Task[None] | None = None
         self._closed: asyncio.Future[None] | None = None  # the one close(); later calls await it
@@ -158,50 +160,16 @@ class Scheduler:
                     retry_after=self._retry_after(job.level),
                 )
         unit = Unit(job=job, payload=payload, enqueued=loop.time(), future=loop.create_future())
-        unit.deadline = unit.enqueued + job.timeout_s  # a retry keeps it
-        self._push(unit)
+        unit.deadline = unit.enqueued + job.timeout_s  # stopped while it runs: see waiting.py
+        self.waiting.push(unit)
         if dispatch:
             self._dispatch()
         return unit
 
-    def _push(self, unit: Unit) -> None:
-        """Into the queue, expiring at its deadline."""
-        unit.timer = asyncio.get_running_loop().call_at(unit.deadline, self._expire, unit)
-        self.queue.push(unit)
-        self.gauges.depth(unit)
-
-    def _take(self, unit: Unit) -> None:
-        """Out of the queue (to start, or to fail): its expiry is off."""
-        self.queue.remove(unit)
-        if unit.timer:
-            unit.timer.cancel()
-        self.gauges.depth(unit)
-
-    def _fail(self, unit: Unit, exc: Exception) -> None:
-        self._take(unit)
-        if not unit.future.done():
-            unit.future.set_exception(exc)
-
-    def _expire(self, unit: Unit) -> None:
-        if unit in self.queue:
-            self.gauges.rejected(unit.job.level, "queue_timeout")
-            level = unit.job.level
-            self._fail(
-                unit,
-                QueueTimeout(
-                    f"waited {unit.job.timeout_s:g} s in the {level.name} queue",
-                    retry_after=self._retry_after(level),
-                ),
-            )
-
     def cancel(self, unit: Unit) -> None:
-        """The caller went away: drop the unit if it has not started (a running one finishes)."""
-        if unit in self.queue:
-            self.queue.remove(unit)
-            if unit.timer:
-                unit.timer.cancel()
-            self.gauges.cancelled(unit)  # depth, and the cancelled count
-            unit.future.cancel()
+        """The caller went away: drop the unit if it has not started (a running one finishes,
+        and is not run again should its batch fail)."""
+        self.waiting.cancel(unit)
 
     # -- dispatch -------------------------------------------------------------------------------
 
@@ -225,7 +193,7 @@ class Scheduler:
                     unit.model, unit.force_cpu, self._spillover(unit)
                 )
             except SchedulerError as exc:
-                self._fail(unit, exc)
+                self.waiting.fail(unit, exc)
                 continue
             for cand in candidates:
                 if cand.evict is not None:
@@ -260,7 +228,7 @@ class Scheduler:
         loop = asyncio.get_running_loop()
         now = loop.time()
         for unit in units:
-            self._take(unit)
+            self.waiting.take(unit)
             unit.lane, unit.reason, unit.started = inst.lane, reason, now
             self.ledger.started(unit, reason)
         inst.busy = True
@@ -276,36 +244,29 @@ class Scheduler:
     # -- execution ------------------------------------------------------------------------------
 
     async def _execute(self, units: list[Unit], inst: Instance, slot: str) -> None:
-        t0 = time.perf_counter()
+        t0 = self.clock()
         was_loaded = inst.loaded
         outcome = "ok"
         unit = units[0]
+        batched = self.batcher.batches(inst)
         try:
-            if self.batcher.batches(inst):
+            if batched:
                 limit = self.batch_limit(unit.model)
                 payloads = [u.payload for u in units]
                 results = await asyncio.wrap_future(inst.submit_batch(payloads, limit))
             else:
                 results = [await asyncio.wrap_future(inst.submit(unit.payload))]
         except Exception as exc:
-            outcome = "error"
-            if len(units) > 1:
-                outcome = "gpu_error" if is_gpu_error(exc) else "error"
-                self.batcher.failed(units, exc)  # they run again, in smaller batches or alone
-                for u in units:
-                    self._requeue(u)
-            elif inst.lane == Lane.gpu and is_gpu_error(exc) and not unit.retried:
-                outcome = "gpu_error"
-                self._retry_on_cpu(unit, inst, exc, was_loaded)
-            elif not unit.future.done():
-                unit.future.set_exception(exc)
+            outcome = self._failed(units, inst, exc, was_loaded)
         else:
-            run_s = time.perf_counter() - t0
-            if was_loaded:  # time per unit: a batch shares its run
-                self._run_times[(unit.model, str(inst.lane))] = run_s / len(units)
-                self.batcher.measured(unit.model, run_s, len(units))
+            run_s = self.clock() - t0
+            share_s = run_s / len(units)  # each unit's share of the call
+            if was_loaded:
+                self._run_times[(unit.model, str(inst.lane))] = share_s
+            if batched:
+                self.batcher.succeeded(unit.model, run_s, len(units), timed=was_loaded)
             for u, result in zip(units, results, strict=True):
-                self.ledger.finished(u, inst, result, run_s)
+                self.ledger.finished(u, inst, result, share_s)
                 if not u.future.done():
                     u.future.set_result(result)
         finally:
@@ -322,20 +283,39 @@ class Scheduler:
                 self._watch_budget(inst)
             self._dispatch()
 
-    def _requeue(self, unit: Unit) -> None:
-        """Back to the queue with its seq (the front of its level) and its remaining deadline."""
-        unit.enqueued = asyncio.get_running_loop().time()
-        self._push(unit)
+    def _failed(self, units: list[Unit], inst: Instance, exc: Exception, was_loaded: bool) -> str:
+        """A call failed: its units run again where that can help (the outcome is returned).
+        A GPU load that failed is the GPU's failure, however many units waited for it: they go
+        to the CPU and the model is marked broken. A batch that failed running is shrunk (a
+        CUDA error) or split (any other); a lone unit with a CUDA error goes to the CPU once."""
+        gpu_error = inst.lane == Lane.gpu and is_gpu_error(exc)
+        if gpu_error and not was_loaded and not inst.loaded:
+            self._retry_on_cpu(units, inst, exc, load_failed=True)
+        elif len(units) > 1:
+            self.batcher.failed(units, exc)  # they run again, in smaller batches or alone
+            for u in units:
+                self.waiting.requeue(u)
+        elif gpu_error and not units[0].retried:
+            self._retry_on_cpu(units, inst, exc, load_failed=False)
+        else:
+            if not units[0].future.done():
+                units[0].future.set_exception(exc)
+            return "error"
+        return "gpu_error" if gpu_error else "error"
 
-    def _retry_on_cpu(self, unit: Unit, inst: Instance, exc: Exception, was_loaded: bool) -> None:
+    def _retry_on_cpu(
+        self, units: list[Unit], inst: Instance, exc: Exception, load_failed: bool
+    ) -> None:
         log.warning(
-            "GPU error, retrying on CPU", extra={"model": unit.model, "error": str(exc)[:200]}
+            "GPU error, retrying on CPU",
+            extra={"model": inst.model, "units": len(units), "error": str(exc)[:200]},
         )
-        if not was_loaded and not inst.loaded:
-            self.placer.mark_gpu_broken(unit.model, str(exc))
+        if load_failed:
+            self.placer.mark_gpu_broken(inst.model, str(exc))
             self.pool.unload(inst, "load_failed")
-        unit.retried, unit.force_cpu = True, "gpu_error"
-        self._requeue(unit)
+        for unit in units:
+            unit.retried, unit.force_cpu = True, "gpu_error"
+            self.waiting.requeue(unit)
 
     def _watch_budget(self, inst: Instance) -> None:
         self.placer.watch_budget(inst)  # per-instance device deltas: see Placer.watch_budget
@@ -371,7 +351,7 @@ class Scheduler:
     async def _close(self, grace_s: float) -> None:
         self.closing = True
         for unit in self.queue:
-            self._fail(unit, ShuttingDown("the server is shutting down"))
+            self.waiting.fail(unit, ShuttingDown("the server is shutting down"))
         if self._running:
             await asyncio.wait(set(self._running), timeout=grace_s)
         if self._ttl_task:

@@ -36,6 +36,11 @@ class GpuMonitor(Protocol):
         """Device memory in use alone: read around every measured GPU run, so kept cheap."""
         ...
 
+    def process_used_mib(self, index: int) -> int | None:
+        """This process's memory on the device, where NVML lists its PID (None: not listed, as
+        in a container, whose processes NVML lists with host PIDs); read around measured runs."""
+        ...
+
 
 class NvmlMonitor:
     """Real readings through nvidia-ml-py (`import pynvml`)."""
@@ -82,6 +87,22 @@ class NvmlMonitor:
             except Exception:
                 return None
 
+    def process_used_mib(self, index: int) -> int | None:
+        if not self.available:
+            return None
+        with self._lock:
+            try:
+                return self._mine(self._nvml.nvmlDeviceGetHandleByIndex(index))
+            except Exception:
+                return None
+
+    def _mine(self, handle: object) -> int | None:
+        pid = os.getpid()
+        for proc in self._nvml.nvmlDeviceGetComputeRunningProcesses(handle):
+            if proc.pid == pid and proc.usedGpuMemory is not None:
+                return int(proc.usedGpuMemory) // (1 << 20)
+        return None
+
     def _read(self, index: int) -> GpuInfo | None:
         nv = self._nvml
         try:
@@ -96,10 +117,7 @@ class NvmlMonitor:
             pass
         mine = None
         try:
-            pid = os.getpid()
-            for proc in nv.nvmlDeviceGetComputeRunningProcesses(h):
-                if proc.pid == pid and proc.usedGpuMemory is not None:
-                    mine = int(proc.usedGpuMemory) // (1 << 20)
+            mine = self._mine(h)
         except Exception:
             pass
         mig = False
@@ -127,7 +145,8 @@ def _str(value: object) -> str:
 class SimulatedGpu:
     """A simulated NVML device with known memory, for deterministic tests (never used in serving).
 
-    Simulated engines call `allocate`/`release`; `other_used_mib` stands for other processes.
+    Simulated engines call `allocate`/`release` (this process's memory); `other_used_mib` stands
+    for other processes.
     """
 
     def __init__(self, total_mib: int = 16384, name: str = "Simulated A2") -> None:
@@ -163,12 +182,18 @@ class SimulatedGpu:
         with self._lock:
             return self._used()
 
+    def process_used_mib(self, index: int) -> int | None:
+        if index != 0:
+            return None
+        with self._lock:
+            return sum(self.allocations.values())
+
     def device(self, index: int) -> GpuInfo | None:
         if index != 0:
             return None
         with self._lock:
             used = self._used()
-            mine = sum(self.allocations.values())
+        mine = self.process_used_mib(index)
         return GpuInfo(
             0, self.name, "GPU-simulated", self.total_mib, used, self.total_mib - used, 0, mine
         )

@@ -33,7 +33,8 @@ class SchedulerMetrics:
         )
         self.run_time = Histogram(
             "gateway_unit_run_seconds",
-            "Time a work unit ran (load included on first use).",
+            "Time a work unit ran (load included on first use; a unit decoded in a batch counts "
+            "its share of the call).",
             ["engine", "lane"],
             buckets=RUN_BUCKETS,
             registry=registry,
@@ -97,7 +98,8 @@ class SchedulerMetrics:
         )
         self.rtf = Histogram(
             "gateway_real_time_factor",
-            "Compute seconds per second of audio, per engine and lane.",
+            "Compute seconds per second of audio, per engine and lane (a batched unit's share of "
+            "the call).",
             ["engine", "lane"],
             buckets=RTF_BUCKETS,
             registry=registry,

@@ -15,12 +15,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, wait
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import nullcontext
 from typing import Any
 
 from ..config import SchedulerSettings
 from ..engines.base import BatchEngine, Device, Engine, Lane
 from .gpu import GpuMonitor
+from .meter import GpuMeter
 from .metrics import SchedulerMetrics
 from .policy import ModelPolicy
 from .worker import DaemonWorker
@@ -59,12 +60,10 @@ class Instance:
         self.last_used = time.monotonic()
         self.load_s: float | None = None
         self.wait_for: list[Future[Any]] = []
-        # GPU memory this instance holds, in MiB: NVML's device-level "used" before and after its
-        # load (and, for an uncapped runtime, around each run), read on this thread while no
-        # other load runs. Device-level, so it holds in a container where NVML lists host PIDs.
+        # GPU memory this instance holds, in MiB: NVML's change across its load (and, for an
+        # uncapped runtime, its runs), charged as meter.py says (GPU lane only).
         self.gpu_used_mib: int | None = None
-        self.meter: Callable[[], int | None] | None = None  # NVML device used (GPU lane only)
-        self.meter_lock: AbstractContextManager[Any] = nullcontext()
+        self.meter: GpuMeter | None = None
         self.key: tuple[str, str] = (self.model, str(self.lane))
         # a daemon thread: a unit still running at exit never holds the process open
         self._executor = DaemonWorker(f"{self.model}-{self.lane}", _lower_priority, (nice,))
@@ -94,9 +93,7 @@ class Instance:
         self._ensure_loaded()
         engine = self.engine
         assert isinstance(engine, BatchEngine)
-        if self.meter is not None and not self.engine.gpu_capped:  # as in _call
-            return list(self._measured(engine.run_batch, self.handle, payloads, batch_size))
-        return list(engine.run_batch(self.handle, payloads, batch_size))
+        return list(self._run(engine.run_batch, self.handle, payloads, batch_size))
 
     def preload(self) -> Future[Any]:
         return self._executor.submit(self._ensure_loaded)
@@ -105,7 +102,7 @@ class Instance:
         if self.handle is None:
             wait(self.wait_for)  # memory given back by evicted instances first
             t0 = time.perf_counter()
-            self.handle = self._measured(self.engine.load, self.device)
+            self.handle = self._measured(self.engine.load, self.device, load=True)
             self.load_s = time.perf_counter() - t0
             log.info(
                 "model loaded",
@@ -114,24 +111,25 @@ class Instance:
 
     def _call(self, payload: Any) -> Any:
         self._ensure_loaded()
-        if self.meter is not None and not self.engine.gpu_capped:
-            # an uncapped runtime (CTranslate2) grows its cache while it runs: measure that too
-            return self._measured(self.engine.run, self.handle, payload)
-        return self.engine.run(self.handle, payload)
+        return self._run(self.engine.run, self.handle, payload)
 
-    def _measured(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Call fn, charging the change in device memory to this instance (GPU lane only). The
-        lock keeps other loads (and measured runs) out of the window."""
+    def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
         if self.meter is None:
             return fn(*args)
-        with self.meter_lock:
-            before = self.meter()
-            try:
+        if self.engine.gpu_capped:
+            with self.meter.call():  # not measured, but seen by the runs that are
                 return fn(*args)
-            finally:
-                after = self.meter()
-                if before is not None and after is not None:
-                    self.gpu_used_mib = max(0, (self.gpu_used_mib or 0) + after - before)
+        # an uncapped runtime (CTranslate2) grows its cache while it runs: measure that too
+        return self._measured(fn, *args, load=False)
+
+    def _measured(self, fn: Callable[..., Any], *args: Any, load: bool) -> Any:
+        """Call fn, charging this instance the GPU memory it took (GPU lane only)."""
+        if self.meter is None:
+            return fn(*args)
+        return self.meter.measure(self._charge, fn, *args, load=load)
+
+    def _charge(self, delta_mib: int) -> None:
+        self.gpu_used_mib = max(0, (self.gpu_used_mib or 0) + delta_mib)
 
     def unload(self) -> Future[Any]:
         """Unload on the instance's own thread, then let the thread end."""
@@ -142,7 +140,7 @@ class Instance:
     def _unload(self) -> None:
         if self.handle is not None:
             handle, self.handle = self.handle, None
-            with self.meter_lock:  # not inside another instance's measured load
+            with self.meter.lock if self.meter else nullcontext():  # outside any measurement
                 self.engine.unload(handle)
                 del handle
             log.info("model unloaded", extra={"model": self.model, "lane": self.lane})
@@ -187,10 +185,10 @@ class InstancePool:
         self.metrics = metrics
         self.gpu = gpu
         self.instances: dict[tuple[str, str], Instance] = {}
-        self.meter_lock = threading.Lock()  # one GPU load (or measured run) at a time
-
-    def _device_used_mib(self) -> int | None:
-        return self.gpu.used_mib(self.settings.gpu_device) if self.gpu is not None else None
+        self.meter: GpuMeter | None = None
+        if gpu is not None:
+            index = settings.gpu_device
+            self.meter = GpuMeter(lambda: gpu.used_mib(index), lambda: gpu.process_used_mib(index))
 
     def __iter__(self) -> Iterator[Instance]:
         return iter(list(self.instances.values()))
@@ -222,8 +220,7 @@ class InstancePool:
                 inst = Instance(
                     self.engines[model], device, policy.gpu_budget_mib, 0, False, policy.pinned
                 )
-                if self.gpu is not None:
-                    inst.meter, inst.meter_lock = self._device_used_mib, self.meter_lock
+                inst.meter = self.meter
             else:
                 device = Device(Lane.cpu, 0, policy.cpu_threads)
                 inst = Instance(

@@ -77,7 +77,8 @@ class Unit:
     retried: bool = False
     solo: bool = False  # never batched again (its batch failed for a reason not the GPU's)
     timer: asyncio.TimerHandle | None = None
-    deadline: float = math.inf  # loop time its queue wait expires; a retry keeps it
+    deadline: float = math.inf  # loop time its queue wait expires (stopped while it runs)
+    abandoned: bool = False  # its caller went away while it ran: never run again
     lane: str | None = None
     reason: str | None = None
     started: float = 0.0
