@@ -49,7 +49,15 @@ class ServerSettings(BaseModel):
     max_audio_s: float = Field(
         4 * 3600.0,
         gt=0,
-        description="Longest decoded upload in seconds (1 h decodes to ~0.5 GiB); longer gets 400.",
+        description="Longest decoded upload in seconds (1 h decodes to 0.23 GiB); longer gets 400.",
+    )
+    max_queued_audio_s: float = Field(
+        8 * 3600.0,
+        ge=0,
+        description="Decoded audio in seconds that transcriptions hold together, from their "
+        "decode until their response ends (16 kHz float32: 0.23 GiB per hour). An upload that "
+        "would pass it gets 429 with Retry-After, before decoding where the container states "
+        "its duration; one upload alone always passes. 0: no cap.",
     )
     max_input_chars: int = Field(
         4096, ge=1, description="Longest speech `input` in characters; longer gets 400."

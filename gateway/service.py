@@ -11,6 +11,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from .audio.budget import AudioBudget
 from .config import Settings, csv
 from .doctor import Verdict, diagnose, log_verdicts
 from .engines.base import Engine
@@ -99,6 +100,8 @@ class Gateway:
             self.gpu,
             self.metrics,
         )
+        # decoded uploads held at once, across requests (bounded by `max_queued_audio_s`)
+        self.audio_budget = AudioBudget(self.settings.server.max_queued_audio_s)
         self._verify_thread: threading.Thread | None = None
         self.diagnosis: list[Verdict] = []  # `gateway doctor` verdicts, set at start
 

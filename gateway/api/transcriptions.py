@@ -1,6 +1,7 @@
 """POST /v1/audio/transcriptions and /v1/audio/translations: OpenAI speech-to-text on Whisper.
 
-The router parses the form and encodes the transcript; the task checks, decodes, plans and runs.
+The router parses the form and encodes the transcript; the task checks, admits, decodes, plans
+and runs (a full queue refuses the upload before it is decoded).
 Clips longer than `batch_threshold_s` default to level batch.
 """
 
@@ -75,7 +76,7 @@ async def _transcribe(
 ) -> Response:
     plan = stt.check(gw, req)
     data = await _read_upload(request, file, gw)
-    work = await stt.prepare(gw, plan, data)
+    work = await stt.prepare(gw, plan, data, level)
     del data
     async with stt.start(gw, work, level, timeout_s) as job:
         if stream:

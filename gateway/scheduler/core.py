@@ -145,6 +145,16 @@ class Scheduler:
     def _retry_after(self, level: Level) -> int:
         return self.estimates.retry_after(self.queued(level))
 
+    def admit(self, level: Level) -> None:
+        """Raise QueueFull where a job of `level` would be refused now (nothing is queued)."""
+        limit = self.queue_policy(level).max_queue_size
+        if self.queued(level) >= limit:
+            self.gauges.rejected(level, "queue_full")
+            raise QueueFull(
+                f"the {level.name} queue is full ({limit} waiting); retry later",
+                retry_after=self._retry_after(level),
+            )
+
     def submit(self, job: Job, payload: Any, dispatch: bool = True) -> Unit:
         """Queue one unit of a job (the queue policy may refuse a job's first: 429 or 503).
         `dispatch=False` holds dispatching back, so units queued together can share a batch."""
@@ -152,13 +162,7 @@ class Scheduler:
             raise ShuttingDown("the server is shutting down", retry_after=5)
         loop = asyncio.get_running_loop()
         if job.first_enqueued is None:
-            limit = self.queue_policy(job.level).max_queue_size
-            if self.queued(job.level) >= limit:
-                self.gauges.rejected(job.level, "queue_full")
-                raise QueueFull(
-                    f"the {job.level.name} queue is full ({limit} waiting); retry later",
-                    retry_after=self._retry_after(job.level),
-                )
+            self.admit(job.level)
         unit = Unit(job=job, payload=payload, enqueued=loop.time(), future=loop.create_future())
         unit.deadline = unit.enqueued + job.timeout_s  # stopped while it runs: see waiting.py
         self.waiting.push(unit)

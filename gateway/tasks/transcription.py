@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..audio.decode import TARGET_RATE, AudioDecodeError, decode_audio
+import numpy as np
+
+from ..audio.budget import AudioBudgetFull, Hold
+from ..audio.decode import TARGET_RATE, AudioDecodeError, AudioFile
 from ..engines.languages import LANGUAGE_NAMES
 from ..engines.whisper import LANGUAGES, TranscribeResult, TranscribeUnit, plan_windows
 from ..errors import bad_request
-from ..scheduler import Job, Level
+from ..scheduler import Job, Level, QueueFull
 from ..service import Gateway
 
 NO_SPACE_LANGS = {"ja", "zh", "th", "lo", "my", "km", "yue", "bo"}
@@ -137,12 +141,70 @@ def check(gw: Gateway, req: TranscriptionInput) -> TranscriptionPlan:
     )
 
 
-async def prepare(gw: Gateway, plan: TranscriptionPlan, data: bytes) -> Transcription:
-    """Decode the upload (by its bytes) and cut it into windows of at most `window_s`."""
+def default_level(gw: Gateway, duration_s: float) -> Level:
+    """Clips longer than `batch_threshold_s` default to level batch."""
+    return (
+        Level.interactive if duration_s <= gw.settings.scheduler.batch_threshold_s else Level.batch
+    )
+
+
+def _audio_full(gw: Gateway, level: Level | None, exc: AudioBudgetFull) -> QueueFull:
+    gw.scheduler.gauges.rejected(level or Level.batch, "audio_held")
+    return QueueFull(str(exc), gw.scheduler.estimates.retry_after(gw.scheduler.queued()))
+
+
+async def _decode(gw: Gateway, data: bytes, level: Level | None) -> tuple[np.ndarray, Hold]:
+    """The upload's samples, and its hold on the audio budget. A full queue (or budget) refuses
+    the job before the decode where the container states its duration; without one (browsers'
+    WebM) the queue decides at submit, and the budget as the array grows."""
     try:
-        audio = await asyncio.to_thread(decode_audio, data, gw.settings.server.max_audio_s)
+        upload = await asyncio.to_thread(AudioFile, data, gw.settings.server.max_audio_s)
     except AudioDecodeError as exc:
         raise bad_request(str(exc), "file", "invalid_audio") from None
+    hold = gw.audio_budget.hold()
+    try:
+        if level is None and upload.seconds is not None:
+            gw.scheduler.admit(default_level(gw, upload.seconds))
+        hold.take(upload.capacity)
+    except BaseException as exc:
+        upload.close()
+        hold.release()
+        if isinstance(exc, AudioBudgetFull):
+            raise _audio_full(gw, level, exc) from None
+        raise
+    try:
+        audio = await asyncio.to_thread(upload.decode, hold.take)
+    except BaseException as exc:
+        hold.release()  # a decode left running by a cancelled request stops at its next growth
+        if isinstance(exc, AudioDecodeError):
+            raise bad_request(str(exc), "file", "invalid_audio") from None
+        if isinstance(exc, AudioBudgetFull):
+            raise _audio_full(gw, level, exc) from None
+        raise
+    hold.keep(len(audio))
+    return audio, hold
+
+
+async def prepare(
+    gw: Gateway, plan: TranscriptionPlan, data: bytes, level: Level | None = None
+) -> Transcription:
+    """Decode the upload (by its bytes) and cut it into windows of at most `window_s`. A job at
+    a `level` the caller chose is refused (429) when that queue is full before anything else."""
+    if level is not None:
+        gw.scheduler.admit(level)
+    audio, hold = await _decode(gw, data, level)
+    try:
+        work = await _cut(gw, plan, audio)
+    except BaseException:
+        hold.release()
+        raise
+    # The samples live as long as the work (its units hold views of them, a streamed response
+    # runs them after the handler returns): the budget gets them back when it is dropped.
+    weakref.finalize(work, hold.release)
+    return work
+
+
+async def _cut(gw: Gateway, plan: TranscriptionPlan, audio: np.ndarray) -> Transcription:
     duration = len(audio) / TARGET_RATE
     if duration < MIN_AUDIO_S:
         raise bad_request(
@@ -152,8 +214,6 @@ async def prepare(gw: Gateway, plan: TranscriptionPlan, data: bytes) -> Transcri
         )
     w = gw.settings.whisper
     windows = await asyncio.to_thread(plan_windows, audio, w.window_s)
-    threshold = gw.settings.scheduler.batch_threshold_s
-    level = Level.interactive if duration <= threshold else Level.batch
     template = TranscribeUnit(
         audio=audio[:0],
         offset_s=0.0,
@@ -177,7 +237,7 @@ async def prepare(gw: Gateway, plan: TranscriptionPlan, data: bytes) -> Transcri
         )
         for win in windows
     ]
-    return Transcription(plan, units, duration, level)
+    return Transcription(plan, units, duration, default_level(gw, duration))
 
 
 _job_ids = itertools.count(1)
