@@ -26,7 +26,7 @@ from gateway.registry.dequantize import INTEGER_OPS, dequantize_file, integer_op
 from gateway.registry.manifest import load_manifest
 from gateway.registry.store import RECORD, ModelStore
 
-from .conftest import encode, wer
+from .conftest import encode, missing_tool, wer
 
 MODELS_DIR = Settings().models.dir  # honours GATEWAY_MODELS__DIR
 
@@ -112,7 +112,7 @@ def test_dequantize_is_exact_on_a_quantized_model(tmp_path: Path, per_channel: b
 def derived(tmp_path_factory: pytest.TempPathFactory) -> Path:
     src = MODELS_DIR / "kokoro" / "model.onnx"
     if not src.is_file():
-        pytest.skip("kokoro not pulled")
+        missing_tool("kokoro is not pulled (gateway models pull kokoro)")
     out = tmp_path_factory.mktemp("variant") / VARIANT.name
     dequantize_file(src, out)
     return out
@@ -154,7 +154,7 @@ def whisper_base():  # type: ignore[no-untyped-def]
 def _store_copy(tmp_path: Path) -> ModelStore:
     src = MODELS_DIR / "kokoro"
     if not (src / VARIANT.name).is_file():
-        pytest.skip("GPU variant not pulled")
+        missing_tool("the Kokoro GPU variant is not made (gateway models pull kokoro)")
     dest = tmp_path / "kokoro"
     dest.mkdir()
     for name in ("model.onnx", "voices.npz", RECORD, VARIANT.name):
@@ -208,7 +208,7 @@ def _gateway_with_variant(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, corru
 
     src = MODELS_DIR / "kokoro"
     if not (src / VARIANT.name).is_file():
-        pytest.skip("GPU variant not pulled")
+        missing_tool("the Kokoro GPU variant is not made (gateway models pull kokoro)")
     for model in ("whisper-base", "whisper-tiny.en"):
         (tmp_path / model).symlink_to(MODELS_DIR / model)
     dest = tmp_path / "kokoro"
