@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 from .config import Settings, csv
 from .doctor import Verdict, diagnose, log_verdicts
 from .engines.base import Engine
-from .engines.cuda import preload_pip_cuda
+from .engines.cuda import preload_cuda
 from .engines.families import UnknownFamily, family
 from .errors import ModelUnavailable, UnknownModel
 from .registry.manifest import ModelSpec, load_manifest
@@ -87,7 +87,7 @@ class Gateway:
         self.gpu = gpu if gpu is not None else NvmlMonitor()
         self.models: dict[str, ModelState] = {}
         if self.gpu.devices():
-            preload_pip_cuda()  # the `gpu` extra's CUDA 12 libraries, before a runtime opens them
+            preload_cuda()  # the `gpu` extra's CUDA libraries, before a runtime opens them
         self._build_engines(pull_problems or {})
         self.metrics = SchedulerMetrics(self.metrics_registry)
         self.metrics_registry.register(GpuCollector(self.gpu.devices))
