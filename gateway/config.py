@@ -40,6 +40,11 @@ class ServerSettings(BaseModel):
         description="File with one API key per line (e.g. a mounted Kubernetes Secret); "
         "added to `api_keys`.",
     )
+    metrics_require_key: bool = Field(
+        False,
+        description="Put `/metrics` behind the API keys (a scraper then sends `Authorization: "
+        "Bearer <key>`). Off: `/metrics` stays open, as Prometheus scrapes it by default.",
+    )
     cors_origins: str = Field(
         "", description="Comma-separated origins allowed by CORS. Empty: CORS is off."
     )
