@@ -181,7 +181,9 @@ class Gateway:
         self._verify_thread = threading.Thread(target=run, name="verify-models", daemon=True)
         self._verify_thread.start()
 
-    def _verified(self, model_id: str, problems: list[str], variants: dict[str, str | None]) -> None:
+    def _verified(
+        self, model_id: str, problems: list[str], variants: dict[str, str | None]
+    ) -> None:
         state = self.models[model_id]
         if problems:
             state.problems += problems
