@@ -40,6 +40,11 @@ class ServerSettings(BaseModel):
         description="File with one API key per line (e.g. a mounted Kubernetes Secret); "
         "added to `api_keys`.",
     )
+    metrics_require_key: bool = Field(
+        False,
+        description="Put `/metrics` behind the API keys (a scraper then sends `Authorization: "
+        "Bearer <key>`). Off: `/metrics` stays open, as Prometheus scrapes it by default.",
+    )
     cors_origins: str = Field(
         "", description="Comma-separated origins allowed by CORS. Empty: CORS is off."
     )
@@ -119,8 +124,9 @@ class KokoroSettings(BaseModel):
     gpu_budget_mib: int = Field(
         1536,
         ge=64,
-        description="GPU memory budget; also ONNX Runtime's `gpu_mem_limit`. The float GPU "
-        "variant measured about 1 GiB on an H200 with the CUDA context (docs/benchmarks-gpu.md).",
+        description="GPU memory budget; also ONNX Runtime's `gpu_mem_limit`. Sized from the float "
+        "GPU variant's 986 MiB measured on an H200 with the CUDA context, under a 2048 MiB budget "
+        "(docs/benchmarks-gpu.md); 1536 itself has not run on a GPU yet.",
     )
     gpu_conv_algo_search: Literal["HEURISTIC", "EXHAUSTIVE", "DEFAULT"] = Field(
         "HEURISTIC",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import zipfile
@@ -15,7 +16,7 @@ from .audio.budget import AudioBudget
 from .config import Settings, csv
 from .doctor import Verdict, diagnose, log_verdicts
 from .engines.base import Engine
-from .engines.cuda import preload_pip_cuda
+from .engines.cuda import preload_cuda
 from .engines.families import UnknownFamily, family
 from .errors import ModelUnavailable, UnknownModel
 from .registry.manifest import ModelSpec, load_manifest
@@ -88,7 +89,7 @@ class Gateway:
         self.gpu = gpu if gpu is not None else NvmlMonitor()
         self.models: dict[str, ModelState] = {}
         if self.gpu.devices():
-            preload_pip_cuda()  # the `gpu` extra's CUDA 12 libraries, before a runtime opens them
+            preload_cuda()  # the `gpu` extra's CUDA libraries, before a runtime opens them
         self._build_engines(pull_problems or {})
         self.metrics = SchedulerMetrics(self.metrics_registry)
         self.metrics_registry.register(GpuCollector(self.gpu.devices))
@@ -103,6 +104,7 @@ class Gateway:
         # decoded uploads held at once, across requests (bounded by `max_queued_audio_s`)
         self.audio_budget = AudioBudget(self.settings.server.max_queued_audio_s)
         self._verify_thread: threading.Thread | None = None
+        self.verification: asyncio.Future[None] | None = None  # set by verify_in_background
         self.diagnosis: list[Verdict] = []  # `gateway doctor` verdicts, set at start
 
     # -- models ---------------------------------------------------------------------------------
@@ -151,27 +153,54 @@ class Gateway:
         )
 
     def verify_in_background(self) -> None:
-        """Hash every present model once, so /ready can say whether the files are intact."""
+        """Hash every present model once, off the event loop, so /ready can say whether the
+        files are intact. A GPU lane file is not used until its hash passes (the GPU lane would
+        otherwise load a file that may turn out corrupt). The results are applied on the event
+        loop, where placement and model state change; `verification` completes after the last."""
+        loop = asyncio.get_running_loop()
+        todo = [m for m, s in self.models.items() if s.engine is not None]
+        placer = self.scheduler.placer
+        for model_id in todo:
+            spec = self.models[model_id].spec
+            if any(v.lane == "gpu" for v in spec.variants) and model_id not in placer.no_variant:
+                placer.hold_gpu_variant(model_id)
+        done: asyncio.Future[None] = loop.create_future()
+        self.verification = done
+
+        def post(*call: Any) -> bool:
+            try:
+                loop.call_soon_threadsafe(*call)
+                return True
+            except RuntimeError:  # the loop closed first (the server stopped): nothing to apply
+                return False
 
         def run() -> None:
-            for model_id, state in self.models.items():
-                if state.engine is None:
-                    continue
-                problems = self.store.verify(model_id)
-                if problems:
-                    state.problems += problems
-                    state.engine = None
-                    log.error(
-                        f"model files are corrupt; run `gateway models pull --force {model_id}`",
-                        extra={"model": model_id, "problems": problems},
-                    )
-                state.verified = not problems
-                for lane, problem in self.store.verify_variants(model_id).items():
-                    if problem and lane == "gpu" and state.engine is not None:
-                        self.scheduler.placer.refuse_gpu_variant(model_id, problem)
+            for model_id in todo:
+                result = self.store.verify(model_id), self.store.verify_variants(model_id)
+                if not post(self._verified, model_id, *result):
+                    return
+            post(done.set_result, None)
 
         self._verify_thread = threading.Thread(target=run, name="verify-models", daemon=True)
         self._verify_thread.start()
+
+    def _verified(
+        self, model_id: str, problems: list[str], variants: dict[str, str | None]
+    ) -> None:
+        state = self.models[model_id]
+        if problems:
+            state.problems += problems
+            state.engine = None
+            log.error(
+                f"model files are corrupt; run `gateway models pull --force {model_id}`",
+                extra={"model": model_id, "problems": problems},
+            )
+        state.verified = not problems
+        problem = variants.get("gpu")
+        if problem and state.engine is not None:
+            self.scheduler.placer.refuse_gpu_variant(model_id, problem)
+        else:
+            self.scheduler.placer.pass_gpu_variant(model_id)
 
     def available(self, task: str) -> list[str]:
         return [m for m, s in self.models.items() if s.spec.task == task and s.engine is not None]

@@ -48,6 +48,8 @@ def fake_results() -> dict:
     case = {"case": "speech, wav", "audio_s": 10.0, "raw": [4.0], "gateway": [4.1],
             "raw_cpu_median": 7.9, "gateway_cpu_median": 8.0, "cpu_ratio": 1.01,
             "raw_median": 4.0, "gateway_median": 4.1, "ratio": 1.025}  # fmt: skip
+    spinning = {"raw_spinning_median": 3.9, "raw_spinning_cpu_median": 9.6,
+                "ratio_spinning": 1.051, "cpu_ratio_spinning": 0.833}  # fmt: skip
     level = {"clients": 1, "requests": 2, "errors": [], "wall_s": 3.0, "rps": 0.66, "rtf": 0.4,
              "latency": summary([1.5, 1.5])}  # fmt: skip
     return {
@@ -56,7 +58,7 @@ def fake_results() -> dict:
         "memory_idle": {"VmRSS": 700.0, "VmHWM": 720.0},
         "memory_after": {"VmRSS": 750.0, "VmHWM": 800.0},
         "memory_sections": {"overhead": {"VmRSS": 740.0, "VmHWM": 790.0}},
-        "overhead": {"cases": [case, {**case, "case": "transcription, 10 s clip"}],
+        "overhead": {"cases": [{**case, **spinning}, {**case, "case": "transcription, 10 s clip"}],
                      "raw_memory": {"VmHWM": 690.0}, "raw_memory_idle": {"VmHWM": 600.0},
                      "threads": {"kokoro": 2, "whisper": 2}},
         "throughput": {"speech": [level, {**level, "clients": 2}],
@@ -100,6 +102,9 @@ def test_verdict_and_render_from_fake_numbers(tmp_path: Path) -> None:
         assert (tmp_path / "img" / f"{name}.png").read_bytes().startswith(PNG)
     assert "| priority |" in md and "| two-servers |" in md
     assert "CPU ratio" in md and "**1.01×**" in md
+    # the spinning baseline is shown beside the like-for-like one, for the speech case only
+    assert "| speech, wav | 3.90 s | 4.10 s | **1.05×** | 9.60 s | 0.83× |" in md
+    assert "| transcription, 10 s clip | 3.90 s" not in md
     assert res["machine"]["cpu"] in md
     assert "| overhead | 0.72 GiB | 0.77 GiB |" in md
     # every figure against its goal, met / not met
@@ -108,6 +113,29 @@ def test_verdict_and_render_from_fake_numbers(tmp_path: Path) -> None:
     assert "| transcription, 48–60 s clip | ≤ 1.05× raw | not measured | – |" in md
     assert "| batch transcription rate while speech runs / its solo rate | ≥ 75% | 50% " in md
     assert "**not met**" in md
+
+
+def test_raw_kokoro_baseline_runs_like_the_gateway_cpu_lane() -> None:
+    """The raw baseline's session has the gateway CPU lane's options (idle threads sleep), so
+    the overhead ratio measures the gateway; `spinning` keeps ONNX Runtime's default."""
+    from gateway.bench.raw import _load
+    from gateway.engines.base import Device
+    from gateway.engines.kokoro import KokoroEngine
+
+    from .conftest import models_dir
+
+    key = "session.intra_op.allow_spinning"
+    folder = models_dir() / "kokoro"
+    lane = KokoroEngine("kokoro", folder).load(Device("cpu", 0, 2)).sess.get_session_options()
+    raw, none = _load(folder, None, 2, "int8", spinning=False)
+    options = raw.sess.get_session_options()
+    assert none is None  # Kokoro only: no Whisper loaded
+    assert options.get_session_config_entry(key) == lane.get_session_config_entry(key) == "0"
+    assert options.intra_op_num_threads == lane.intra_op_num_threads == 2
+    assert options.inter_op_num_threads == lane.inter_op_num_threads
+    spun, _ = _load(folder, None, 2, "int8", spinning=True)
+    with pytest.raises(RuntimeError, match="does not have configuration"):
+        spun.sess.get_session_options().get_session_config_entry(key)  # ORT's default: spin
 
 
 def test_quick_never_writes_docs() -> None:

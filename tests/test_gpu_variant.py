@@ -7,9 +7,11 @@ speech transcribes back. A missing or corrupt variant sends the GPU lane's work 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +28,7 @@ from gateway.registry.dequantize import INTEGER_OPS, dequantize_file, integer_op
 from gateway.registry.manifest import load_manifest
 from gateway.registry.store import RECORD, ModelStore
 
-from .conftest import encode, wer
+from .conftest import encode, missing_tool, wer
 
 MODELS_DIR = Settings().models.dir  # honours GATEWAY_MODELS__DIR
 
@@ -112,7 +114,7 @@ def test_dequantize_is_exact_on_a_quantized_model(tmp_path: Path, per_channel: b
 def derived(tmp_path_factory: pytest.TempPathFactory) -> Path:
     src = MODELS_DIR / "kokoro" / "model.onnx"
     if not src.is_file():
-        pytest.skip("kokoro not pulled")
+        missing_tool("kokoro is not pulled (gateway models pull kokoro)")
     out = tmp_path_factory.mktemp("variant") / VARIANT.name
     dequantize_file(src, out)
     return out
@@ -154,7 +156,7 @@ def whisper_base():  # type: ignore[no-untyped-def]
 def _store_copy(tmp_path: Path) -> ModelStore:
     src = MODELS_DIR / "kokoro"
     if not (src / VARIANT.name).is_file():
-        pytest.skip("GPU variant not pulled")
+        missing_tool("the Kokoro GPU variant is not made (gateway models pull kokoro)")
     dest = tmp_path / "kokoro"
     dest.mkdir()
     for name in ("model.onnx", "voices.npz", RECORD, VARIANT.name):
@@ -208,7 +210,7 @@ def _gateway_with_variant(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, corru
 
     src = MODELS_DIR / "kokoro"
     if not (src / VARIANT.name).is_file():
-        pytest.skip("GPU variant not pulled")
+        missing_tool("the Kokoro GPU variant is not made (gateway models pull kokoro)")
     for model in ("whisper-base", "whisper-tiny.en"):
         (tmp_path / model).symlink_to(MODELS_DIR / model)
     dest = tmp_path / "kokoro"
@@ -227,14 +229,22 @@ def _gateway_with_variant(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, corru
     return Gateway(settings, gpu=SimulatedGpu(total_mib=16384))
 
 
+def _verified(gw) -> None:  # type: ignore[no-untyped-def]
+    """Run the start-up verification on an event loop, as `Gateway.start` does, to its end."""
+
+    async def main() -> None:
+        gw.verify_in_background()
+        await asyncio.wait_for(gw.verification, 300)
+
+    asyncio.run(main())
+
+
 @pytest.mark.parametrize("case", ["intact", "missing", "corrupt"])
 def test_simulated_gpu_a_bad_variant_sends_kokoro_to_the_cpu_with_its_reason(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str
 ) -> None:
     gw = _gateway_with_variant(tmp_path, monkeypatch, case == "corrupt", case == "missing")
-    gw.verify_in_background()
-    assert gw._verify_thread is not None
-    gw._verify_thread.join(120)
+    _verified(gw)
     placer = gw.scheduler.placer
     lane = placer.candidates("kokoro")[0]
     status = gw.scheduler.status()["models"]["kokoro"]
@@ -247,3 +257,51 @@ def test_simulated_gpu_a_bad_variant_sends_kokoro_to_the_cpu_with_its_reason(
         why = status["gpu_runtime"]["detail"] if case == "corrupt" else ""
         assert case == "missing" or "does not match" in why, status
     assert gw.models["kokoro"].engine is not None  # the CPU lane is unaffected either way
+
+
+def test_simulated_gpu_a_variant_still_being_verified_is_not_used_until_it_passes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hash of the GPU variant is held back (an event, not a duration): while it runs,
+    Kokoro's units go to the CPU lane; once it passes, on the event loop, to the GPU lane."""
+    gw = _gateway_with_variant(tmp_path, monkeypatch, corrupt=False)
+    release, hashing = threading.Event(), threading.Event()
+    real = gw.store.verify_variants
+
+    def held(model_id: str) -> dict[str, str | None]:
+        if model_id == "kokoro":
+            hashing.set()
+            release.wait(300)
+        return real(model_id)
+
+    monkeypatch.setattr(gw.store, "verify_variants", held)
+    placer = gw.scheduler.placer
+    passed_on: list[threading.Thread] = []
+    real_pass = placer.pass_gpu_variant
+
+    def record_pass(model: str) -> None:
+        passed_on.append(threading.current_thread())
+        real_pass(model)
+
+    monkeypatch.setattr(placer, "pass_gpu_variant", record_pass)
+
+    async def main() -> list[tuple[str, str | None, bool]]:
+        seen = []
+        gw.verify_in_background()
+        while not hashing.is_set():
+            await asyncio.sleep(0.01)
+        for _ in range(3):  # loop turns while the hash runs: still the CPU
+            lane = placer.candidates("kokoro")[0]
+            ok = gw.scheduler.status()["models"]["kokoro"]["gpu_variant_ok"]
+            seen.append((str(lane.lane), lane.reason, ok))
+            await asyncio.sleep(0.01)
+        release.set()
+        await asyncio.wait_for(gw.verification, 300)
+        lane = placer.candidates("kokoro")[0]
+        ok = gw.scheduler.status()["models"]["kokoro"]["gpu_variant_ok"]
+        return [*seen, (str(lane.lane), lane.reason, ok)]
+
+    seen = asyncio.run(main())
+    assert seen[:3] == [("cpu", "gpu_variant", False)] * 3, seen
+    assert seen[3] == ("gpu", None, True), seen
+    assert passed_on and set(passed_on) == {threading.main_thread()}  # the loop's, not the hash's

@@ -12,8 +12,11 @@ seconds; speech uses the real Kokoro.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import threading
+import time
 from typing import Any
 
 import httpx
@@ -21,11 +24,13 @@ import numpy as np
 import pytest
 
 from gateway.app import create_app
+from gateway.config import Settings
 from gateway.engines.whisper import LANGUAGES, TranscribeResult, Window
-from gateway.scheduler import QueueTimeout
 from gateway.tasks import transcription as stt_task
 
 from .conftest import encode, run_asgi, tone_wav
+
+HOLD_S = 60  # an upper bound on each hold, so that a broken build fails instead of hanging
 
 
 def _events(body: bytes) -> list[dict]:
@@ -107,12 +112,7 @@ def test_speech_stream_format_audio_streams_raw_and_default_is_whole() -> None:
 # -- 8. an error after the 200 ends the SSE stream with an `error` event ---------------------------
 
 
-@pytest.mark.parametrize(
-    "failure,code",
-    [(RuntimeError("simulated crash in unit 2"), "internal_error"),
-     (QueueTimeout("waited 1 s in the interactive queue"), "queue_timeout")],
-)  # fmt: skip
-def test_speech_sse_error_after_200_is_an_error_event(failure: Exception, code: str) -> None:
+def test_speech_sse_error_after_200_is_an_error_event() -> None:
     app = create_app()
     kokoro = app.state.gateway.models["kokoro"].engine
     real_run = kokoro.run
@@ -121,7 +121,7 @@ def test_speech_sse_error_after_200_is_an_error_event(failure: Exception, code: 
     def second_unit_fails(handle: Any, unit: Any) -> Any:
         calls.append(unit)
         if len(calls) == 2:
-            raise failure
+            raise RuntimeError("simulated crash in unit 2")
         return real_run(handle, unit)
 
     kokoro.run = second_unit_fails
@@ -134,28 +134,17 @@ def test_speech_sse_error_after_200_is_an_error_event(failure: Exception, code: 
     r = run_asgi(app, work)
     assert r.status_code == 200
     events = _events(r.content)
-    assert events[0]["type"] == "speech.audio.delta"
-    assert events[-1]["type"] == "error", [e["type"] for e in events]
-    err = events[-1]["error"]
-    assert err["code"] == code and err["type"] == "server_error" and err["message"]
-    assert "simulated" not in json.dumps(err)  # no internals leak out
-    assert not any(e["type"] == "speech.audio.done" for e in events)
+    _assert_error_after_delta(events, "speech", "internal_error")
+    assert "simulated" not in json.dumps(events[-1])  # no internals leak out
 
 
-@pytest.mark.parametrize(
-    "failure,code",
-    [(KeyError("simulated engine crash"), "internal_error"),
-     (QueueTimeout("waited 1 s in the batch queue"), "queue_timeout")],
-)  # fmt: skip
 def test_transcription_sse_error_after_200_is_an_error_event(
-    failure: Exception, code: str, monkeypatch: pytest.MonkeyPatch
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     app = create_app()
-    _fake_whisper(app, [TranscribeResult([_segment(" First window.")], "en"), failure])
-    # two windows whatever the audio: the first runs before the 200, the second fails after it
-    monkeypatch.setattr(stt_task, "plan_windows",
-                        lambda audio, _w: [Window(0, len(audio) // 2),
-                                           Window(len(audio) // 2, len(audio))])  # fmt: skip
+    _fake_whisper(app, [TranscribeResult([_segment(" First window.")], "en"),
+                        KeyError("simulated engine crash")])  # fmt: skip
+    _two_windows(monkeypatch)
 
     async def work(client: httpx.AsyncClient) -> httpx.Response:
         return await client.post("/v1/audio/transcriptions", files={"file": ("a.wav", tone_wav(2))},
@@ -165,9 +154,103 @@ def test_transcription_sse_error_after_200_is_an_error_event(
     assert r.status_code == 200, r.text
     events = _events(r.content)
     assert events[0] == {"type": "transcript.text.delta", "delta": "First window."}
-    assert events[-1]["type"] == "error", events
-    assert events[-1]["error"]["code"] == code
-    assert not any(e["type"] == "transcript.text.done" for e in events)
+    _assert_error_after_delta(events, "transcript", "internal_error")
+
+
+def _assert_error_after_delta(events: list[dict], kind: str, code: str) -> None:
+    done = "speech.audio.done" if kind == "speech" else "transcript.text.done"
+    assert events[0]["type"].endswith(".delta"), events[:1]
+    assert events[-1]["type"] == "error", [e["type"] for e in events]
+    err = events[-1]["error"]
+    assert err["code"] == code and err["type"] == "server_error" and err["message"], err
+    assert not any(e["type"] == done for e in events)
+
+
+def _two_windows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two windows whatever the audio: the first runs before the 200, the second after it."""
+    monkeypatch.setattr(stt_task, "plan_windows",
+                        lambda audio, _w: [Window(0, len(audio) // 2),
+                                           Window(len(audio) // 2, len(audio))])  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["speech", "transcription"])
+def test_sse_queue_timeout_after_200_comes_from_the_queue(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second unit of a streamed request waits in the real queue behind another request's
+    unit (one CPU slot) past its X-Queue-Timeout: the scheduler expires it, the engine never
+    runs it, and the stream, already 200, ends with a `queue_timeout` error event.
+
+    The order is made by events, not by durations: the first unit holds until the other request
+    is queued (so that request takes the slot next), and the other request's unit holds until the
+    streamed response has ended (so the second unit can only leave the queue by expiring)."""
+    settings = Settings()
+    settings.scheduler.cpu_slots = 1
+    settings.scheduler.cpu_background_slots = 0
+    app = create_app(settings)
+    gw = app.state.gateway
+    first_running, streamed_done = threading.Event(), threading.Event()
+    kokoro = gw.models["kokoro"].engine
+    real_speak = kokoro.run
+    runs: list[str] = []
+
+    def first_unit(handle: Any, unit: Any, real: Any) -> Any:
+        runs.append("first")
+        first_running.set()
+        deadline = time.monotonic() + HOLD_S
+        while gw.scheduler.queued() == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)  # until the other request's unit waits for this slot
+        return real(handle, unit)
+
+    def other_request(handle: Any, unit: Any) -> Any:
+        runs.append("other")
+        streamed_done.wait(HOLD_S)
+        return real_speak(handle, unit)
+
+    def then(real: Any, after_first: Any) -> Any:
+        def run(handle: Any, unit: Any) -> Any:
+            if not runs:
+                return first_unit(handle, unit, real)
+            if after_first is not None and runs == ["first"]:
+                return after_first(handle, unit)
+            runs.append("more")
+            return real(handle, unit)
+
+        return run
+
+    if kind == "speech":
+        kokoro.run = then(real_speak, other_request)
+    else:
+        first = TranscribeResult([_segment(" First window.")], "en")
+        _fake_whisper(app, [first, first])
+        whisper = gw.models["whisper-base"].engine
+        whisper.run = then(whisper.run, None)
+        kokoro.run = other_request  # the other request is speech
+        _two_windows(monkeypatch)
+    timeout = {"X-Queue-Timeout": "1"}
+
+    async def work(client: httpx.AsyncClient) -> tuple[httpx.Response, httpx.Response]:
+        if kind == "speech":
+            streamed = client.post("/v1/audio/speech", headers=timeout, json={
+                "model": "tts-1", "voice": "alloy", "stream_format": "sse",
+                "input": "One sentence here. Then another one."})  # fmt: skip
+        else:
+            streamed = client.post("/v1/audio/transcriptions", headers=timeout,
+                                   files={"file": ("a.wav", tone_wav(2))},
+                                   data={"model": "whisper-1", "stream": "true"})  # fmt: skip
+        task = asyncio.ensure_future(streamed)
+        while not first_running.is_set():
+            await asyncio.sleep(0.01)
+        other = asyncio.ensure_future(client.post("/v1/audio/speech", json={
+            "model": "tts-1", "voice": "alloy", "input": "Hold on."}))  # fmt: skip
+        r = await task
+        streamed_done.set()
+        return r, await other
+
+    r, other = run_asgi(app, work)
+    assert r.status_code == 200 and other.status_code == 200, (r.text[:300], other.text[:300])
+    _assert_error_after_delta(_events(r.content), kind, "queue_timeout")
+    assert runs == ["first", "other"], runs  # the second unit never reached an engine
 
 
 # -- 9. a translation joins its text as English -----------------------------------------------------

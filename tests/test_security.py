@@ -103,6 +103,20 @@ def test_listing_and_probe_routes_are_open(keyed: TestClient, path: str) -> None
     assert KEY not in r.text and FILE_KEY not in r.text
 
 
+def test_metrics_can_be_put_behind_the_keys() -> None:
+    """`/metrics` is open by default (above: Prometheus scrapes it with no key); with
+    `metrics_require_key` it answers 401 without a key and 200 with one."""
+    settings = Settings()
+    settings.server.api_keys = KEY
+    settings.server.metrics_require_key = True
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        assert_openai_error(client.get("/metrics"), 401)
+        assert_openai_error(client.get("/metrics", headers={"Authorization": "Bearer no"}), 401)
+        r = client.get("/metrics", headers={"Authorization": f"Bearer {KEY}"})
+        assert r.status_code == 200 and "gateway_" in r.text, r.text[:300]
+        assert client.get("/health").status_code == 200  # the probes stay open
+
+
 def test_keys_never_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """In process, every record (message and extras, as the JSON formatter writes them) at DEBUG
     level, through start-up, good and bad keys and errors; then a real server's whole log."""

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from .deps import GatewayDep, require_key
+from .deps import GatewayDep, bearer, require_key
 
 router = APIRouter(tags=["operations"])
 
@@ -42,8 +45,19 @@ async def scheduler_status(gw: GatewayDep) -> dict:
     return {**gw.scheduler.status(), "diagnosis": gw.diagnosis}
 
 
+def metrics_key(
+    request: Request,
+    gw: GatewayDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)] = None,
+) -> None:
+    """The API key check on /metrics, only with `server.metrics_require_key`."""
+    if gw.settings.server.metrics_require_key:
+        require_key(request, credentials)
+
+
 @router.get(
     "/metrics",
+    dependencies=[Depends(metrics_key)],
     response_class=Response,
     responses={
         200: {

@@ -1,8 +1,8 @@
 """MP3 through LAME in one C call per chunk (`lameenc`), with a gapless Info/LAME tag.
 
-Why not PyAV's libmp3lame: measured on the same 8 s of Kokoro speech at the same LAME quality
-(3, LAME's default and the one ffmpeg uses), PyAV's bundled LAME took 4x as long (about 140 ms
-against 34 ms on the 2-core CI machine; `docs/cpu-path.md`). MP3 is what Open WebUI asks for, and
+Why not PyAV's libmp3lame: measured by `gateway bench report` on the same 9.2 s of Kokoro speech
+at the same LAME quality (3, LAME's default and the one ffmpeg uses), PyAV's bundled LAME took
+2.8x as long (199 ms against 70 ms on the 2-core CI machine; `docs/benchmarks.md`, section 1). MP3 is what Open WebUI asks for, and
 on a GPU host its encoding was the largest part of the gateway's overhead over raw synthesis.
 
 LAME delays the signal by 576 samples and pads the last frame. A whole file starts with an

@@ -27,9 +27,11 @@ VOICE = "jf_alpha"  # what `alloy` maps to in the embedded pack; named, so both 
 
 
 class RawWorker:
-    """The child process of gateway.bench.raw, holding both models loaded."""
+    """The child process of gateway.bench.raw, holding both models loaded (`whisper=False`:
+    Kokoro only). `spinning`: Kokoro's idle threads spin (ONNX Runtime's default) instead of
+    sleeping as on the gateway's CPU lane."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, spinning: bool = False, whisper: bool = True) -> None:
         store = ModelStore(
             settings.models.dir,
             load_manifest(settings.models.manifest),
@@ -47,9 +49,10 @@ class RawWorker:
             "-m",
             "gateway.bench.raw",
             str(kdir),
-            str(wdir),
+            str(wdir) if whisper else "-",
             str(threads),
             settings.whisper.compute_type,
+            "spinning" if spinning else "sleeping",
         ]
         self.proc = subprocess.Popen(
             cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1
@@ -93,6 +96,8 @@ def overhead(
     time, and CPU time (the gateway process's, all threads; the raw worker's), which other
     processes on a shared machine disturb far less than wall time."""
     raw = RawWorker(settings)
+    # ONNX Runtime's default (idle threads spin), shown beside the like-for-like baseline
+    spin = RawWorker(settings, spinning=True, whisper=False)
 
     def timed(call: Callable[[], Any]) -> tuple[float, float]:
         c0 = proc_cpu_seconds(pid)
@@ -107,6 +112,7 @@ def overhead(
             text = inputs["speech_text"]
             # warm both sides once (first runs pay for allocations and caches)
             raw.call(op="speech", text=text, voice=VOICE)
+            spin.call(op="speech", text=text, voice=VOICE)
             speech(client, base, text, VOICE, "wav")
             variants = [("speech, wav", "wav")]
             if runs >= 3:  # the default format too (MP3 encoding is part of what clients get)
@@ -114,6 +120,7 @@ def overhead(
             for label, fmt in variants:
                 raw_t: list[tuple[float, float]] = []
                 gw_t: list[tuple[float, float]] = []
+                spin_t: list[tuple[float, float]] = []
                 n = runs if fmt == "wav" else max(1, runs - 2)
                 say(f"overhead: {label} x{n}")
                 audio_s = 0.0
@@ -122,7 +129,9 @@ def overhead(
                     raw_t.append((r["s"], r["cpu"]))
                     audio_s = r["audio_s"]
                     gw_t.append(timed(partial(speech, client, base, text, VOICE, fmt)))
-                cases.append(_case(label, audio_s, raw_t, gw_t))
+                    r = spin.call(op="speech", text=text, voice=VOICE)
+                    spin_t.append((r["s"], r["cpu"]))
+                cases.append({**_case(label, audio_s, raw_t, gw_t), **_spinning(spin_t, gw_t)})
             for label, path, audio_s in inputs["transcription"]:
                 data = Path(path).read_bytes()
                 raw.call(op="transcribe", path=str(path))
@@ -139,6 +148,7 @@ def overhead(
         mem_raw = raw.call(op="memory")
     finally:
         raw.close()
+        spin.close()
     return {
         "cases": cases,
         "mp3_encoding": mp3,
@@ -193,6 +203,21 @@ def _case(
         "raw_cpu_median": median(raw_cpu),
         "gateway_cpu_median": median(gw_cpu),
         "cpu_ratio": median(gw_cpu) / median(raw_cpu) if median(raw_cpu) else float("nan"),
+    }
+
+
+def _spinning(spin: list[tuple[float, float]], gw: list[tuple[float, float]]) -> dict[str, Any]:
+    """The raw call with ONNX Runtime's default spinning threads, against the same gateway runs."""
+    spin_s, spin_cpu = [r[0] for r in spin], [r[1] for r in spin]
+    return {
+        "raw_spinning": spin_s,
+        "raw_spinning_cpu": spin_cpu,
+        "raw_spinning_median": median(spin_s),
+        "raw_spinning_cpu_median": median(spin_cpu),
+        "ratio_spinning": median([g[0] for g in gw]) / median(spin_s),
+        "cpu_ratio_spinning": median([g[1] for g in gw]) / median(spin_cpu)
+        if median(spin_cpu)
+        else float("nan"),
     }
 
 

@@ -1,8 +1,11 @@
 """The raw library calls the gateway is compared with, in a child process of their own.
 
-`python -m gateway.bench.raw KOKORO_DIR WHISPER_DIR THREADS` loads Kokoro (kokoro_onnx on an
-ONNX Runtime session with the same model files and thread count) and Whisper (faster_whisper's
-WhisperModel, same compute type and threads), then answers one JSON command per stdin line:
+`python -m gateway.bench.raw KOKORO_DIR WHISPER_DIR THREADS [COMPUTE_TYPE] [spinning]` loads
+Kokoro (kokoro_onnx on an ONNX Runtime session with the same model files, thread count and
+session options as the gateway's CPU lane: idle threads sleep) and Whisper (faster_whisper's
+WhisperModel, same compute type and threads), then answers one JSON command per stdin line.
+`spinning` gives the Kokoro session ONNX Runtime's default instead (idle threads spin, as a
+plain kokoro_onnx user gets), to show that baseline too; WHISPER_DIR `-` loads no Whisper.
 
     {"op": "speech", "text": ..., "voice": ..., "lang": "en-us"}   -> {"s", "cpu", "audio_s"}
     {"op": "transcribe", "path": ..., "beam_size": 5, "vad": true, "language": null}
@@ -24,19 +27,27 @@ from pathlib import Path
 from typing import Any
 
 
-def _load(kokoro_dir: Path, whisper_dir: Path, threads: int, compute_type: str) -> tuple[Any, Any]:
+def _load(
+    kokoro_dir: Path, whisper_dir: Path | None, threads: int, compute_type: str, spinning: bool
+) -> tuple[Any, Any]:
     import onnxruntime as ort
-    from faster_whisper import WhisperModel
     from kokoro_onnx import Kokoro
 
-    from ..engines.kokoro import find_files
+    from ..engines.kokoro import cpu_session_options, find_files
 
     model_path, voices_path = find_files(kokoro_dir)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
+    if spinning:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    else:
+        options = cpu_session_options(threads)
     session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
     kokoro = Kokoro.from_session(session, str(voices_path))
+    if whisper_dir is None:
+        return kokoro, None
+    from faster_whisper import WhisperModel
+
     whisper = WhisperModel(
         str(whisper_dir),
         device="cpu",
@@ -84,9 +95,11 @@ def _handle(cmd: dict[str, Any], kokoro: Any, whisper: Any) -> dict[str, Any]:
 
 
 def serve(argv: list[str]) -> int:
-    kokoro_dir, whisper_dir, threads = Path(argv[0]), Path(argv[1]), int(argv[2])
+    kokoro_dir, threads = Path(argv[0]), int(argv[2])
+    whisper_dir = None if argv[1] == "-" else Path(argv[1])
     compute_type = argv[3] if len(argv) > 3 else "int8"
-    kokoro, whisper = _load(kokoro_dir, whisper_dir, threads, compute_type)
+    spinning = len(argv) > 4 and argv[4] == "spinning"
+    kokoro, whisper = _load(kokoro_dir, whisper_dir, threads, compute_type, spinning)
     out = sys.stdout
     out.write(json.dumps({"ready": True}) + "\n")
     out.flush()

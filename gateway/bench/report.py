@@ -147,7 +147,8 @@ def _overhead(res: dict[str, Any], img: str) -> list[str]:
         "",
         "Same model files, same thread count, same input; raw and gateway runs interleaved "
         "(so background load hits both alike); medians. The raw side is `kokoro_onnx` "
-        "`Kokoro.create` on an ONNX Runtime session, and `faster_whisper.WhisperModel("
+        "`Kokoro.create` on an ONNX Runtime session with the gateway's CPU-lane session "
+        "options (the same thread count, idle threads sleep), and `faster_whisper.WhisperModel("
         "compute_type=int8).transcribe(path, beam_size=5, vad_filter=True)`, in a process of "
         "its own. The gateway side is a full HTTP request (upload, decode, schedule, "
         "encode). Wall: end-to-end seconds; CPU: CPU seconds the process spent on the call "
@@ -166,6 +167,25 @@ def _overhead(res: dict[str, Any], img: str) -> list[str]:
             f"| {_f(c.get('gateway_cpu_median', NAN))} s "
             f"| **{_f(c.get('cpu_ratio', NAN))}×** | {len(c['raw'])} |"
         )
+    spun = [c for c in res["overhead"]["cases"] if "raw_spinning_median" in c]
+    if spun:
+        rows += [
+            "",
+            "The same speech runs against `kokoro_onnx` on ONNX Runtime's default session "
+            "options (idle threads spin between nodes, as a plain `kokoro_onnx` user gets), "
+            "interleaved with the runs above; spinning spends CPU time waiting, so its CPU "
+            "figure is not work done:",
+            "",
+            "| case | raw wall, spinning | gateway wall | wall ratio | raw CPU, spinning "
+            "| CPU ratio |",
+            "|---|---|---|---|---|---|",
+        ]
+        rows += [
+            f"| {c['case']} | {c['raw_spinning_median']:.2f} s | {c['gateway_median']:.2f} s "
+            f"| **{c['ratio_spinning']:.2f}×** | {c['raw_spinning_cpu_median']:.2f} s "
+            f"| {_f(c['cpu_ratio_spinning'])}× |"
+            for c in spun
+        ]
     mp3 = res["overhead"].get("mp3_encoding")
     if mp3:
         rows += [

@@ -1,34 +1,24 @@
 """One CUDA user space for both runtimes: which CUDA major each needs, and loading it from pip.
 
-CTranslate2 4.x dlopens `libcublas.so.12` (CUDA 12). onnxruntime-gpu 1.26.0 is the last build
-for CUDA 12; 1.27 and later link the CUDA 13 sonames. Installed side by side with a CUDA 13
-onnxruntime-gpu, one of the two runtimes cannot find its libraries. The `gpu` extra pins a
-coherent CUDA 12 set (onnxruntime-gpu 1.26.0 with its `cuda`/`cudnn` extras, cuBLAS 12), whose
-libraries live in pip's `nvidia/*/lib` folders, outside the loader's search path: they are
-loaded here once, globally, before either runtime opens them, so both find them by soname.
+CTranslate2 4.x dlopens `libcublas.so.12` (CUDA 12). onnxruntime-gpu says which CUDA it was built
+for in `onnxruntime.capi.build_and_package_info.cuda_version` (absent in a CPU build); installed
+side by side with a CUDA 13 onnxruntime-gpu, one of the two runtimes cannot find its libraries.
+The `gpu` extra pins a coherent CUDA 12 set (onnxruntime-gpu with its `cuda`/`cudnn` extras,
+cuBLAS 12), whose libraries live in pip's `nvidia/*/lib` folders, outside the loader's search
+path: `onnxruntime.preload_dlls()` loads them once, before either runtime opens them, and both
+then find them by soname (the loader matches an already loaded library by its soname).
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import importlib.metadata
+import io
 import logging
-import sys
-from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
-
-LAST_CUDA12_ORT = (1, 26)
-# Load order matters: each library's own CUDA dependencies first.
-CUDA12_LIBS = (
-    "libcudart.so.12",
-    "libcublasLt.so.12",
-    "libcublas.so.12",
-    "libcufft.so.11",
-    "libcurand.so.10",
-    "libnvrtc.so.12",
-    "libcudnn.so.9",
-)
 
 
 def _version(dist: str) -> tuple[int, ...] | None:
@@ -39,66 +29,74 @@ def _version(dist: str) -> tuple[int, ...] | None:
     return tuple(int(p) for p in raw.split(".")[:2] if p.isdigit())
 
 
-def ort_cuda_major(version: tuple[int, ...] | None) -> int | None:
-    """The CUDA major an onnxruntime-gpu release is built for (None: not installed)."""
-    if version is None:
+def _build_info() -> Any:
+    try:
+        from onnxruntime.capi import build_and_package_info
+    except ImportError:
         return None
-    return 12 if version[:2] <= LAST_CUDA12_ORT else 13
+    return build_and_package_info
+
+
+def ort_cuda_version(info: Any = None) -> str | None:
+    """The CUDA version the installed onnxruntime was built for, as the build records it
+    (e.g. "12.8"); None for a CPU build or no onnxruntime."""
+    info = info if info is not None else _build_info()
+    version = getattr(info, "cuda_version", None)
+    return str(version) if version else None
+
+
+def _major(version: str | None) -> int | None:
+    head = (version or "").split(".")[0]
+    return int(head) if head.isdigit() else None
 
 
 def ct2_cuda_major(version: tuple[int, ...] | None) -> int | None:
+    """CTranslate2 records no CUDA version at run time: its releases' CUDA majors (4.x: 12)."""
     if version is None:
         return None
     return 12 if version[0] == 4 else 11 if version[0] < 4 else None
 
 
-def mismatch(ort: tuple[int, ...] | None, ct2: tuple[int, ...] | None) -> str | None:
+def mismatch(ort_cuda: str | None, ct2: tuple[int, ...] | None) -> str | None:
     """A sentence naming the CUDA major mismatch between the two runtimes, with the fix."""
-    a, b = ort_cuda_major(ort), ct2_cuda_major(ct2)
+    a, b = _major(ort_cuda), ct2_cuda_major(ct2)
     if a is None or b is None or a == b:
         return None
-    ort_s = ".".join(map(str, ort or ()))
     return (
-        f"onnxruntime-gpu {ort_s} is built for CUDA {a} but ctranslate2 "
+        f"onnxruntime-gpu is built for CUDA {ort_cuda} but ctranslate2 "
         f"{'.'.join(map(str, ct2 or ()))} needs CUDA {b} (libcublas.so.{b}): one of them "
-        f"cannot load its libraries. Fix: pip install 'gateway[gpu]' (onnxruntime-gpu "
-        f"{LAST_CUDA12_ORT[0]}.{LAST_CUDA12_ORT[1]}.0, the last CUDA 12 build), or use "
-        "docker/Dockerfile.cuda"
+        "cannot load its libraries. Fix: pip install 'gateway[gpu]' (its onnxruntime-gpu pin "
+        "is a CUDA 12 build), or use docker/Dockerfile.cuda"
     )
 
 
 def installed_mismatch() -> str | None:
-    return mismatch(_version("onnxruntime-gpu"), _version("ctranslate2"))
+    return mismatch(ort_cuda_version(), _version("ctranslate2"))
 
 
-def _pip_nvidia_dirs() -> list[Path]:
-    dirs = []
-    for entry in sys.path:
-        root = Path(entry) / "nvidia"
-        if root.is_dir():
-            dirs += sorted(p for p in root.glob("*/lib") if p.is_dir())
-    return dirs
-
-
-def preload_pip_cuda() -> list[str]:
-    """Load the CUDA 12 libraries that pip's nvidia-* packages ship (the `gpu` extra), globally,
-    so that ONNX Runtime and CTranslate2 both find them. Returns the paths loaded; loads nothing
-    when no such package is installed (a system CUDA, or no GPU)."""
-    loaded = []
-    dirs = _pip_nvidia_dirs()
-    for soname in CUDA12_LIBS:
-        for folder in dirs:
-            path = folder / soname
-            if path.is_file():
-                try:
-                    ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
-                    loaded.append(str(path))
-                except OSError as exc:
-                    log.warning("cannot load %s: %s", path, exc)
-                break
-    if loaded:
-        log.info("CUDA libraries from pip loaded", extra={"count": len(loaded)})
-    return loaded
+def preload_cuda(ort: Any = None) -> bool:
+    """Load the CUDA and cuDNN libraries of pip's nvidia-* packages (the `gpu` extra) with
+    `onnxruntime.preload_dlls()`, so that ONNX Runtime and CTranslate2 both find them. False
+    when there is nothing to load: a CPU build (no CUDA version), or an onnxruntime without
+    `preload_dlls` (before 1.21). What it prints about libraries it could not load is logged."""
+    module = ort if ort is not None else importlib.import_module("onnxruntime")
+    preload = getattr(module, "preload_dlls", None)
+    info = getattr(getattr(module, "capi", None), "build_and_package_info", None)
+    cuda = ort_cuda_version(info)
+    if preload is None or cuda is None:
+        return False
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed):
+            preload()
+    except (OSError, RuntimeError) as exc:  # e.g. a directory it expects is missing
+        log.warning("onnxruntime.preload_dlls failed: %s", exc)
+        return False
+    for line in printed.getvalue().splitlines():
+        if line.strip():
+            log.warning("onnxruntime.preload_dlls: %s", line.strip())
+    log.info("CUDA libraries preloaded by onnxruntime", extra={"cuda": cuda})
+    return True
 
 
 def high_priority_stream(device: int) -> int | None:

@@ -75,6 +75,20 @@ def find_files(folder: Path) -> tuple[Path, Path]:
     return model, voices
 
 
+def cpu_session_options(threads: int) -> ort.SessionOptions:
+    """The CPU lane's ONNX Runtime session options; the benchmarks' raw Kokoro baseline uses
+    the same, so that their ratio measures the gateway and not a thread setting."""
+    options = ort.SessionOptions()
+    options.inter_op_num_threads = 1
+    options.intra_op_num_threads = threads
+    # Idle pool threads sleep instead of spinning between nodes: a spinning thread at normal
+    # priority holds a core that niced batch work (Whisper) could use, and on a shared machine
+    # it competes with everything else (measured on 2 busy cores: a sentence 2.9 s without
+    # spinning against 3.7 s with it).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
 # After a run on at least this many tokens, ONNX Runtime's CPU arena gives back its free chunks:
 # the arena otherwise keeps the largest unit's peak for good (about 0.4 GiB after a 250-phoneme
 # unit), and a 60-phoneme sentence would reuse little of it. Shorter runs keep the arena warm.
@@ -262,14 +276,14 @@ class KokoroEngine:
         return {"cpu": self.model_path.name, "gpu": self.gpu.model.name if self.gpu.model else None}
 
     def load(self, device: Device) -> Any:
-        options = ort.SessionOptions()
-        options.inter_op_num_threads = 1
         providers: list[Any]
         path = self.model_path
         if device.lane == "gpu":
             if self.gpu.model is None:
                 raise RuntimeError(f"CUDA: no GPU variant of {self.model_id}: {self.gpu.problem}")
             path = self.gpu.model
+            options = ort.SessionOptions()
+            options.inter_op_num_threads = 1
             # A few nodes (shape arithmetic, STFT pieces) stay on the CPU; one thread starves them.
             options.intra_op_num_threads = self.gpu.threads
             cuda = {
@@ -286,12 +300,7 @@ class KokoroEngine:
                 cuda["user_compute_stream"] = str(stream)
             providers = [("CUDAExecutionProvider", cuda), "CPUExecutionProvider"]
         else:
-            options.intra_op_num_threads = device.threads
-            # Idle pool threads sleep instead of spinning between nodes: a spinning thread at
-            # normal priority holds a core that niced batch work (Whisper) could use, and on a
-            # shared machine it competes with everything else (measured on 2 busy cores: a
-            # sentence 2.9 s without spinning against 3.7 s with it).
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            options = cpu_session_options(device.threads)
             providers = ["CPUExecutionProvider"]
         session = ort.InferenceSession(str(path), options, providers=providers)
         if device.lane == "gpu" and "CUDAExecutionProvider" not in session.get_providers():

@@ -62,6 +62,8 @@ class Placer:
         self.no_variant: set[str] = {
             m for m, e in engines.items() if lane_files(e).get(Lane.gpu, "") is None
         }
+        # Models whose GPU lane file is present but its checksum not yet checked: CPU until then.
+        self.variant_pending: set[str] = set()
         self.over_budget: dict[str, float] = {}  # model -> monotonic time it may return
         self.gpu_broken: dict[str, str] = {}  # model -> the error of its failed GPU load
         self.gpu_retry_at: dict[str, float] = {}  # model -> clock time its GPU is tried again
@@ -80,7 +82,7 @@ class Placer:
             return [Candidate(Lane.cpu)]
         reason = None
         evict: list[Instance] | None = None
-        if self.gpu_present and model in self.no_variant:
+        if self.gpu_present and (model in self.no_variant or model in self.variant_pending):
             reason = "gpu_variant"
         elif not self.gpu_present or not self.engine_gpu[model][0] or self._broken(model):
             reason = "no_gpu"
@@ -185,6 +187,8 @@ class Placer:
             return f"CPU (no_gpu: {self.gpu_reason}){cpu}"
         if model in self.no_variant:
             return f"CPU (gpu_variant: {why}){cpu}"
+        if model in self.variant_pending:
+            return f"CPU until its GPU variant's checksum passes, then GPU{cpu}"
         if not ok:
             return f"CPU (no_gpu: {why}){cpu}"
         return (
@@ -201,8 +205,16 @@ class Placer:
         inst.wait_for = [f for f in inst.wait_for if not f.done()] + waits
         return inst
 
+    def hold_gpu_variant(self, model: str) -> None:
+        """The GPU lane's file is being hashed: the model runs on the CPU until it passes."""
+        self.variant_pending.add(model)
+
+    def pass_gpu_variant(self, model: str) -> None:
+        self.variant_pending.discard(model)
+
     def refuse_gpu_variant(self, model: str, problem: str) -> None:
         """The GPU lane's file failed its checksum: that model runs on the CPU from now on."""
+        self.variant_pending.discard(model)
         self.no_variant.add(model)
         self.engine_gpu[model] = (False, f"GPU variant unusable: {problem}")
         log.error(

@@ -98,7 +98,7 @@ def status(s: SchedulerView) -> dict[str, Any]:
                 "gpu_retry_in_s": placer.retry_in_s(m),
                 "preload_error": placer.preload_errors.get(m),
                 "variants": lane_files(s.engines[m]),
-                "gpu_variant_ok": m not in placer.no_variant,
+                "gpu_variant_ok": m not in placer.no_variant | placer.variant_pending,
                 "over_budget": m in placer.over_budget,
             }
             for m, (ok, why) in placer.engine_gpu.items()
