@@ -44,6 +44,11 @@ def assert_openai_error(r: Any, status: int) -> dict:
 
 
 
+async def _verified(gw: Gateway) -> None:
+    assert gw.verification is not None
+    await asyncio.wait_for(gw.verification, 300)
+
+
 # -- GPU out of memory -> retried on the CPU ------------------------------------------------------
 
 OOM = "CUDA failed with error out of memory"
@@ -74,6 +79,8 @@ def test_simulated_cuda_oom_mid_unit_retries_on_cpu(model: str,
     monkeypatch.setattr(engine, "load", load)
     monkeypatch.setattr(engine, "run", run)
     with TestClient(create_app(gateway=gw), raise_server_exceptions=False) as client:
+        # Kokoro's GPU lane file is not used until its checksum passes (start-up hashing)
+        client.portal.call(_verified, gw)
         if model == "kokoro":
             r = client.post("/v1/audio/speech", json={"model": "tts-1", "voice": "alloy",
                                                       "input": "Hello there. How are you?",
