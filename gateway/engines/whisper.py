@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import ctranslate2
 import numpy as np
-from faster_whisper import BatchedInferencePipeline, WhisperModel
+from faster_whisper import WhisperModel
 from faster_whisper.tokenizer import _LANGUAGE_CODES
 from faster_whisper.transcribe import Segment
 from faster_whisper.vad import VadOptions, get_speech_timestamps
@@ -26,6 +26,7 @@ from faster_whisper.vad import VadOptions, get_speech_timestamps
 from ..audio.decode import TARGET_RATE as SAMPLE_RATE  # Whisper hears 16 kHz, as decoded
 from .base import Device
 from .memory import release_free_memory
+from .whisper_batch import decode_clips
 
 # ISO-639-1 codes Whisper knows (faster-whisper keeps the list private; only this module reads it).
 LANGUAGES = frozenset(_LANGUAGE_CODES)
@@ -137,11 +138,6 @@ def _timeline(payload: TranscribeUnit) -> Callable[[float], float]:
     return when
 
 
-def _shifted(when: Callable[[float], float], at: int) -> Callable[[float], float]:
-    """`when` for a unit whose audio starts `at` samples into a batch's joined audio."""
-    return lambda t: when(t - at / SAMPLE_RATE)
-
-
 def _segment(seg: Segment, when: Callable[[float], float]) -> dict[str, Any]:
     """A faster-whisper segment as the OpenAI verbose_json item, its times mapped by `when`
     (a segment's end belongs to the region its last instant is in)."""
@@ -166,6 +162,19 @@ def _segment(seg: Segment, when: Callable[[float], float]) -> dict[str, Any]:
             for w in seg.words
         ]
     return item
+
+
+def _speech_only(unit: TranscribeUnit) -> TranscribeUnit:
+    """The unit's speech as faster-whisper's VAD filter keeps it (its options, as
+    `transcribe(vad_filter=True)` runs it), decoded back to back with no second pass."""
+    at = round(unit.offset_s * SAMPLE_RATE)
+    chunks = [
+        (int(c["start"]), int(c["end"])) for c in get_speech_timestamps(unit.audio, VadOptions())
+    ]
+    audio = np.concatenate([unit.audio[a:b] for a, b in chunks]) if chunks else unit.audio[:0]
+    return replace(
+        unit, audio=audio, pieces=tuple((at + a, b - a) for a, b in chunks), vad_filter=False
+    )
 
 
 def _temperatures(t: float) -> list[float]:
@@ -273,47 +282,41 @@ class WhisperEngine:
     ) -> list[TranscribeResult]:
         """Decode several windows (of one job or of several with equal `batch_key`) together,
         `batch_size` at a time, with CTranslate2's batched generate: the GPU's width is used
-        instead of one window after another. The windows were cut by the VAD already, so they
-        are decoded as given (no second VAD pass), one greedy/beam pass (no temperature
-        fallback), as faster-whisper's batched pipeline does."""
-        if len(payloads) == 1:  # alone: the sequential decode, with its temperature fallback
-            return [self.run(handle, payloads[0])]
-        first = payloads[0]
-        audio = np.concatenate([p.audio for p in payloads])
-        bounds = np.cumsum([0] + [len(p.audio) for p in payloads])
-        clips = [
-            {"start": bounds[i] / SAMPLE_RATE, "end": bounds[i + 1] / SAMPLE_RATE}
-            for i in range(len(payloads))
-        ]
-        segments, info = BatchedInferencePipeline(handle).transcribe(
-            audio,
+        instead of one window after another.
+
+        A window gets the same treatment whatever shares its batch, alone included, so its text
+        does not depend on the load: its own VAD pass first where it asks for one (faster-
+        whisper's filter, as the sequential decode runs it), one batched greedy/beam decode,
+        no text where Whisper judges the window silent, and where the decode fails faster-
+        whisper's checks (a repetition loop, a low log probability), the sequential decode of
+        that window alone at the higher temperatures, as `transcribe` would fall back."""
+        units = [_speech_only(p) if p.vad_filter and not p.pieces else p for p in payloads]
+        results = [TranscribeResult(duration=len(p.audio) / SAMPLE_RATE) for p in payloads]
+        spoken = [i for i, u in enumerate(units) if len(u.audio)]
+        if not spoken:
+            return results
+        first = units[spoken[0]]
+        decoded, language, probability = decode_clips(
+            handle,
+            [units[i].audio for i in spoken],
+            batch_size,
+            temperature=first.temperature,
             language=first.language if self.multilingual else "en",
             task=first.task if self.multilingual else "transcribe",
             initial_prompt=first.prompt or None,
-            temperature=first.temperature,
             word_timestamps=first.word_timestamps,
             beam_size=first.beam_size,
-            clip_timestamps=clips,
-            without_timestamps=False,
-            batch_size=batch_size,
         )
-        results = [
-            TranscribeResult(
-                language=info.language,
-                language_probability=info.language_probability,
-                duration=len(p.audio) / SAMPLE_RATE,
-            )
-            for p in payloads
-        ]
-        starts = bounds / SAMPLE_RATE
-        whens = [_shifted(_timeline(p), at) for p, at in zip(payloads, bounds, strict=False)]
-        for seg in segments:
-            # Each clip is decoded on its own, so a segment lies inside one clip; its start may
-            # read a few ms before the clip's (20 ms timestamp steps), so look at its middle.
-            middle = max((seg.start + seg.end) / 2, seg.start + 0.025)
-            i = int(np.searchsorted(starts, middle, side="right")) - 1
-            i = min(max(i, 0), len(payloads) - 1)
-            results[i].segments.append(_segment(seg, whens[i]))
+        for i, window in zip(spoken, decoded, strict=True):
+            unit, result = replace(units[i], language=language), results[i]
+            result.language, result.language_probability = language, probability
+            hotter = _temperatures(unit.temperature)[1:]
+            if window.failed and hotter:
+                again = self.run(handle, replace(unit, temperature=hotter[0]))
+                result.segments = again.segments
+            elif not window.silent:
+                when = _timeline(unit)
+                result.segments = [_segment(seg, when) for seg in window.segments]
         release_free_memory()
         return results
 
