@@ -127,3 +127,22 @@ def test_speech_far_apart_never_shares_a_window(monkeypatch: pytest.MonkeyPatch)
     assert len(windows) == 2  # the two close regions together, the far one alone
     assert windows[0].start < 6 * sr and windows[0].end < 13 * sr
     assert windows[1].start > 3569 * sr
+
+
+def test_windows_leave_whisper_a_margin_and_share_the_speech(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """60 s of 4.4 s sentences: as few windows as fit 30 s less the margin (Whisper, hearing
+    speech up to the end of its input, leaves the last phrase for a second pass), the first
+    filled (the language is detected on it), the others even (no 3 s window costing a whole
+    encoder pass)."""
+    sr = SAMPLE_RATE
+    chunks = [(int(i * 5.0 * sr), int((i * 5.0 + 4.4) * sr)) for i in range(12)]
+    monkeypatch.setattr(whisper_mod, "get_speech_timestamps",
+                        lambda audio, options: [{"start": a, "end": b} for a, b in chunks])  # fmt: skip
+    windows = plan_windows(np.zeros(60 * sr, np.float32), 30.0)
+    speech = [sum(b - a for a, b in w.pieces) / sr for w in windows]
+    assert len(windows) == 3, speech
+    assert all(s <= 30.0 - whisper_mod.MARGIN_S for s in speech), speech
+    assert speech[0] == max(speech)
+    assert max(speech[1:]) - min(speech[1:]) <= 5.0, speech  # even, to a sentence

@@ -3,9 +3,10 @@
 A transcription is cut into work units of audio windows, so a long file yields the device between
 windows. A short clip is one window, decoded with faster-whisper's own VAD filter (one VAD pass).
 A long one is cut by one Silero VAD pass over the whole file: its speech regions, padded (a phrase
-after a long silence may be detected a little late), are packed into windows of at most `window_s`
-seconds of speech, each decoded as the concatenation of its regions with no second VAD pass, as
-faster-whisper does inside one call. Each window's timestamps are mapped back to the file's.
+after a long silence may be detected a little late), are packed into as few windows as hold them
+with Whisper's margin (`window_s` less MARGIN_S of speech), shared out evenly, each decoded as the
+concatenation of its regions followed by silence, with no second VAD pass, as faster-whisper does
+inside one call. Each window's timestamps are mapped back to the file's.
 """
 
 from __future__ import annotations
@@ -39,6 +40,11 @@ PAD_AFTER_S = 0.2
 # Speech further apart than this never shares a window: Whisper may decode two phrases of one
 # window as one segment, timed by the first, and the later phrase's time would be lost.
 MAX_GAP_S = 10.0
+# Whisper hearing speech up to the end of its 30 s input leaves the last phrase unfinished and
+# decodes it again in a second pass (a whole encoder pass for a few seconds of audio): a long
+# clip's windows are filled to at most window_s minus this, so each is decoded in one pass.
+MARGIN_S = 4.0
+WHISPER_INPUT = 30 * SAMPLE_RATE  # what Whisper hears at once
 
 
 @dataclass(frozen=True)
@@ -83,7 +89,7 @@ class TranscribeResult:
 def plan_windows(audio: np.ndarray, window_s: float) -> list[Window]:
     """Windows of at most window_s seconds: the whole clip when short (its unit runs the VAD),
     else one VAD pass over the clip whose padded speech regions are packed into windows of at
-    most window_s seconds of speech (their units need no second VAD pass)."""
+    most window_s - MARGIN_S seconds of speech (their units need no second VAD pass)."""
     limit = int(window_s * SAMPLE_RATE)
     if len(audio) <= limit:
         return [Window(0, len(audio))]
@@ -101,18 +107,36 @@ def plan_windows(audio: np.ndarray, window_s: float) -> list[Window]:
             start += limit
         if end > start:
             regions.append((start, end))
+    # As few windows as leave Whisper its margin. The first is filled (the language is detected
+    # on it, and Whisper detects it more reliably on more speech, as the raw call hears 30 s);
+    # the rest share their speech evenly: the smallest fill that packs them into no more
+    # windows than the margin's fill does.
+    fill = limit - int(MARGIN_S * SAMPLE_RATE)
+    first, *rest = _pack(regions, fill)
+    regions = [r for r in regions if r[0] >= first.end]
+    low, high = 1, fill
+    while rest and low < high:
+        mid = (low + high) // 2
+        low, high = (low, mid) if len(_pack(regions, mid)) <= len(rest) else (mid + 1, high)
+    return [first, *_pack(regions, low)]
+
+
+def _pack(regions: list[tuple[int, int]], fill: int) -> list[Window]:
+    """Regions in order into windows of at most `fill` samples of speech (a longer region is a
+    window alone), never across a gap of more than MAX_GAP_S."""
     windows: list[Window] = []
     pieces: list[tuple[int, int]] = []
-    max_gap = int(MAX_GAP_S * SAMPLE_RATE)
+    have, max_gap = 0, int(MAX_GAP_S * SAMPLE_RATE)
     for start, end in regions:
-        full = pieces and sum(b - a for a, b in pieces) + end - start > limit
-        if full or (pieces and start - pieces[-1][1] > max_gap):
+        full = have + end - start > fill
+        if pieces and (full or start - pieces[-1][1] > max_gap):
             windows.append(Window(pieces[0][0], pieces[-1][1], tuple(pieces)))
-            pieces = []
+            pieces, have = [], 0
         if pieces and pieces[-1][1] == start:  # touching regions: one piece
             pieces[-1] = (pieces[-1][0], end)
         else:
             pieces.append((start, end))
+        have += end - start
     if pieces:
         windows.append(Window(pieces[0][0], pieces[-1][1], tuple(pieces)))
     return windows
@@ -242,8 +266,15 @@ class WhisperEngine:
         )
 
     def run(self, handle: WhisperModel, payload: TranscribeUnit) -> TranscribeResult:
+        audio = payload.audio
+        if payload.pieces and len(audio) < WHISPER_INPUT:
+            # A window of a long clip: Whisper hears the rest of its 30 s input as silence, as it
+            # was trained. faster-whisper pads the features instead, with values Whisper does not
+            # hear as silence, and then more often leaves the window's last phrase for a second
+            # pass: a whole encoder pass for a few seconds of audio.
+            audio = np.pad(audio, (0, WHISPER_INPUT - len(audio)))
         segments, info = handle.transcribe(
-            payload.audio,
+            audio,
             language=payload.language if self.multilingual else "en",
             task=payload.task if self.multilingual else "transcribe",
             initial_prompt=payload.prompt or None,
