@@ -146,3 +146,23 @@ def test_windows_leave_whisper_a_margin_and_share_the_speech(
     assert all(s <= 30.0 - whisper_mod.MARGIN_S for s in speech), speech
     assert speech[0] == max(speech)
     assert max(speech[1:]) - min(speech[1:]) <= 5.0, speech  # even, to a sentence
+
+
+def test_a_window_is_decoded_in_one_pass_when_it_hears_silence_after_its_speech(
+    whisper: tuple[WhisperEngine, object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first window of the report's 48 s clip (five sentences, 23.2 s): with faster-whisper's
+    zero features after it, Whisper left the fifth sentence for a second encoder pass."""
+    engine, handle = whisper
+    spoken = spoken_16k(list(POOL[:5]), voice="alloy")
+    pause = np.zeros(int(0.6 * SAMPLE_RATE), np.float32)
+    audio = np.concatenate([x for s in spoken for x in (s, pause)])[: int(23.19 * SAMPLE_RATE)]
+    passes = []
+    encode = handle.encode  # type: ignore[attr-defined]
+    monkeypatch.setattr(handle, "encode", lambda features: passes.append(1) or encode(features))
+    unit = TranscribeUnit(audio=audio, offset_s=0.0, pieces=((0, len(audio)),), vad_filter=False,
+                          language="en")  # fmt: skip
+    result = engine.run(handle, unit)
+    assert wer(" ".join(POOL[:5]), " ".join(s["text"] for s in result.segments)) <= 0.1
+    assert len(passes) == 1
+    assert result.segments[-1]["end"] <= len(audio) / SAMPLE_RATE
