@@ -127,3 +127,42 @@ def test_speech_far_apart_never_shares_a_window(monkeypatch: pytest.MonkeyPatch)
     assert len(windows) == 2  # the two close regions together, the far one alone
     assert windows[0].start < 6 * sr and windows[0].end < 13 * sr
     assert windows[1].start > 3569 * sr
+
+
+def test_windows_leave_whisper_a_margin_and_share_the_speech(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """60 s of 4.4 s sentences: as few windows as fit 30 s less the margin (Whisper, hearing
+    speech up to the end of its input, leaves the last phrase for a second pass), the first
+    filled (the language is detected on it), the others even (no 3 s window costing a whole
+    encoder pass)."""
+    sr = SAMPLE_RATE
+    chunks = [(int(i * 5.0 * sr), int((i * 5.0 + 4.4) * sr)) for i in range(12)]
+    monkeypatch.setattr(whisper_mod, "get_speech_timestamps",
+                        lambda audio, options: [{"start": a, "end": b} for a, b in chunks])  # fmt: skip
+    windows = plan_windows(np.zeros(60 * sr, np.float32), 30.0)
+    speech = [sum(b - a for a, b in w.pieces) / sr for w in windows]
+    assert len(windows) == 3, speech
+    assert all(s <= 30.0 - whisper_mod.MARGIN_S for s in speech), speech
+    assert speech[0] == max(speech)
+    assert max(speech[1:]) - min(speech[1:]) <= 5.0, speech  # even, to a sentence
+
+
+def test_a_window_is_decoded_in_one_pass_when_it_hears_silence_after_its_speech(
+    whisper: tuple[WhisperEngine, object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first window of the report's 48 s clip (five sentences, 23.2 s): with faster-whisper's
+    zero features after it, Whisper left the fifth sentence for a second encoder pass."""
+    engine, handle = whisper
+    spoken = spoken_16k(list(POOL[:5]), voice="alloy")
+    pause = np.zeros(int(0.6 * SAMPLE_RATE), np.float32)
+    audio = np.concatenate([x for s in spoken for x in (s, pause)])[: int(23.19 * SAMPLE_RATE)]
+    passes = []
+    encode = handle.encode  # type: ignore[attr-defined]
+    monkeypatch.setattr(handle, "encode", lambda features: passes.append(1) or encode(features))
+    unit = TranscribeUnit(audio=audio, offset_s=0.0, pieces=((0, len(audio)),), vad_filter=False,
+                          language="en")  # fmt: skip
+    result = engine.run(handle, unit)
+    assert wer(" ".join(POOL[:5]), " ".join(s["text"] for s in result.segments)) <= 0.1
+    assert len(passes) == 1
+    assert result.segments[-1]["end"] <= len(audio) / SAMPLE_RATE

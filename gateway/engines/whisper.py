@@ -3,22 +3,23 @@
 A transcription is cut into work units of audio windows, so a long file yields the device between
 windows. A short clip is one window, decoded with faster-whisper's own VAD filter (one VAD pass).
 A long one is cut by one Silero VAD pass over the whole file: its speech regions, padded (a phrase
-after a long silence may be detected a little late), are packed into windows of at most `window_s`
-seconds of speech, each decoded as the concatenation of its regions with no second VAD pass, as
-faster-whisper does inside one call. Each window's timestamps are mapped back to the file's.
+after a long silence may be detected a little late), are packed into as few windows as hold them
+with Whisper's margin (`window_s` less MARGIN_S of speech), shared out evenly, each decoded as the
+concatenation of its regions followed by silence, with no second VAD pass, as faster-whisper does
+inside one call. Each window's timestamps are mapped back to the file's.
 """
 
 from __future__ import annotations
 
 import bisect
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import ctranslate2
 import numpy as np
-from faster_whisper import BatchedInferencePipeline, WhisperModel
+from faster_whisper import WhisperModel
 from faster_whisper.tokenizer import _LANGUAGE_CODES
 from faster_whisper.transcribe import Segment
 from faster_whisper.vad import VadOptions, get_speech_timestamps
@@ -26,6 +27,7 @@ from faster_whisper.vad import VadOptions, get_speech_timestamps
 from ..audio.decode import TARGET_RATE as SAMPLE_RATE  # Whisper hears 16 kHz, as decoded
 from .base import Device
 from .memory import release_free_memory
+from .whisper_batch import decode_clips
 
 # ISO-639-1 codes Whisper knows (faster-whisper keeps the list private; only this module reads it).
 LANGUAGES = frozenset(_LANGUAGE_CODES)
@@ -38,6 +40,11 @@ PAD_AFTER_S = 0.2
 # Speech further apart than this never shares a window: Whisper may decode two phrases of one
 # window as one segment, timed by the first, and the later phrase's time would be lost.
 MAX_GAP_S = 10.0
+# Whisper hearing speech up to the end of its 30 s input leaves the last phrase unfinished and
+# decodes it again in a second pass (a whole encoder pass for a few seconds of audio): a long
+# clip's windows are filled to at most window_s minus this, so each is decoded in one pass.
+MARGIN_S = 4.0
+WHISPER_INPUT = 30 * SAMPLE_RATE  # what Whisper hears at once
 
 
 @dataclass(frozen=True)
@@ -82,7 +89,7 @@ class TranscribeResult:
 def plan_windows(audio: np.ndarray, window_s: float) -> list[Window]:
     """Windows of at most window_s seconds: the whole clip when short (its unit runs the VAD),
     else one VAD pass over the clip whose padded speech regions are packed into windows of at
-    most window_s seconds of speech (their units need no second VAD pass)."""
+    most window_s - MARGIN_S seconds of speech (their units need no second VAD pass)."""
     limit = int(window_s * SAMPLE_RATE)
     if len(audio) <= limit:
         return [Window(0, len(audio))]
@@ -100,18 +107,36 @@ def plan_windows(audio: np.ndarray, window_s: float) -> list[Window]:
             start += limit
         if end > start:
             regions.append((start, end))
+    # As few windows as leave Whisper its margin. The first is filled (the language is detected
+    # on it, and Whisper detects it more reliably on more speech, as the raw call hears 30 s);
+    # the rest share their speech evenly: the smallest fill that packs them into no more
+    # windows than the margin's fill does.
+    fill = limit - int(MARGIN_S * SAMPLE_RATE)
+    first, *rest = _pack(regions, fill)
+    regions = [r for r in regions if r[0] >= first.end]
+    low, high = 1, fill
+    while rest and low < high:
+        mid = (low + high) // 2
+        low, high = (low, mid) if len(_pack(regions, mid)) <= len(rest) else (mid + 1, high)
+    return [first, *_pack(regions, low)]
+
+
+def _pack(regions: list[tuple[int, int]], fill: int) -> list[Window]:
+    """Regions in order into windows of at most `fill` samples of speech (a longer region is a
+    window alone), never across a gap of more than MAX_GAP_S."""
     windows: list[Window] = []
     pieces: list[tuple[int, int]] = []
-    max_gap = int(MAX_GAP_S * SAMPLE_RATE)
+    have, max_gap = 0, int(MAX_GAP_S * SAMPLE_RATE)
     for start, end in regions:
-        full = pieces and sum(b - a for a, b in pieces) + end - start > limit
-        if full or (pieces and start - pieces[-1][1] > max_gap):
+        full = have + end - start > fill
+        if pieces and (full or start - pieces[-1][1] > max_gap):
             windows.append(Window(pieces[0][0], pieces[-1][1], tuple(pieces)))
-            pieces = []
+            pieces, have = [], 0
         if pieces and pieces[-1][1] == start:  # touching regions: one piece
             pieces[-1] = (pieces[-1][0], end)
         else:
             pieces.append((start, end))
+        have += end - start
     if pieces:
         windows.append(Window(pieces[0][0], pieces[-1][1], tuple(pieces)))
     return windows
@@ -135,11 +160,6 @@ def _timeline(payload: TranscribeUnit) -> Callable[[float], float]:
         return t + shifts[max(bisect.bisect_right(starts, t) - 1, 0)]
 
     return when
-
-
-def _shifted(when: Callable[[float], float], at: int) -> Callable[[float], float]:
-    """`when` for a unit whose audio starts `at` samples into a batch's joined audio."""
-    return lambda t: when(t - at / SAMPLE_RATE)
 
 
 def _segment(seg: Segment, when: Callable[[float], float]) -> dict[str, Any]:
@@ -166,6 +186,19 @@ def _segment(seg: Segment, when: Callable[[float], float]) -> dict[str, Any]:
             for w in seg.words
         ]
     return item
+
+
+def _speech_only(unit: TranscribeUnit) -> TranscribeUnit:
+    """The unit's speech as faster-whisper's VAD filter keeps it (its options, as
+    `transcribe(vad_filter=True)` runs it), decoded back to back with no second pass."""
+    at = round(unit.offset_s * SAMPLE_RATE)
+    chunks = [
+        (int(c["start"]), int(c["end"])) for c in get_speech_timestamps(unit.audio, VadOptions())
+    ]
+    audio = np.concatenate([unit.audio[a:b] for a, b in chunks]) if chunks else unit.audio[:0]
+    return replace(
+        unit, audio=audio, pieces=tuple((at + a, b - a) for a, b in chunks), vad_filter=False
+    )
 
 
 def _temperatures(t: float) -> list[float]:
@@ -233,8 +266,15 @@ class WhisperEngine:
         )
 
     def run(self, handle: WhisperModel, payload: TranscribeUnit) -> TranscribeResult:
+        audio = payload.audio
+        if payload.pieces and len(audio) < WHISPER_INPUT:
+            # A window of a long clip: Whisper hears the rest of its 30 s input as silence, as it
+            # was trained. faster-whisper pads the features instead, with values Whisper does not
+            # hear as silence, and then more often leaves the window's last phrase for a second
+            # pass: a whole encoder pass for a few seconds of audio.
+            audio = np.pad(audio, (0, WHISPER_INPUT - len(audio)))
         segments, info = handle.transcribe(
-            payload.audio,
+            audio,
             language=payload.language if self.multilingual else "en",
             task=payload.task if self.multilingual else "transcribe",
             initial_prompt=payload.prompt or None,
@@ -273,47 +313,41 @@ class WhisperEngine:
     ) -> list[TranscribeResult]:
         """Decode several windows (of one job or of several with equal `batch_key`) together,
         `batch_size` at a time, with CTranslate2's batched generate: the GPU's width is used
-        instead of one window after another. The windows were cut by the VAD already, so they
-        are decoded as given (no second VAD pass), one greedy/beam pass (no temperature
-        fallback), as faster-whisper's batched pipeline does."""
-        if len(payloads) == 1:  # alone: the sequential decode, with its temperature fallback
-            return [self.run(handle, payloads[0])]
-        first = payloads[0]
-        audio = np.concatenate([p.audio for p in payloads])
-        bounds = np.cumsum([0] + [len(p.audio) for p in payloads])
-        clips = [
-            {"start": bounds[i] / SAMPLE_RATE, "end": bounds[i + 1] / SAMPLE_RATE}
-            for i in range(len(payloads))
-        ]
-        segments, info = BatchedInferencePipeline(handle).transcribe(
-            audio,
+        instead of one window after another.
+
+        A window gets the same treatment whatever shares its batch, alone included, so its text
+        does not depend on the load: its own VAD pass first where it asks for one (faster-
+        whisper's filter, as the sequential decode runs it), one batched greedy/beam decode,
+        no text where Whisper judges the window silent, and where the decode fails faster-
+        whisper's checks (a repetition loop, a low log probability), the sequential decode of
+        that window alone at the higher temperatures, as `transcribe` would fall back."""
+        units = [_speech_only(p) if p.vad_filter and not p.pieces else p for p in payloads]
+        results = [TranscribeResult(duration=len(p.audio) / SAMPLE_RATE) for p in payloads]
+        spoken = [i for i, u in enumerate(units) if len(u.audio)]
+        if not spoken:
+            return results
+        first = units[spoken[0]]
+        decoded, language, probability = decode_clips(
+            handle,
+            [units[i].audio for i in spoken],
+            batch_size,
+            temperature=first.temperature,
             language=first.language if self.multilingual else "en",
             task=first.task if self.multilingual else "transcribe",
             initial_prompt=first.prompt or None,
-            temperature=first.temperature,
             word_timestamps=first.word_timestamps,
             beam_size=first.beam_size,
-            clip_timestamps=clips,
-            without_timestamps=False,
-            batch_size=batch_size,
         )
-        results = [
-            TranscribeResult(
-                language=info.language,
-                language_probability=info.language_probability,
-                duration=len(p.audio) / SAMPLE_RATE,
-            )
-            for p in payloads
-        ]
-        starts = bounds / SAMPLE_RATE
-        whens = [_shifted(_timeline(p), at) for p, at in zip(payloads, bounds, strict=False)]
-        for seg in segments:
-            # Each clip is decoded on its own, so a segment lies inside one clip; its start may
-            # read a few ms before the clip's (20 ms timestamp steps), so look at its middle.
-            middle = max((seg.start + seg.end) / 2, seg.start + 0.025)
-            i = int(np.searchsorted(starts, middle, side="right")) - 1
-            i = min(max(i, 0), len(payloads) - 1)
-            results[i].segments.append(_segment(seg, whens[i]))
+        for i, window in zip(spoken, decoded, strict=True):
+            unit, result = replace(units[i], language=language), results[i]
+            result.language, result.language_probability = language, probability
+            hotter = _temperatures(unit.temperature)[1:]
+            if window.failed and hotter:
+                again = self.run(handle, replace(unit, temperature=hotter[0]))
+                result.segments = again.segments
+            elif not window.silent:
+                when = _timeline(unit)
+                result.segments = [_segment(seg, when) for seg in window.segments]
         release_free_memory()
         return results
 
