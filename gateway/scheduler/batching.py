@@ -35,8 +35,8 @@ class Batcher:
         self.policies = policies
         self.oom_cap: dict[str, int] = {}  # batch limit after a GPU out-of-memory
         self.full_runs: dict[str, int] = {}  # calls in a row that filled the lowered cap
-        # time per unit measured in batched calls: a lone unit decodes sequentially (with its
-        # own VAD and temperature fallback) and costs several times a batched one
+        # time per unit, from batched calls; a lone call (the same batched path with its own
+        # VAD pass) only lowers it: in a batch a unit never costs more than alone
         self.per_unit: dict[str, float] = {}
         self.lone_runs: dict[str, int] = {}  # lone calls in a row the estimate held to one
 
