@@ -9,7 +9,7 @@ is "asterisk asterisk" and "h t t p s colon slash slash". Two layers:
   row by row. Emoji are dropped (a text of nothing but emoji has nothing to
   speak, as before).
 * English only: numbers, ordinals, currency, percentages, dates, times, phone numbers and units
-  as words, with num2words. Other languages keep their numbers: espeak-ng and OpenJTalk read them.
+  as words (`numbers.py`). Other languages keep their numbers: espeak-ng and OpenJTalk read them.
 
 Normalization works sentence by sentence and keeps every sentence's end, so it never merges or
 drops sentences, and the first-sentence cut that starts a stream early still holds.
