@@ -95,12 +95,13 @@ class ModelsSettings(BaseModel):
         None, description="Model manifest to use instead of the bundled `models/manifest.toml`."
     )
     speech_default: str = Field(
-        "kokoro", description="Model used for `tts-1`, `tts-1-hd` and `kokoro`."
+        "kokoro", description="Model used for `tts-1`, `tts-1-hd` and `gpt-4o-mini-tts`."
     )
     transcription_default: str = Field(
         "whisper-base",
-        description="Model used for `whisper-1`. The multilingual base model by default, so "
-        "`language` and translations work.",
+        description="Model used for `whisper-1`, `gpt-4o-transcribe` and "
+        "`gpt-4o-mini-transcribe`. The multilingual base model by default, so `language` and "
+        "translations work.",
     )
     allow_download: bool = Field(
         False,
