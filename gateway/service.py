@@ -27,6 +27,7 @@ from .scheduler import (
     Scheduler,
     SchedulerMetrics,
 )
+from .traffic import Traffic
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,7 @@ class Gateway:
             preload_pip_cuda()  # the `gpu` extra's CUDA 12 libraries, before a runtime opens them
         self._build_engines(pull_problems or {})
         self.metrics = SchedulerMetrics(self.metrics_registry)
+        self.traffic = Traffic(self.metrics_registry)  # requests per front door
         self.metrics_registry.register(GpuCollector(self.gpu.devices))
         usable = {m: s for m, s in self.models.items() if s.engine is not None}
         self.scheduler = Scheduler(
