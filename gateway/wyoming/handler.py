@@ -131,11 +131,14 @@ class Connection(AsyncEventHandler):
     async def handle_event(self, event: Event) -> bool:
         try:
             self._dispatch(event)
-        except APIError as exc:
-            self.traffic.record(PROTOCOL, event.type, exc.status, 0.0)
-            await self.error(exc)
-        except (KeyError, TypeError, ValueError, AttributeError):
-            await self.error(bad_request(f"malformed {event.type!r} event", None, "invalid_event"))
+        except (KeyError, TypeError, ValueError, AttributeError):  # a field missing or mistyped
+            err = bad_request(f"malformed {event.type!r} event", None, "invalid_event")
+            self.traffic.record(PROTOCOL, event.type, err.status, 0.0)
+            await self.error(err)
+        except Exception as exc:  # APIError, an unknown model...: what HTTP would answer
+            err = as_api_error(exc)
+            self.traffic.record(PROTOCOL, event.type, err.status, 0.0)
+            await self.error(err)
         if Describe.is_type(event.type):
             await self.write_event(describe(self.gw).event())
         elif Ping.is_type(event.type):
