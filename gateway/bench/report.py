@@ -1,7 +1,7 @@
 """`gateway bench report`: measure everything in one run and write docs/benchmarks.md + plots.
 
 Sections: (1) overhead against the raw libraries, (2) sharing (the `sharing` benchmark),
-(3) throughput against concurrency, (4) memory, (5) streaming, (6) Wyoming. `--quick` uses tiny inputs and few
+(3) throughput against concurrency, (4) memory, (5) streaming, (6) accuracy, (7) Wyoming. `--quick` uses tiny inputs and few
 runs and writes to `--out` or a temporary folder, never to docs/.
 """
 
@@ -138,8 +138,8 @@ def render(res: dict[str, Any], img: str = "img") -> str:
     ]
     out += goals.render(res)
     out += _overhead(res, img) + _sharing(sh, cfg, img) + _throughput(res, img)
-    out += _memory(res, img) + _streaming(res, img) + wyoming.render(res.get("wyoming"))
-    out += goals.render_accuracy(res)
+    out += _memory(res, img) + _streaming(res, img) + goals.render_accuracy(res)
+    out += wyoming.render(res.get("wyoming"))
     return "\n".join(out) + "\n"
 
 
