@@ -211,3 +211,38 @@ def test_home_assistant_session_one_connection_after_another(server: LiveServer)
     traffic = httpx.get(server.url + "/v1/scheduler").json()["traffic"]
     assert traffic["wyoming"]["listening"].endswith(f":{server.wyoming_port}")
     assert traffic["wyoming"]["requests"] >= 4 and traffic["http"]["requests"] >= 1
+
+
+def test_zeroconf_announces_the_listener_when_asked() -> None:
+    """Off by default; on, Home Assistant finds `_wyoming._tcp.local.` at the listener's port."""
+    import threading
+
+    from zeroconf import ServiceBrowser, ServiceListener, Zeroconf
+
+    from gateway.config import Settings, WyomingSettings
+
+    assert WyomingSettings().zeroconf is False
+    found: dict[str, int | None] = {}
+    seen = threading.Event()
+
+    class Listener(ServiceListener):
+        def add_service(self, zc: Zeroconf, type_: str, name: str) -> None:
+            info = zc.get_service_info(type_, name)
+            found[name] = info.port if info else None
+            seen.set()
+
+        def update_service(self, zc: Zeroconf, type_: str, name: str) -> None:
+            pass
+
+        def remove_service(self, zc: Zeroconf, type_: str, name: str) -> None:
+            pass
+
+    settings = Settings(wyoming=WyomingSettings(port=0, host="127.0.0.1", zeroconf=True))
+    with LiveServer(settings) as live:
+        zc = Zeroconf()
+        try:
+            ServiceBrowser(zc, "_wyoming._tcp.local.", Listener())
+            seen.wait(60)  # a guard: the announcement arrives within a second or two
+        finally:
+            zc.close()
+        assert live.wyoming_port in found.values(), found
