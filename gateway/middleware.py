@@ -15,7 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import error_body
 from .logs import request_id
-from .traffic import Traffic
+from .traffic import LATENCY_BUCKETS, Traffic
 
 log = logging.getLogger("gateway.access")
 _RID = re.compile(r"^[A-Za-z0-9._\-]{1,128}$")
@@ -49,7 +49,7 @@ class GatewayMiddleware:
             "HTTP request latency (to the last byte).",
             ["route", "method"],
             registry=registry,
-            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128),
+            buckets=LATENCY_BUCKETS,
         )
 
     def _limit(self, scope: Scope) -> int:

@@ -8,6 +8,9 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+# Request latency buckets (seconds), shared with the HTTP middleware's histogram.
+LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128)
+
 
 class Traffic:
     def __init__(self, registry: CollectorRegistry) -> None:
@@ -23,7 +26,7 @@ class Traffic:
             "Request latency by front door, to the last byte or event sent.",
             ["protocol", "operation"],
             registry=registry,
-            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128),
+            buckets=LATENCY_BUCKETS,
         )
         self.totals: dict[str, dict[str, int]] = defaultdict(lambda: {"requests": 0, "errors": 0})
         self.connections: dict[str, int] = defaultdict(int)

@@ -3,12 +3,15 @@ about a second for it, so no model is loaded and nothing is queued)."""
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from wyoming.info import AsrModel, AsrProgram, Attribution, Info, TtsProgram, TtsVoice
 
 from .. import __version__
 from ..service import Gateway
 from ..tasks import catalog
 
+T = TypeVar("T", AsrModel, TtsVoice)
 PROGRAM = "gateway"
 ATTRIBUTION = Attribution(name="GPU-sharing audio gateway", url="")  # no public home yet
 WHISPER = Attribution(name="OpenAI Whisper, SYSTRAN faster-whisper",
@@ -17,29 +20,24 @@ KOKORO = Attribution(name="hexgrad Kokoro, kokoro-onnx",
                      url="https://huggingface.co/hexgrad/Kokoro-82M")  # fmt: skip
 
 
+def _artifacts(kind: type[T], entries: list[catalog.Entry], attribution: Attribution) -> list[T]:
+    """Models or voices, each with its languages (Home Assistant filters by them)."""
+    return [
+        kind(
+            name=e.name,
+            attribution=attribution,
+            installed=True,
+            description=e.description,
+            version=None,
+            languages=e.languages,
+        )
+        for e in entries
+    ]
+
+
 def describe(gw: Gateway) -> Info:
-    models = [
-        AsrModel(
-            name=m.name,
-            attribution=WHISPER,
-            installed=True,
-            description=m.description,
-            version=None,
-            languages=m.languages,
-        )
-        for m in catalog.transcription_models(gw)
-    ]
-    voices = [
-        TtsVoice(
-            name=v.name,
-            attribution=KOKORO,
-            installed=True,
-            description=v.description,
-            version=None,
-            languages=v.languages,
-        )
-        for v in catalog.voices(gw)
-    ]
+    models = _artifacts(AsrModel, catalog.transcription_models(gw), WHISPER)
+    voices = _artifacts(TtsVoice, catalog.voices(gw), KOKORO)
     asr = AsrProgram(
         name=PROGRAM,
         attribution=ATTRIBUTION,
