@@ -208,6 +208,7 @@ def test_home_assistant_session_one_connection_after_another(server: LiveServer)
                        status="200") - metric(before, "gateway_requests_total",
                                               protocol="wyoming", operation=op, status="200")  # fmt: skip
         assert moved == 2, op
+    assert httpx.get(server.url + "/v1/models").status_code == 200  # HTTP counts beside it
     traffic = httpx.get(server.url + "/v1/scheduler").json()["traffic"]
     assert traffic["wyoming"]["listening"].endswith(f":{server.wyoming_port}")
     assert traffic["wyoming"]["requests"] >= 4 and traffic["http"]["requests"] >= 1
