@@ -23,6 +23,7 @@ from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, Synthesize
 from ..config_wyoming import WyomingSettings
 from ..errors import APIError, as_api_error, bad_request
 from ..service import Gateway
+from ..tasks.transcription import TranscriptionPlan
 from ..traffic import Traffic
 from . import speech_to_text as asr
 from . import text_to_speech as tts
@@ -45,7 +46,7 @@ class Connection(AsyncEventHandler):
         super().__init__(reader, writer)
         self.gw, self.settings, self.traffic = gw, settings, traffic
         self.peer = str(writer.get_extra_info("peername"))
-        self.plan: Any = None  # from `transcribe`, for the next utterance
+        self.plan: TranscriptionPlan | None = None  # from `transcribe`, for the next utterance
         self.utterance: asr.Utterance | None = None
         self.skip_audio = False  # this utterance already failed: its audio is dropped quietly
         self.stream: tts.SpeechStream | None = None
