@@ -18,6 +18,8 @@ from typing import Literal
 from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .config_wyoming import WyomingSettings
+
 
 class Placement(str, Enum):
     """Where an engine may run: ``auto`` prefers the GPU when it is usable and admitted."""
@@ -319,6 +321,7 @@ class Settings(BaseSettings):
     kokoro: KokoroSettings = Field(default_factory=KokoroSettings)
     whisper: WhisperSettings = Field(default_factory=WhisperSettings)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
+    wyoming: WyomingSettings = Field(default_factory=WyomingSettings)
 
     def api_keys(self) -> list[str]:
         keys = [k.strip() for k in self.server.api_keys.split(",") if k.strip()]

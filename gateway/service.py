@@ -29,6 +29,7 @@ from .scheduler import (
     Scheduler,
     SchedulerMetrics,
 )
+from .traffic import Traffic
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,7 @@ class Gateway:
             preload_cuda()  # the `gpu` extra's CUDA libraries, before a runtime opens them
         self._build_engines(pull_problems or {})
         self.metrics = SchedulerMetrics(self.metrics_registry)
+        self.traffic = Traffic(self.metrics_registry)  # requests per front door
         self.metrics_registry.register(GpuCollector(self.gpu.devices))
         usable = {m: s for m, s in self.models.items() if s.engine is not None}
         self.scheduler = Scheduler(
