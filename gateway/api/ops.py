@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
-from fastapi.security import HTTPAuthorizationCredentials
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .deps import GatewayDep, bearer, require_key
@@ -45,14 +42,12 @@ async def scheduler_status(gw: GatewayDep) -> dict:
     return {**gw.scheduler.status(), "diagnosis": gw.diagnosis, "traffic": gw.traffic.summary()}
 
 
-def metrics_key(
-    request: Request,
-    gw: GatewayDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)] = None,
-) -> None:
-    """The API key check on /metrics, only with `server.metrics_require_key`."""
+async def metrics_key(request: Request, gw: GatewayDep) -> None:
+    """The API key check on /metrics, only with `server.metrics_require_key`. The bearer scheme
+    is read here rather than declared as a dependency, so the OpenAPI document shows /metrics
+    open, as it is by default (Prometheus scrapes it without a key)."""
     if gw.settings.server.metrics_require_key:
-        require_key(request, credentials)
+        require_key(request, await bearer(request))
 
 
 @router.get(
