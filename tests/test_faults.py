@@ -76,8 +76,19 @@ def test_simulated_cuda_oom_mid_unit_retries_on_cpu(model: str,
             raise RuntimeError(OOM)
         return real_run(inner, payload)
 
+    def run_batch(handle: Any, payloads: list[Any], batch_size: int) -> Any:
+        # Whisper's GPU lane decodes through its batched path, a lone window included
+        lane, inner = handle
+        if lane == "gpu":
+            gpu_calls.extend(payloads)
+            raise RuntimeError(OOM)
+        return real_run_batch(inner, payloads, batch_size)
+
     monkeypatch.setattr(engine, "load", load)
     monkeypatch.setattr(engine, "run", run)
+    if hasattr(engine, "run_batch"):
+        real_run_batch = engine.run_batch
+        monkeypatch.setattr(engine, "run_batch", run_batch)
     with TestClient(create_app(gateway=gw), raise_server_exceptions=False) as client:
         # Kokoro's GPU lane file is not used until its checksum passes (start-up hashing)
         client.portal.call(_verified, gw)
