@@ -179,6 +179,10 @@ def _with_lane_busy(server: LiveServer, work: Callable[[], object]) -> object:
                 return await work()  # type: ignore[misc]
             finally:
                 post.cancel()
+                # The window running now ends on its thread: wait for it, so no decode outlives
+                # the server (a CTranslate2 decode still running at exit crashes the interpreter).
+                while server.gateway.scheduler.status()["lanes"]["cpu"]["busy"]:
+                    await asyncio.sleep(0.05)
 
     return asyncio.run(main())
 
