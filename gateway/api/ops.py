@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from ..config import csv
 from .deps import GatewayDep, bearer, require_key
 
 router = APIRouter(tags=["operations"])
@@ -42,7 +43,18 @@ async def ready(gw: GatewayDep) -> JSONResponse:
 @router.get("/v1/scheduler", dependencies=[Depends(require_key)])
 async def scheduler_status(gw: GatewayDep) -> dict:
     """Lanes, slots, queues, budgets, loaded instances, fallbacks and GPU memory."""
-    return {**gw.scheduler.status(), "diagnosis": gw.diagnosis}
+    w = gw.settings.whisper
+    languages = {
+        "default": w.language or None,
+        "candidates": csv(w.languages),
+        "threshold": w.language_threshold,
+        "segments": w.language_segments,
+    }
+    return {
+        **gw.scheduler.status(),
+        "transcription_languages": languages,
+        "diagnosis": gw.diagnosis,
+    }
 
 
 def metrics_key(
