@@ -124,8 +124,9 @@ def test_explicit_language_is_never_overridden(clips: dict[str, np.ndarray]) -> 
     (which the Wyoming and Realtime front doors call) takes it as given."""
     settings = whisper(languages="en")
     (reply,) = transcribe(settings, clips[JAPANESE], language="ja")
-    assert reply.json()["language"] == "japanese"
-    assert "language_probability" not in reply.json()
+    body = reply.json()
+    assert body["language"] == "japanese" and "language_probability" not in body
+    assert any("\u3040" <= c <= "\u9fff" for c in body["text"]), body["text"]  # kana/kanji
     assert "X-Detected-Language" not in reply.headers
     plan = stt.check(Gateway(settings), stt.TranscriptionInput("whisper-1", language="JA "))
     assert plan.language == "ja"
