@@ -213,7 +213,9 @@ def detect(handle: WhisperModel, audio: np.ndarray, vad: bool, how: Detection) -
         return how.pinned, 1.0
     if vad:
         chunks = get_speech_timestamps(audio, VadOptions())
-        audio = np.concatenate([audio[c["start"] : c["end"]] for c in chunks]) if chunks else audio[:0]
+        audio = (
+            np.concatenate([audio[c["start"] : c["end"]] for c in chunks]) if chunks else audio[:0]
+        )
     if not len(audio):  # nothing said: the language does not matter
         return how.default or "en", 0.0
     language, probability, ranked = handle.detect_language(
