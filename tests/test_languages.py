@@ -177,3 +177,27 @@ def test_streamed_transcript_says_its_language_in_headers(clips: dict[str, np.nd
     (reply,) = transcribe(Settings(), clips[LIBRARY], stream="true", response_format="json")
     assert reply.headers["X-Detected-Language"] == "en"
     assert "transcript.text.done" in reply.text
+
+
+def test_bench_corpus_and_its_report_section() -> None:
+    """The benchmark's corpus is the issue's (>= 20 English, >= 10 Japanese, every voice), and
+    its section renders a row per setting (figures made up here, never measured)."""
+    from gateway.bench import languages as bench
+
+    items = bench.corpus()
+    assert sum(lang == "en" for lang, _, _ in items) >= 20
+    assert sum(lang == "ja" for lang, _, _ in items) >= 10
+    assert {voice for _, _, voice in items} == set(bench.VOICES)
+    scored = bench._score(
+        [bench._row("en", "a b", "en", "a b", 0.9), bench._row("ja", "今日", "en", "x", 0.5)]
+    )
+    assert (scored["right_en"], scored["right_ja"], scored["wer_en"], scored["cer_ja"]) == (
+        1,
+        0,
+        0,
+        1,
+    )
+    md = "\n".join(
+        bench.render({"languages": {"english": 1, "japanese": 1, "configs": {"x": scored}}})
+    )
+    assert "| x | 50 % | 100 % | 0 % | 0.0 % | 100.0 % |" in md

@@ -20,7 +20,7 @@ import httpx
 
 from ..config import Settings
 from . import clips
-from .accuracy import wer
+from .accuracy import error_rate, wer
 from .client import AUTH
 from .server import GatewayProcess
 
@@ -72,14 +72,7 @@ CONFIGS: tuple[tuple[str, dict[str, str]], ...] = (
 
 def cer(reference: str, hypothesis: str) -> float:
     """Character error rate over letters and digits (Japanese has no spaces to count words)."""
-    ref = [c for c in reference if c.isalnum()]
-    hyp = [c for c in hypothesis if c.isalnum()]
-    row = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        prev, row[0] = row[0], i
-        for j, h in enumerate(hyp, 1):
-            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
-    return row[-1] / max(len(ref), 1)
+    return error_rate([c for c in reference if c.isalnum()], [c for c in hypothesis if c.isalnum()])
 
 
 def corpus(quick: bool = False) -> list[tuple[str, str, str]]:
