@@ -9,6 +9,7 @@ English, while Japanese spoken by the same voices (p >= 0.99) stays Japanese.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -19,8 +20,9 @@ from pydantic import ValidationError
 
 from gateway.app import create_app
 from gateway.config import Settings, WhisperSettings, env_vars
+from gateway.engines.base import Device
 from gateway.engines.languages import Detection
-from gateway.engines.whisper import detect
+from gateway.engines.whisper import TranscribeUnit, WhisperEngine, detect
 from gateway.service import Gateway
 from gateway.tasks import transcription as stt
 
@@ -202,3 +204,22 @@ def test_bench_corpus_and_its_report_section() -> None:
         bench.render({"languages": {"english": 1, "japanese": 1, "configs": {"x": scored}}})
     )
     assert "| x | 50 % | 100 % | 0 % | 0.0 % | 100.0 % |" in md
+
+
+def test_batched_decode_chooses_the_language_as_the_sequential_one(
+    clips: dict[str, np.ndarray],
+) -> None:
+    """The GPU lane's batched path (run here on the CPU): one choice for the batch, by the same
+    settings, on the probe of the job's first window where it has one."""
+    engine = WhisperEngine("whisper-base", models_dir() / "whisper-base", multilingual=True)
+    handle = engine.load(Device("cpu", 0, 2))
+    shipped = stt.detection(WhisperSettings())
+    units = [TranscribeUnit(clips[t], 0.0, detection=shipped) for t in (LIBRARY, ENGLISH[1])]
+    results = engine.run_batch(handle, units, 2)
+    assert [r.language for r in results] == ["en", "en"]
+    assert wer(LIBRARY, results[0].segments[0]["text"]) <= 0.2
+    guess = [replace(u, detection=Detection()) for u in units]
+    assert engine.run_batch(handle, guess, 2)[0].language == "ja"  # the raw library's choice
+    # the probe decides: Japanese speech probed for an English window
+    probed = replace(guess[1], probe=clips[JAPANESE])
+    assert engine.run_batch(handle, [probed], 1)[0].language == "ja"
