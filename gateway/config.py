@@ -227,7 +227,7 @@ class WhisperSettings(BaseModel):
         "probable of these; one code pins it. Empty: any language Whisper knows.",
     )
     language_threshold: float = Field(
-        0.98, ge=0, le=1, description="Detection below this probability uses `language`."
+        0.97, ge=0, le=1, description="Detection below this probability uses `language`."
     )
     language_segments: int = Field(
         3, ge=1, le=10, description="30 s segments of a long file detection may hear."

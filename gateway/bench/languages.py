@@ -62,7 +62,7 @@ JAPANESE = (
 # label, GATEWAY_* settings of its gateway
 NO_DEFAULT = {"GATEWAY_WHISPER__LANGUAGE": ""}
 CONFIGS: tuple[tuple[str, dict[str, str]], ...] = (
-    ("shipped defaults (`language=en` below p 0.98)", {}),
+    ("shipped defaults (`language=en` below p 0.97)", {}),
     ("candidates `en,ja`, no default", {**NO_DEFAULT, "GATEWAY_WHISPER__LANGUAGES": "en,ja"}),
     ("candidates `en,ja` + default `en`", {"GATEWAY_WHISPER__LANGUAGES": "en,ja"}),
     ("no settings (Whisper's guess)", NO_DEFAULT),
