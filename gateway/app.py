@@ -70,6 +70,8 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
                 "X-Queue-Timeout",
                 "X-Request-ID",
             ],
+            # a browser client may read which language the gateway chose for a transcript
+            expose_headers=["X-Detected-Language", "X-Language-Probability"],
         )
     app.add_middleware(
         GatewayMiddleware,

@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .config_wyoming import WyomingSettings
+from .engines.languages import LANGUAGE_NAMES
 
 
 class Placement(str, Enum):
@@ -216,6 +217,30 @@ class WhisperSettings(BaseModel):
     window_s: float = Field(
         30.0, gt=1, le=30, description="Longest audio window in one work unit (seconds)."
     )
+    language: str = Field(
+        "en",
+        description="Language of a request that names none where detection is unsure (below "
+        "`language_threshold`); empty: Whisper's guess. `en`: the embedded voices' English is "
+        "heard as Japanese at up to p = 0.96 (README, Languages).",
+    )
+    languages: str = Field(
+        "",
+        description="Candidate languages, comma-separated (`en,de`): detection picks the most "
+        "probable of these; one code pins it. Empty: any language Whisper knows.",
+    )
+    language_threshold: float = Field(
+        0.97, ge=0, le=1, description="Detection below this probability uses `language`."
+    )
+    language_segments: int = Field(
+        3, ge=1, le=10, description="30 s segments of a long file detection may hear."
+    )
+
+    @model_validator(mode="after")
+    def _languages(self) -> WhisperSettings:
+        for code in [self.language, *csv(self.languages)]:
+            if code and code not in LANGUAGE_NAMES:
+                raise ValueError(f"unknown language {code!r}: use a code Whisper knows")
+        return self
 
 
 class QueuePolicy(BaseModel):

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from ..config import csv
 from .deps import GatewayDep, bearer, require_key
 
 router = APIRouter(tags=["operations"])
@@ -39,7 +40,19 @@ async def ready(gw: GatewayDep) -> JSONResponse:
 @router.get("/v1/scheduler", dependencies=[Depends(require_key)])
 async def scheduler_status(gw: GatewayDep) -> dict:
     """Lanes, slots, queues, budgets, loaded instances, fallbacks and GPU memory."""
-    return {**gw.scheduler.status(), "diagnosis": gw.diagnosis, "traffic": gw.traffic.summary()}
+    w = gw.settings.whisper
+    languages = {
+        "default": w.language or None,
+        "candidates": csv(w.languages),
+        "threshold": w.language_threshold,
+        "segments": w.language_segments,
+    }
+    return {
+        **gw.scheduler.status(),
+        "transcription_languages": languages,
+        "diagnosis": gw.diagnosis,
+        "traffic": gw.traffic.summary(),
+    }
 
 
 async def metrics_key(request: Request, gw: GatewayDep) -> None:

@@ -36,6 +36,8 @@ class TranscriptionVerbose(BaseModel):
 
     task: str
     language: str
+    # the gateway's: how sure it was of the language it chose (absent where the request named it)
+    language_probability: float | None = None
     duration: float
     text: str
     segments: list[TranscriptionSegment] | None = None

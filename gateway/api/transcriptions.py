@@ -88,9 +88,25 @@ async def _transcribe(
                 usage_task.transcription_usage, gw, plan.model, work.duration, plan.prompt
             )
             events = sse_or_error(_events(job.deltas(first), usage), request.url.path)
-            return StreamingResponse(events, media_type="text/event-stream")
+            heard = None
+            if plan.language is None and first is not None and first.language:
+                heard = (first.language, first.language_probability)
+            return StreamingResponse(
+                events, media_type="text/event-stream", headers=language_headers(heard)
+            )
         transcript = await until_disconnect(request, job.transcript())
-    return _format(transcript, req.response_format, plan)
+    response = _format(transcript, req.response_format, plan)
+    if transcript.language_probability is not None:
+        heard = (transcript.language, transcript.language_probability)
+        response.headers.update(language_headers(heard))
+    return response
+
+
+def language_headers(heard: tuple[str, float] | None) -> dict[str, str]:
+    """The language the gateway chose for a request that named none, and how sure it was."""
+    if heard is None:
+        return {}
+    return {"X-Detected-Language": heard[0], "X-Language-Probability": f"{heard[1]:.4f}"}
 
 
 async def _events(
@@ -123,6 +139,9 @@ def _format(t: stt.Transcript, fmt: str, plan: stt.TranscriptionPlan) -> Respons
     body = TranscriptionVerbose(
         task=t.task,
         language=stt.language_name(t.language),
+        language_probability=None
+        if t.language_probability is None
+        else round(t.language_probability, 4),
         duration=round(t.duration, 3),
         text=text,
     )

@@ -28,15 +28,19 @@ def _words(text: str) -> list[str]:
     return re.sub(r"[^a-z0-9' ]+", " ", text.lower().replace("-", " ")).split()
 
 
-def wer(reference: str, hypothesis: str) -> float:
-    """Word error rate (substitutions + deletions + insertions over reference words)."""
-    ref, hyp = _words(reference), _words(hypothesis)
+def error_rate(ref: list[str], hyp: list[str]) -> float:
+    """Substitutions + deletions + insertions over the reference's length."""
     row = list(range(len(hyp) + 1))
     for i, r in enumerate(ref, 1):
         prev, row[0] = row[0], i
         for j, h in enumerate(hyp, 1):
             prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
     return row[-1] / max(len(ref), 1)
+
+
+def wer(reference: str, hypothesis: str) -> float:
+    """Word error rate."""
+    return error_rate(_words(reference), _words(hypothesis))
 
 
 def _resample(audio: np.ndarray, src: int, dst: int) -> np.ndarray:

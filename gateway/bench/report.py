@@ -1,7 +1,8 @@
 """`gateway bench report`: measure everything in one run and write docs/benchmarks.md + plots.
 
 Sections: (1) overhead against the raw libraries, (2) sharing (the `sharing` benchmark),
-(3) throughput against concurrency, (4) memory, (5) streaming, (6) accuracy, (7) Wyoming. `--quick` uses tiny inputs and few
+(3) throughput against concurrency, (4) memory, (5) streaming, (6) accuracy of long
+transcriptions, (7) Wyoming, (8) spoken-language detection. `--quick` uses tiny inputs and few
 runs and writes to `--out` or a temporary folder, never to docs/.
 """
 
@@ -18,7 +19,7 @@ from typing import Any
 import httpx
 
 from ..config import Settings
-from . import accuracy, goals, measure, sharing, wyoming
+from . import accuracy, goals, languages, measure, sharing, wyoming
 from .client import speech, transcribe
 from .server import GatewayProcess, load_average, machine_info
 
@@ -77,6 +78,7 @@ def run_report(
         finally:
             raw.close()
     res["wyoming"] = wyoming.run(quick, logs, say)  # a gateway of its own, before sharing's
+    res["languages"] = languages.run(say, logs, quick)  # gateways of their own, one per setting
     res["sharing"] = sharing.run_sharing(quick, logs, say)
     res["load_after"] = load_average()
     res["elapsed_s"] = time.time() - started
@@ -140,6 +142,7 @@ def render(res: dict[str, Any], img: str = "img") -> str:
     out += _overhead(res, img) + _sharing(sh, cfg, img) + _throughput(res, img)
     out += _memory(res, img) + _streaming(res, img) + goals.render_accuracy(res)
     out += wyoming.render(res.get("wyoming"))
+    out += languages.render(res)
     return "\n".join(out) + "\n"
 
 

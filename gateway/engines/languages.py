@@ -5,6 +5,8 @@ checks that both sets agree, so a new faster-whisper language cannot go without 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 LANGUAGE_NAMES: dict[str, str] = {
     "en": "english",
     "zh": "chinese",
@@ -107,3 +109,30 @@ LANGUAGE_NAMES: dict[str, str] = {
     "su": "sundanese",
     "yue": "cantonese",
 }
+
+
+@dataclass(frozen=True)
+class Detection:
+    """How a unit that names no language gets one: the deployment's language settings."""
+
+    candidates: tuple[str, ...] = ()  # empty: any language
+    default: str | None = None  # used when the choice is unsure
+    threshold: float = 0.5  # probability at which a choice is sure
+    segments: int = 1  # 30 s segments of speech detection may hear
+
+    @property
+    def pinned(self) -> str | None:
+        """The one candidate, when there is one: no detection is needed."""
+        return self.candidates[0] if len(self.candidates) == 1 else None
+
+    def choose(self, probabilities: list[tuple[str, float]]) -> tuple[str, float]:
+        """The language among the candidates with the highest probability, and that
+        probability among the candidates; the default instead where it is below the threshold."""
+        pool = [(code, p) for code, p in probabilities if code in (self.candidates or (code,))]
+        total = sum(p for _, p in pool)
+        code, p = max(pool, key=lambda item: item[1]) if pool else (self.default or "en", 0.0)
+        sure = p / total if total > 0 else 0.0
+        if self.default is not None and sure < self.threshold and code != self.default:
+            # the default's own share, for the report (0 where it is no candidate)
+            return self.default, next((q / total for c, q in pool if c == self.default), 0.0)
+        return code, sure

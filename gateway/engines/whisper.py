@@ -26,6 +26,7 @@ from faster_whisper.vad import VadOptions, get_speech_timestamps
 
 from ..audio.decode import TARGET_RATE as SAMPLE_RATE  # Whisper hears 16 kHz, as decoded
 from .base import Device
+from .languages import Detection
 from .memory import release_free_memory
 from .whisper_batch import decode_clips
 
@@ -76,6 +77,9 @@ class TranscribeUnit:
     # samples) per region, in order; empty: `audio` starts at `offset_s` and is contiguous.
     pieces: tuple[tuple[int, int], ...] = ()
     job: int = 0  # the job it belongs to (only for batching: see WhisperEngine.batch_key)
+    detection: Detection = Detection()  # how a unit with no language gets one
+    # A long file's first window: the speech of its first windows, which detection hears.
+    probe: np.ndarray | None = None
 
 
 @dataclass
@@ -201,6 +205,32 @@ def _speech_only(unit: TranscribeUnit) -> TranscribeUnit:
     )
 
 
+def detect(handle: WhisperModel, audio: np.ndarray, vad: bool, how: Detection) -> tuple[str, float]:
+    """The language of `audio` and its probability: faster-whisper's detection over up to
+    `how.segments` 30 s segments of its speech (it stops at the first sure one, else takes the
+    majority), then chosen among the deployment's candidates, or its default where unsure."""
+    if how.pinned:
+        return how.pinned, 1.0
+    if vad:
+        chunks = get_speech_timestamps(audio, VadOptions())
+        audio = (
+            np.concatenate([audio[c["start"] : c["end"]] for c in chunks]) if chunks else audio[:0]
+        )
+    if not len(audio):  # nothing said: the language does not matter
+        return how.default or "en", 0.0
+    language, probability, ranked = handle.detect_language(
+        audio=audio,
+        language_detection_segments=how.segments,
+        language_detection_threshold=how.threshold,
+    )
+    if not how.candidates and how.default is None:
+        return language, probability
+    # `ranked` is the last segment's; a majority vote over unsure segments chose `language`
+    scores = dict(ranked)
+    scores[language] = max(scores.get(language, 0.0), probability)
+    return how.choose(list(scores.items()))
+
+
 def _temperatures(t: float) -> list[float]:
     # OpenAI: 0 means "start greedy, raise the temperature when decoding fails".
     steps = [round(t + 0.2 * i, 2) for i in range(6)]
@@ -273,9 +303,15 @@ class WhisperEngine:
             # hear as silence, and then more often leaves the window's last phrase for a second
             # pass: a whole encoder pass for a few seconds of audio.
             audio = np.pad(audio, (0, WHISPER_INPUT - len(audio)))
+        language, probability = payload.language if self.multilingual else "en", 1.0
+        if language is None:
+            probe = payload.probe
+            vad = payload.vad_filter and probe is None
+            language, probability = detect(handle, payload.audio if probe is None else probe, vad,
+                                           payload.detection)  # fmt: skip
         segments, info = handle.transcribe(
             audio,
-            language=payload.language if self.multilingual else "en",
+            language=language,
             task=payload.task if self.multilingual else "transcribe",
             initial_prompt=payload.prompt or None,
             temperature=_temperatures(payload.temperature),
@@ -290,7 +326,7 @@ class WhisperEngine:
         return TranscribeResult(
             segments=out,
             language=info.language,
-            language_probability=info.language_probability,
+            language_probability=probability,
             duration=len(payload.audio) / SAMPLE_RATE,
         )
 
@@ -327,12 +363,16 @@ class WhisperEngine:
         if not spoken:
             return results
         first = units[spoken[0]]
-        decoded, language, probability = decode_clips(
+        language, probability = first.language if self.multilingual else "en", 1.0
+        if language is None:  # one detection for the batch: on the probe of the job's first window
+            probe = next((p.probe for p in payloads if p.probe is not None), first.audio)
+            language, probability = detect(handle, probe, False, first.detection)
+        decoded, language, _ = decode_clips(
             handle,
             [units[i].audio for i in spoken],
             batch_size,
             temperature=first.temperature,
-            language=first.language if self.multilingual else "en",
+            language=language,
             task=first.task if self.multilingual else "transcribe",
             initial_prompt=first.prompt or None,
             word_timestamps=first.word_timestamps,

@@ -18,8 +18,15 @@ import numpy as np
 
 from ..audio.budget import AudioBudgetFull, Hold
 from ..audio.decode import TARGET_RATE, AudioDecodeError, AudioFile
-from ..engines.languages import LANGUAGE_NAMES
-from ..engines.whisper import LANGUAGES, TranscribeResult, TranscribeUnit, plan_windows
+from ..config import WhisperSettings, csv
+from ..engines.languages import LANGUAGE_NAMES, Detection
+from ..engines.whisper import (
+    LANGUAGES,
+    WHISPER_INPUT,
+    TranscribeResult,
+    TranscribeUnit,
+    plan_windows,
+)
 from ..errors import bad_request
 from ..scheduler import Job, Level, QueueFull
 from ..service import Gateway
@@ -73,6 +80,8 @@ class Transcript:
     language: str
     duration: float
     segments: list[dict[str, Any]] = field(default_factory=list)
+    # how sure the gateway was of a language it chose; None: the request named it
+    language_probability: float | None = None
 
     @property
     def output_language(self) -> str:
@@ -101,6 +110,16 @@ def separator(lang: str | None) -> str:
 def join_text(parts: list[str], lang: str | None) -> str:
     """Join segment texts with the language's separator."""
     return separator(lang).join(p.strip() for p in parts if p.strip())
+
+
+def detection(w: WhisperSettings) -> Detection:
+    """The deployment's language settings, as a unit with no language carries them."""
+    return Detection(
+        candidates=tuple(csv(w.languages)),
+        default=w.language or None,
+        threshold=w.language_threshold,
+        segments=w.language_segments,
+    )
 
 
 def check(gw: Gateway, req: TranscriptionInput) -> TranscriptionPlan:
@@ -225,6 +244,7 @@ async def _cut(gw: Gateway, plan: TranscriptionPlan, audio: np.ndarray) -> Trans
         vad_filter=w.vad_filter,
         beam_size=w.beam_size,
         job=next(_job_ids),
+        detection=detection(w),
     )
     # Windows cut by the VAD are decoded as cut (no second VAD pass); a whole short clip runs it.
     units = [
@@ -237,6 +257,10 @@ async def _cut(gw: Gateway, plan: TranscriptionPlan, audio: np.ndarray) -> Trans
         )
         for win in windows
     ]
+    if plan.language is None and len(units) > 1 and w.language_segments > 1:
+        # detection hears the speech of the first windows, not the first alone
+        probe = np.concatenate([u.audio for u in units[: w.language_segments]])
+        units[0] = replace(units[0], probe=probe[: w.language_segments * WHISPER_INPUT])
     return Transcription(plan, units, duration, default_level(gw, duration))
 
 
@@ -288,9 +312,13 @@ class TranscriptionJob:
         async for group in self._rest(results[0] if results else None, len(results) or 1):
             results += group
         plan = self.work.plan
-        lang = plan.language or next((r.language for r in results if r.language), None) or "en"
+        heard = next((r for r in results if r.language), None)
+        lang = plan.language or (heard.language if heard else None) or "en"
         segments = [s for r in results for s in r.segments]
-        return Transcript(plan.task, lang, self.work.duration, segments)
+        out = Transcript(plan.task, lang, self.work.duration, segments)
+        if plan.language is None:
+            out.language_probability = heard.language_probability if heard else 0.0
+        return out
 
     async def first(self) -> TranscribeResult | None:
         units = self.work.units
