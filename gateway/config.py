@@ -117,6 +117,12 @@ class ModelsSettings(BaseModel):
     pinned: str = Field(
         "", description="Comma-separated model ids never unloaded by idle TTL or eviction."
     )
+    keep_alive: dict[str, str] = Field(
+        default_factory=dict,
+        description='How long a model stays loaded after use, per model id, as JSON: '
+        '`{"whisper-base": "-1", "kokoro": "10m"}` (Ollama\'s `keep_alive`: a duration, seconds, '
+        '`-1` forever, `0` unload after use). A model not listed uses its lane\'s idle TTL.',
+    )
 
 
 class KokoroSettings(BaseModel):
@@ -274,6 +280,19 @@ class SchedulerSettings(BaseModel):
     )
     cpu_idle_ttl_s: float = Field(
         0.0, ge=0, description="Unload a CPU model idle this long; 0: never."
+    )
+    gpu_pressure_check_s: float = Field(
+        2.0,
+        ge=0,
+        description="How often the device's free memory is read for other processes' pressure; "
+        "under `gpu_reserve_mib` free, idle GPU models are unloaded and new loads go to the CPU "
+        "(`gpu_pressure`). 0: off.",
+    )
+    gpu_pressure_hold_s: float = Field(
+        30.0,
+        ge=0,
+        description="After GPU pressure, free memory must stay above the reserve plus the "
+        "largest GPU budget this long before new loads use the GPU again (no flapping).",
     )
     over_budget_cooldown_s: float = Field(
         300.0,
