@@ -119,9 +119,9 @@ class ModelsSettings(BaseModel):
     )
     keep_alive: dict[str, str] = Field(
         default_factory=dict,
-        description='How long a model stays loaded after use, per model id, as JSON: '
+        description="How long a model stays loaded after use, per model id, as JSON: "
         '`{"whisper-base": "-1", "kokoro": "10m"}` (Ollama\'s `keep_alive`: a duration, seconds, '
-        '`-1` forever, `0` unload after use). A model not listed uses its lane\'s idle TTL.',
+        "`-1` forever, `0` unload after use). A model not listed uses its lane's idle TTL.",
     )
 
 

@@ -76,6 +76,7 @@ class Scheduler:
         self.closing = False
         self._ttl_task: asyncio.Task[None] | None = None
         self._pressure_task: asyncio.Task[None] | None = None
+        self.open_jobs: dict[str, int] = {}  # model -> jobs open: none expires meanwhile
         self._closed: asyncio.Future[None] | None = None  # the one close(); later calls await it
         self._check_cpu_plan()
         if metrics:
@@ -137,10 +138,13 @@ class Scheduler:
         if timeout_s is not None and policy.allow_timeout_override:
             timeout = min(timeout, timeout_s)
         job = Job(self, model, level, timeout)
+        self.open_jobs[model] = self.open_jobs.get(model, 0) + 1
         try:
             yield job
         finally:
             job.cancel_queued()
+            self.open_jobs[model] -= 1
+            self.expire_idle()  # keep_alive 0: unloaded once its job is over
 
     def queued(self, level: Level | None = None, model: str | None = None) -> int:
         return self.queue.count(level, model)
@@ -353,7 +357,7 @@ class Scheduler:
             self.expire_idle()
 
     def expire_idle(self) -> None:
-        self.pool.expire_idle()
+        self.pool.expire_idle({m for m, n in self.open_jobs.items() if n})
 
     async def close(self, grace_s: float) -> None:
         """Refuse new work, fail queued units (503), let running ones end in grace; idempotent."""
