@@ -14,9 +14,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from gateway.app import create_app
+from gateway.cli import main as cli
 from gateway.config import Settings
 
-from .conftest import PASSAGE, decode, run_asgi
+from .conftest import PASSAGE, LiveServer, decode, run_asgi
 
 KEY = "sk-control-test"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -177,3 +178,23 @@ def test_unload_while_a_request_runs_lets_the_request_finish() -> None:
     assert r.status_code == 200, r.text
     audio, rate = decode(r.content)
     assert len(audio) / rate > 5  # the whole passage, some of it after a reload
+
+
+def test_cli_ps_load_unload_drive_a_running_gateway(capsys: pytest.CaptureFixture[str]) -> None:
+    with LiveServer(_settings()) as live:
+        common = ["--url", live.url, "--key", KEY]
+        assert cli(["models", "load", "kokoro", "--keep-alive", "-1", *common]) == 0
+        assert capsys.readouterr().out == "kokoro loaded on the CPU (no_gpu)\n"
+        assert cli(["models", "ps", *common]) == 0
+        table = capsys.readouterr().out.splitlines()
+        assert table[0].split()[:2] == ["MODEL", "LANE"]
+        assert [line.split()[:2] for line in table[1:]] == [["kokoro", "cpu"]]
+        assert table[1].endswith("forever")
+        assert cli(["models", "unload", "tts-1", *common]) == 0
+        assert capsys.readouterr().out == "kokoro unloaded: cpu\n"
+        assert cli(["models", "ps", "--json", *common]) == 0
+        assert '"models": []' in capsys.readouterr().out
+        assert cli(["models", "unload", "llama3", *common]) == 1  # unknown: one clear line
+        assert capsys.readouterr().err.startswith("error: 404: model 'llama3' does not exist")
+        assert cli(["models", "ps", "--url", live.url]) == 1  # no key
+        assert "401" in capsys.readouterr().err
