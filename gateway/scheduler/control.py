@@ -18,7 +18,7 @@ from . import lifecycle
 
 if TYPE_CHECKING:
     from .core import Scheduler
-    from .pool import Instance
+    from .pool import Instance, InstancePool
 
 
 def _wall(monotonic: float) -> str:
@@ -27,8 +27,8 @@ def _wall(monotonic: float) -> str:
     return datetime.fromtimestamp(at, UTC).isoformat(timespec="seconds")
 
 
-def entry(s: Scheduler, inst: Instance) -> dict[str, Any]:
-    keep = s.pool.keep_alive(inst)
+def entry(pool: InstancePool, inst: Instance) -> dict[str, Any]:
+    keep = pool.keep_alive(inst)
     gpu = inst.lane == Lane.gpu
     expires = None
     if not inst.busy and keep != math.inf and not (keep == 0 and not inst.units_run):
@@ -49,8 +49,8 @@ def entry(s: Scheduler, inst: Instance) -> dict[str, Any]:
     }
 
 
-def ps(s: Scheduler) -> list[dict[str, Any]]:
-    return [entry(s, i) for i in s.pool if i.loaded]
+def ps(pool: InstancePool) -> list[dict[str, Any]]:
+    return [entry(pool, i) for i in pool if i.loaded]
 
 
 async def load(

@@ -6,6 +6,7 @@ from typing import Any, Protocol
 
 from ..config import QueuePolicy, SchedulerSettings
 from ..engines.base import Engine, lane_files
+from . import control
 from .activity import Ledger
 from .gpu import GpuMonitor
 from .metrics import SchedulerMetrics
@@ -107,6 +108,7 @@ def status(s: SchedulerView) -> dict[str, Any]:
             for m, (ok, why) in placer.engine_gpu.items()
         },
         "instances": [i.describe() for i in pool],
+        "loaded": control.ps(pool),  # what GET /api/ps lists
         "gpu_pressure": s.pressure.describe(),
         "fallbacks": [
             {"model": m, "reason": r, "count": c}

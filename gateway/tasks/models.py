@@ -30,7 +30,7 @@ def keep_alive_seconds(value: str | float | None) -> float | None:
 
 def ps(gw: Gateway) -> dict[str, Any]:
     s = gw.scheduler
-    return {"models": control.ps(s), "gpu_pressure": s.pressure.describe()}
+    return {"models": control.ps(s.pool), "gpu_pressure": s.pressure.describe()}
 
 
 async def load(
@@ -40,7 +40,7 @@ async def load(
     seconds = keep_alive_seconds(keep_alive)
     s = gw.scheduler
     inst, reason = await control.load(s, model, Lane(lane) if lane else None, seconds)
-    return {**control.entry(s, inst), "loaded": inst.loaded, "reason": reason}
+    return {**control.entry(s.pool, inst), "loaded": inst.loaded, "reason": reason}
 
 
 async def unload(gw: Gateway, name: str) -> dict[str, Any]:
