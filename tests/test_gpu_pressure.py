@@ -175,7 +175,8 @@ def test_simulated_keep_alive_zero_unloads_after_use_and_forever_keeps() -> None
         await until(lambda: "a" not in gpu.allocations, "a unloaded after its use")
         s.expire_idle()  # the lane TTL has long passed; "b" is kept forever
         assert _gpu_models(s) == ["b"]
-        assert [e["model"] for e in control.ps(s)] == ["b"]
-        assert control.ps(s)[0]["keep_alive_s"] == -1 and control.ps(s)[0]["expires_at"] is None
+        assert [e["model"] for e in control.ps(s.pool)] == ["b"]
+        assert s.status()["loaded"] == control.ps(s.pool)  # the status page shows the same
+        assert control.ps(s.pool)[0]["keep_alive_s"] == -1 and control.ps(s.pool)[0]["expires_at"] is None
 
     asyncio.run(main())
