@@ -13,10 +13,15 @@ from ..tasks import models as models_task
 from .deps import GatewayDep, require_key
 
 router = APIRouter(tags=["model control"], dependencies=[Depends(require_key)])
-_ERRORS: dict[int | str, dict[str, str]] = {
-    400: {"description": "Invalid lane or keep_alive (OpenAI error shape)"},
-    401: {"description": "Missing or invalid API key"},
+_KEY: dict[int | str, dict[str, str]] = {401: {"description": "Missing or invalid API key"}}
+_MODEL: dict[int | str, dict[str, str]] = {
+    **_KEY,
     404: {"description": "Unknown model"},
+    503: {"description": "Model not available here, or set to the GPU only and it cannot go"},
+}
+_LOAD: dict[int | str, dict[str, str]] = {
+    **_MODEL,
+    400: {"description": "Invalid lane or keep_alive (OpenAI error shape)"},
 }
 
 
@@ -33,14 +38,14 @@ class LoadRequest(BaseModel):
     )
 
 
-@router.get("/api/ps", responses=_ERRORS)
+@router.get("/api/ps", responses=_KEY)
 async def list_loaded(gw: GatewayDep) -> dict:
     """Loaded models: lane, GPU memory held and budget, idle since, expires at, pinned, units
     run; and the GPU pressure from other processes."""
     return models_task.ps(gw)
 
 
-@router.post("/api/ps/{model}", responses=_ERRORS)
+@router.post("/api/ps/{model}", responses=_LOAD)
 async def load(
     model: str,
     gw: GatewayDep,
@@ -52,7 +57,7 @@ async def load(
     return await models_task.load(gw, model, req.lane, req.keep_alive)
 
 
-@router.delete("/api/ps/{model}", responses=_ERRORS)
+@router.delete("/api/ps/{model}", responses=_MODEL)
 async def unload(model: str, gw: GatewayDep) -> dict:
     """Unload a model now: a unit in flight finishes first; queued work loads it again."""
     return await models_task.unload(gw, model)
