@@ -81,6 +81,8 @@ def test_simulated_pressure_sends_new_loads_to_cpu_until_free_memory_holds_above
         s.pressure.check()
         await until(lambda: not gpu.allocations, "a unloaded")
         assert await run_job(s, "a", Level.interactive, ["squeezed"]) == ["squeezed"]
+        inst, reason = await control.load(s, "a", None, None)  # POST /api/ps/a says why
+        assert (str(inst.lane), reason) == ("cpu", "gpu_pressure")
 
         # Room for the reserve, not for the reserve plus a budget: still the CPU.
         _neighbour_leaves_free(gpu, RESERVE + BUDGET - 1)
