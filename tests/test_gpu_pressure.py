@@ -179,6 +179,9 @@ def test_simulated_keep_alive_zero_unloads_after_use_and_forever_keeps() -> None
         assert _gpu_models(s) == ["b"]
         assert [e["model"] for e in control.ps(s.pool)] == ["b"]
         assert s.status()["loaded"] == control.ps(s.pool)  # the status page shows the same
-        assert control.ps(s.pool)[0]["keep_alive_s"] == -1 and control.ps(s.pool)[0]["expires_at"] is None
+        assert (
+            control.ps(s.pool)[0]["keep_alive_s"] == -1
+            and control.ps(s.pool)[0]["expires_at"] is None
+        )
 
     asyncio.run(main())
