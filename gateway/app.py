@@ -15,6 +15,7 @@ from .api.status_page import router as status_router
 from .config import Settings, csv
 from .middleware import GatewayMiddleware
 from .service import Gateway, assemble_defaults
+from .wyoming import WyomingListener
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +30,18 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await gw.start()
+        wyoming = WyomingListener(gw, gw.traffic) if settings.wyoming.enabled else None
         try:
+            if wyoming is not None:
+                await wyoming.start()
+            app.state.wyoming = wyoming
             yield
         finally:
+            if wyoming is not None:
+                wyoming.close()  # no new connections; running replies drain with the scheduler
             await gw.stop()
+            if wyoming is not None:
+                await wyoming.stop()
 
     app = FastAPI(
         title="GPU-sharing audio gateway",
@@ -65,6 +74,7 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
     app.add_middleware(
         GatewayMiddleware,
         registry=gw.metrics_registry,
+        traffic=gw.traffic,
         upload_limit=int(settings.server.max_upload_mb * 1024 * 1024),
         json_limit=1 << 20,
     )

@@ -18,6 +18,8 @@ from typing import Literal
 from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .config_wyoming import WyomingSettings
+
 
 class Placement(str, Enum):
     """Where an engine may run: ``auto`` prefers the GPU when it is usable and admitted."""
@@ -95,12 +97,13 @@ class ModelsSettings(BaseModel):
         None, description="Model manifest to use instead of the bundled `models/manifest.toml`."
     )
     speech_default: str = Field(
-        "kokoro", description="Model used for `tts-1`, `tts-1-hd` and `kokoro`."
+        "kokoro", description="Model used for `tts-1`, `tts-1-hd` and `gpt-4o-mini-tts`."
     )
     transcription_default: str = Field(
         "whisper-base",
-        description="Model used for `whisper-1`. The multilingual base model by default, so "
-        "`language` and translations work.",
+        description="Model used for `whisper-1`, `gpt-4o-transcribe` and "
+        "`gpt-4o-mini-transcribe`. The multilingual base model by default, so `language` and "
+        "translations work.",
     )
     allow_download: bool = Field(
         False,
@@ -337,6 +340,7 @@ class Settings(BaseSettings):
     kokoro: KokoroSettings = Field(default_factory=KokoroSettings)
     whisper: WhisperSettings = Field(default_factory=WhisperSettings)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
+    wyoming: WyomingSettings = Field(default_factory=WyomingSettings)
 
     def api_keys(self) -> list[str]:
         keys = [k.strip() for k in self.server.api_keys.split(",") if k.strip()]

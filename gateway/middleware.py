@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import error_body
 from .logs import request_id
+from .traffic import LATENCY_BUCKETS, Traffic
 
 log = logging.getLogger("gateway.access")
 _RID = re.compile(r"^[A-Za-z0-9._\-]{1,128}$")
@@ -26,9 +27,15 @@ class BodyTooLarge(Exception):
 
 class GatewayMiddleware:
     def __init__(
-        self, app: ASGIApp, registry: CollectorRegistry, upload_limit: int, json_limit: int
+        self,
+        app: ASGIApp,
+        registry: CollectorRegistry,
+        upload_limit: int,
+        json_limit: int,
+        traffic: Traffic | None = None,
     ) -> None:
         self.app = app
+        self.traffic = traffic
         self.upload_limit = upload_limit
         self.json_limit = json_limit
         self.requests = Counter(
@@ -42,7 +49,7 @@ class GatewayMiddleware:
             "HTTP request latency (to the last byte).",
             ["route", "method"],
             registry=registry,
-            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128),
+            buckets=LATENCY_BUCKETS,
         )
 
     def _limit(self, scope: Scope) -> int:
@@ -106,6 +113,8 @@ class GatewayMiddleware:
             elapsed = time.perf_counter() - t0
             self.requests.labels(route, scope["method"], str(status)).inc()
             self.latency.labels(route, scope["method"]).observe(elapsed)
+            if self.traffic is not None and route not in ("/health", "/metrics", "/ready"):
+                self.traffic.record("http", route, status, elapsed)
             if route not in ("/health", "/metrics", "/ready"):
                 log.info(
                     "request",

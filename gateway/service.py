@@ -30,20 +30,27 @@ from .scheduler import (
     SchedulerMetrics,
     parse_keep_alive,
 )
+from .traffic import Traffic
 
 log = logging.getLogger(__name__)
 
-# OpenAI's model names, per task: alias -> model id (None: the task's configured default).
+# OpenAI's model names, per task: alias -> model id (None: the task's configured default). The
+# gpt-4o ones are what current OpenAI clients send by default.
 ALIASES: dict[str, dict[str, str | None]] = {
-    "speech": {"tts-1": None, "tts-1-hd": None, "kokoro": "kokoro"},
+    "speech": {"tts-1": None, "tts-1-hd": None, "gpt-4o-mini-tts": None, "kokoro": "kokoro"},
     "transcription": {
         "whisper-1": None,
+        "gpt-4o-transcribe": None,
+        "gpt-4o-mini-transcribe": None,
         "tiny.en": "whisper-tiny.en",
         "base": "whisper-base",
         "small": "whisper-small",
     },
 }
-LISTED_ALIASES = {"speech": ["tts-1", "tts-1-hd"], "transcription": ["whisper-1"]}
+LISTED_ALIASES = {
+    "speech": ["tts-1", "tts-1-hd", "gpt-4o-mini-tts"],
+    "transcription": ["whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe"],
+}
 
 
 @dataclass
@@ -93,6 +100,7 @@ class Gateway:
             preload_cuda()  # the `gpu` extra's CUDA libraries, before a runtime opens them
         self._build_engines(pull_problems or {})
         self.metrics = SchedulerMetrics(self.metrics_registry)
+        self.traffic = Traffic(self.metrics_registry)  # requests per front door
         self.metrics_registry.register(GpuCollector(self.gpu.devices))
         usable = {m: s for m, s in self.models.items() if s.engine is not None}
         self.scheduler = Scheduler(

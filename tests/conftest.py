@@ -20,8 +20,12 @@ import numpy as np
 import pytest
 import uvicorn
 
-from gateway.app import create_app
-from gateway.config import Settings
+# Every gateway a test starts opens its Wyoming listener on a free port, never 10300 (tests of
+# several worktrees run at once on one machine); LiveServer.wyoming_port says which.
+os.environ.setdefault("GATEWAY_WYOMING__PORT", "0")
+
+from gateway.app import create_app  # noqa: E402
+from gateway.config import Settings  # noqa: E402
 
 PASSAGE = (
     "The little robot walked slowly across the kitchen floor. It picked up a red cup and placed "
@@ -79,6 +83,10 @@ class LiveServer:
     @property
     def gateway(self):  # type: ignore[no-untyped-def]
         return self.app.state.gateway
+
+    @property
+    def wyoming_port(self) -> int:
+        return int(self.app.state.wyoming.port)
 
 
 @pytest.fixture(scope="session")

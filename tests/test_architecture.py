@@ -1,4 +1,4 @@
-"""Structural rules of the package: routers never import engines, no import circle, short files."""
+"""Structural rules of the package: front doors (api/, wyoming/) never import engines, no import circle, short files."""
 
 from __future__ import annotations
 
@@ -79,10 +79,28 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
-def test_routers_never_import_engines() -> None:
-    for path in (ROOT / "api").glob("*.py"):
-        bad = {i for i in _imports(path) if i.startswith("gateway.engines")}
-        assert not bad, f"{path.name} imports {bad}"
+FRONT_DOORS = ("api", "wyoming")  # every protocol reaches the models only through tasks/
+# The scheduler package's own exports (Level) are public; its modules are internals.
+FORBIDDEN = ("gateway.engines", "gateway.scheduler.")
+
+
+def _violations(imports: set[str], modules: set[str]) -> set[str]:
+    return {i for i in imports if i in modules and i.startswith(FORBIDDEN)}
+
+
+def test_front_doors_never_import_engines_or_scheduler_internals() -> None:
+    modules = set(_graph())
+    paths = [p for door in FRONT_DOORS for p in (ROOT / door).glob("*.py")]
+    assert {p.parent.name for p in paths} == set(FRONT_DOORS)
+    bad = {p.name: v for p in paths if (v := _violations(_imports(p), modules))}
+    assert not bad, bad
+
+
+def test_front_door_rule_catches_an_engine_import() -> None:
+    modules = set(_graph())
+    seen = {"gateway.engines.kokoro", "gateway.scheduler.core", "gateway.scheduler",
+            "gateway.scheduler.Level", "gateway.tasks.speech"}  # fmt: skip
+    assert _violations(seen, modules) == {"gateway.engines.kokoro", "gateway.scheduler.core"}
 
 
 def test_no_import_circle() -> None:

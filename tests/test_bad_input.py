@@ -313,6 +313,13 @@ for i, voice in enumerate(["nobody", " ", "../x", "jf_alpha/../x", "/etc/passwd"
                            "alloy\x00", "alloy(0.0)+echo(0)"]):  # fmt: skip
     case(f"speech-voice-bad-{i}", speech(voice=voice), 400, check=code_is("invalid_voice", "voice"))
 case("speech-voice-empty", speech(voice=""), 400)
+# OpenAI's voice object, as current SDKs send it; its id is checked like the plain name
+case("speech-voice-object", speech(voice={"id": "alloy"}), 200, check=MP3)
+case("speech-voice-object-new-name", speech(voice={"id": "marin"}), 200, check=MP3)
+case("speech-voice-object-unknown", speech(voice={"id": "voice_1234"}), 400,
+     check=code_is("invalid_voice", "voice"))  # fmt: skip
+for i, voice in enumerate([{"id": ""}, {"id": 1}, {"id": None}, {"name": "alloy"}, {"id": ["a"]}]):
+    case(f"speech-voice-object-bad-{i}", speech(voice=voice), 400)
 case("speech-voice-mix-weighted", speech(voice="alloy(2)+echo(1)"), 200, check=MP3)
 case("speech-voice-mix-ids", speech(voice="jf_alpha + jm_kumo"), 200, check=MP3)
 
@@ -347,6 +354,11 @@ case(
     speech_raw('{"model": "tts-1", "voice": "alloy", "input": "\\ud800\\udfff\\ud800"}'),
     400,
 )
+# read aloud, 4096 digits are 20,475 characters: past 4x the input limit, a clear 400
+case("speech-text-4096-digits", speech(input="Code " + "9" * 4091), 400,
+     check=code_is("string_above_max_length", "input"))  # fmt: skip
+case("speech-model-gpt-4o-mini-tts", speech(model="gpt-4o-mini-tts", instructions="Calmly."), 200,
+     check=MP3)  # fmt: skip
 case("speech-text-control-inside", speech(input="Hello\x00 wor\x07ld."), 200, check=MP3)
 case("speech-text-emoji-inside", speech(input="Hi \U0001f600."), 200, check=MP3)
 # exactly at the limit passes the length check (and then has nothing to speak: cheap to run)

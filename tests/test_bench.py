@@ -90,6 +90,11 @@ def test_batch_throughput_counts_overlap_share() -> None:
 
 def test_verdict_and_render_from_fake_numbers(tmp_path: Path) -> None:
     res = fake_results()
+    res["wyoming"] = {"reply_chars": 235, "command_s": 3.0,
+                      "ttfa": {"wyoming": summary([1.0, 1.1]), "http": summary([1.0, 1.0]),
+                               "ratio_p50": 1.05 / 1.0},
+                      "stt": {"idle": summary([0.5, 0.6]), "loaded": summary([0.6, 0.8]),
+                              "ratio_p95": 0.79 / 0.595}}  # fmt: skip
     v = res["sharing"]["verdict"]
     assert v["priority_ratio_within_target"] and v["priority_better_than_others"]
     md_path = report.write(res, tmp_path)
@@ -113,6 +118,9 @@ def test_verdict_and_render_from_fake_numbers(tmp_path: Path) -> None:
     assert "| transcription, 48–60 s clip | ≤ 1.05× raw | not measured | – |" in md
     assert "| batch transcription rate while speech runs / its solo rate | ≥ 75% | 50% " in md
     assert "**not met**" in md
+    assert "## 7. Wyoming" in md  # first audio Wyoming vs HTTP met; STT under load not met
+    assert "Wyoming / HTTP (p50): 1.05x; goal <= 1.05x: met" in md
+    assert "p95 under batch load / idle: 1.33x; goal <= 1.1x: **not met**" in md
 
 
 def test_raw_kokoro_baseline_runs_like_the_gateway_cpu_lane() -> None:

@@ -352,7 +352,7 @@ def test_cuda_image_installs_onnxruntime_gpu_alone() -> None:
 def test_probes_hit_served_routes_on_the_container_port(render, serves, target) -> None:
     main = _main(_pod(render(target)))
     ports = {p["name"]: p["containerPort"] for p in main["ports"]}
-    assert list(ports.values()) == [8000]
+    assert ports == {"http": 8000, "wyoming": 10300}
     probes = {k: main[k] for k in ("startupProbe", "readinessProbe", "livenessProbe")}
     assert probes["livenessProbe"]["httpGet"]["path"] == "/health"
     assert probes["readinessProbe"]["httpGet"]["path"] == "/ready"
@@ -360,6 +360,26 @@ def test_probes_hit_served_routes_on_the_container_port(render, serves, target) 
         path, port = probe["httpGet"]["path"], probe["httpGet"]["port"]
         assert serves(path), f"{kind}: the app serves no GET {path}"
         assert ports.get(port, port) == 8000, f"{kind} port {port} is not the container port"
+
+
+@pytest.mark.parametrize("target", GATEWAY_TARGETS)
+def test_wyoming_port_is_served_exposed_and_admitted_only_to_home_assistant(render, target) -> None:
+    """Wyoming has no authentication: the Service exposes the port the gateway listens on, and
+    the NetworkPolicy admits it from Home Assistant (and labelled clients), not from anyone."""
+    docs = render(target)
+    assert _configmap_env(docs).get("GATEWAY_WYOMING__PORT", "10300") == "10300"
+    service = next(d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "gateway")
+    assert {"name": "wyoming", "port": 10300, "targetPort": "wyoming", "protocol": "TCP"} in (
+        service["spec"]["ports"]
+    )
+    policy = next(d for d in docs if d["kind"] == "NetworkPolicy")
+    rules = [r for r in policy["spec"]["ingress"]
+             if any(p["port"] == "wyoming" for p in r.get("ports", []))]  # fmt: skip
+    assert len(rules) == 1
+    (rule,) = rules
+    labels = [f["podSelector"]["matchLabels"] for f in rule["from"]]
+    assert {"app.kubernetes.io/name": "home-assistant"} in labels
+    assert all(f.get("podSelector", {}).get("matchLabels") for f in rule["from"])
 
 
 def test_dockerfile_healthcheck_hits_a_served_route(serves) -> None:
@@ -533,8 +553,8 @@ def test_selectors_and_network_policy(render, target) -> None:
         == "prometheus"
         for p in peers
     )
-    for rule in policy["spec"]["ingress"]:
-        assert [p["port"] for p in rule["ports"]] == ["http"]
+    for rule in policy["spec"]["ingress"]:  # Wyoming's own rule: see the test above
+        assert [p["port"] for p in rule["ports"]] in (["http"], ["wyoming"])
     pdb = _one(docs, "PodDisruptionBudget", "gateway")
     assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
     annotations = _deployment(docs)["spec"]["template"]["metadata"]["annotations"]

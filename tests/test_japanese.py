@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from typing import Any
 
 import pyopenjtalk
 from kokoro_onnx.tokenizer import Tokenizer
 
-from gateway.engines.japanese import phonemize, split_runs
+from gateway.engines.japanese import MAX_PIECE_CHARS, JapaneseG2P, phonemize, pieces, split_runs
 
 from .roundtrip import kokoro, speak, transcribe
 
@@ -71,3 +72,31 @@ def test_numbers_and_english_words_inside_japanese() -> None:
     print(f"\nCER {rate:.3f}: {heard}")
     assert rate <= 0.15, heard
     assert {"google", "good", "morning"} <= english, heard
+
+
+def test_long_digit_text_reaches_the_analyser_in_bounded_pieces(monkeypatch: Any) -> None:
+    # Text of digits alone has no Latin letter, so it takes the Japanese path; one call with
+    # thousands of words costs minutes there (quadratic), so every call gets a bounded piece.
+    g2p = JapaneseG2P()
+    seen: list[str] = []
+    real = g2p._phonemize_piece
+
+    def spy(piece: str) -> str:
+        seen.append(piece)
+        return real(piece)
+
+    monkeypatch.setattr(g2p, "_phonemize_piece", spy)
+    text = "1" * 4096 + "、" + "、".join(["12345"] * 300) + "。"
+    phonemes = g2p.phonemize(text)
+    assert seen and max(len(p) for p in seen) <= MAX_PIECE_CHARS
+    assert "".join(seen).replace(" ", "") == text  # nothing dropped or repeated
+    assert phonemes.count("iʨi") >= 4096  # a run past 15 digits is read digit by digit
+
+
+def test_pieces_keep_clauses_and_numbers_whole() -> None:
+    text = "円周率は3.14です。" + "会議は三時から始まりますので、少し早めに来てください。" * 3
+    cut = pieces(text)
+    assert "".join(cut) == text and all(len(p) <= MAX_PIECE_CHARS for p in cut)
+    assert cut[0].startswith("円周率は3.14です。")  # not cut inside a number
+    assert all(p.endswith(("。", "、")) for p in cut[:-1])  # cut after clause punctuation
+    assert phonemize(SENTENCES[0], str) == JapaneseG2P().phonemize(SENTENCES[0])

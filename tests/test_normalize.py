@@ -8,8 +8,10 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from gateway.engines.normalize import normalize_text
+from gateway.engines.normalize import SpokenTooLong, normalize_text
 from gateway.engines.text import split_sentences
 
 from .conftest import wer
@@ -42,6 +44,9 @@ CASES = [
     ("Version 3.12.1 is out.", "Version three point twelve point one is out."),
     ("Apples, pears, etc. Then more.", "Apples, pears, et cetera. Then more."),
     ("Bold **without an end", "Bold without an end."),
+    ("Pi is 3.14159.", "Pi is three point one four one five nine."),
+    ("About 6.02e23 or 1E-9.", "About six point zero two times ten to the power of twenty-three or one times ten to the power of minus nine."),
+    ("Order 1234567890123456.", "Order one two three four five six seven eight nine zero one two three four five six."),
 ]
 
 
@@ -63,6 +68,57 @@ def test_sentences_are_never_merged_or_dropped() -> None:
     whole = split_sentences(normalize_text(text, "en-us"))
     assert len(whole) == len(sentences) == 6
     assert whole == [normalize_text(s, "en-us") for s in sentences]
+
+
+# -- bounds: no text makes the normalizer raise, or read much longer than it is written ----------
+
+
+@pytest.mark.parametrize("text", ["9" * 400, "$" + "9" * 400, "9" * 400 + "%", "-" + "9" * 400,
+                                  "#" + "9" * 400, "9" * 400 + "th", "9" * 400 + " km",
+                                  "9" * 400 + ".5", "0." + "9" * 400, "1e" + "9" * 400,
+                                  "1.2." + "9" * 400])  # fmt: skip
+def test_a_number_too_long_for_words_is_read_digit_by_digit(text: str) -> None:
+    """num2words overflows past 306 digits (a 500 before); such a number is read one digit at a
+    time, every digit said."""
+    spoken = normalize_text(text, "en-us")
+    assert spoken.count("nine") >= 400, spoken[:200]
+    assert "illion" not in spoken and len(spoken) <= 6 * len(text) + 60, spoken[:200]
+
+
+NUMBERISH = st.lists(
+    st.one_of(
+        st.text(alphabet="0123456789", min_size=1, max_size=400),
+        st.sampled_from([",", ".", "-", "+", "e", "E", "$", "€", "£", "¥", "%", "#", ":", "/", " ",
+                         "st", "th", "km", "°C", "x", " M", "bn", " billion", " PM", "in ",
+                         "January ", "(", ")", "±", "\n", "v", "e-", "e+"]),
+    ),
+    max_size=40,
+).map("".join)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(NUMBERISH)
+def test_number_like_text_never_raises_and_stays_bounded(text: str) -> None:
+    """Anything made of digits, separators, currency, units and exponents reads as at most
+    about fifteen characters for each written one (`±` is the longest: "plus or minus"), and a
+    bound given to the normalizer is kept or refused, never passed."""
+    spoken = normalize_text(text, "en-us")
+    assert len(spoken) <= 15 * len(text) + 16, (text, spoken)
+    try:
+        bounded = normalize_text(text, "en-us", limit=len(text))
+    except SpokenTooLong:
+        assert len(spoken) > len(text)
+    else:
+        assert bounded == spoken and len(bounded) <= len(text)
+
+
+def test_the_spoken_bound_refuses_early() -> None:
+    """4096 digits read one by one are 20,475 characters: past a bound of 4 x 4096 the
+    normalizer stops with SpokenTooLong; `$1,000,000,000` repeated to 4096 characters passes."""
+    with pytest.raises(SpokenTooLong):
+        normalize_text("9" * 4096, "en-us", limit=4 * 4096)
+    billions = ("$1,000,000,000 " * 300)[:4096]
+    assert len(normalize_text(billions, "en-us", limit=4 * 4096)) < 2 * 4096
 
 
 CORPUS = Path(__file__).parent / "data" / "chat_replies.md"

@@ -42,7 +42,7 @@ async def ready(gw: GatewayDep) -> JSONResponse:
 @router.get("/v1/scheduler", dependencies=[Depends(require_key)])
 async def scheduler_status(gw: GatewayDep) -> dict:
     """Lanes, slots, queues, budgets, loaded instances, fallbacks and GPU memory."""
-    return {**gw.scheduler.status(), "diagnosis": gw.diagnosis}
+    return {**gw.scheduler.status(), "diagnosis": gw.diagnosis, "traffic": gw.traffic.summary()}
 
 
 def metrics_key(

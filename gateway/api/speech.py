@@ -52,6 +52,15 @@ AUDIO_CONTENT: dict[str, dict] = {f.media_type: {} for f in FORMATS.values()} | 
 }
 
 
+class VoiceId(BaseModel):
+    """OpenAI's voice object (`{"id": "voice_1234"}`, a custom voice there): here its `id` names a
+    voice as the plain string would."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    id: str = Field(..., min_length=1, examples=["alloy"])
+
+
 class SpeechRequest(BaseModel):
     # strict: JSON types as documented (no "1.0" for a number, no 0 for a boolean)
     model_config = ConfigDict(extra="ignore", strict=True)
@@ -59,15 +68,16 @@ class SpeechRequest(BaseModel):
     model: str = Field(
         ...,
         min_length=1,
-        description="`tts-1`, `tts-1-hd`, `kokoro` or a model id.",
+        description="`tts-1`, `tts-1-hd`, `gpt-4o-mini-tts` (all the default speech model), "
+        "`kokoro` or a model id.",
         examples=["tts-1"],
     )
     input: str = Field(..., description="Text to speak.", examples=["Hello."])
-    voice: str = Field(
+    voice: Annotated[str, Field(min_length=1)] | VoiceId = Field(
         ...,
-        min_length=1,
         examples=["alloy"],
-        description="An OpenAI voice name, an installed voice id, or a mix `a+b` / `a(2)+b(1)`.",
+        description="An OpenAI voice name (`alloy` ... `marin`, `cedar`), an installed voice id, "
+        'or a mix `a+b` / `a(2)+b(1)`; or any of them as `{"id": ...}`.',
     )
     response_format: SpeechFormat = "mp3"
     speed: float = Field(1.0, ge=0.25, le=4.0, allow_inf_nan=False)
@@ -84,7 +94,11 @@ class SpeechRequest(BaseModel):
     lang: str | None = Field(
         None, max_length=16, description="Phonemizer language (e.g. `en-us`); default: from text."
     )
-    instructions: str | None = Field(None, description="Accepted for compatibility; ignored.")
+    instructions: str | None = Field(
+        None,
+        description="Accepted for compatibility (`gpt-4o-mini-tts` clients send it); ignored: "
+        "Kokoro has no way to follow a spoken-style prompt.",
+    )
     normalize: bool = Field(
         True,
         description="Extension: read Markdown, emoji, URLs and (in English) numbers, dates "
@@ -108,10 +122,11 @@ async def create_speech(
     timeout_s: Annotated[float | None, Depends(queue_timeout)] = None,
 ) -> Response:
     streaming = body.stream or "stream_format" in body.model_fields_set
+    voice = body.voice.id if isinstance(body.voice, VoiceId) else body.voice
     plan = await speech.plan(
         gw,
         speech.SpeechInput(
-            body.model, body.input, body.voice, body.speed, body.lang, body.normalize, streaming
+            body.model, body.input, voice, body.speed, body.lang, body.normalize, streaming
         ),
     )
     fmt = body.response_format

@@ -7,8 +7,10 @@ Clips longer than `batch_threshold_s` default to level batch.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Annotated, Literal
+import asyncio
+import functools
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
@@ -18,6 +20,7 @@ from ..errors import APIError, bad_request
 from ..scheduler import Level
 from ..service import Gateway
 from ..tasks import transcription as stt
+from ..tasks import usage as usage_task
 from .deps import (
     ERRORS,
     GatewayDep,
@@ -81,18 +84,30 @@ async def _transcribe(
     async with stt.start(gw, work, level, timeout_s) as job:
         if stream:
             first = await until_disconnect(request, job.first())
-            events = sse_or_error(_events(job.deltas(first)), request.url.path)
+            usage = functools.partial(
+                usage_task.transcription_usage, gw, plan.model, work.duration, plan.prompt
+            )
+            events = sse_or_error(_events(job.deltas(first), usage), request.url.path)
             return StreamingResponse(events, media_type="text/event-stream")
         transcript = await until_disconnect(request, job.transcript())
     return _format(transcript, req.response_format, plan)
 
 
-async def _events(deltas: AsyncIterator[str]) -> AsyncIterator[bytes]:
+async def _events(
+    deltas: AsyncIterator[str], usage: Callable[[str], dict[str, Any]]
+) -> AsyncIterator[bytes]:
     texts: list[str] = []
     async for delta in deltas:
         texts.append(delta)
         yield sse({"type": "transcript.text.delta", "delta": delta})
-    yield sse({"type": "transcript.text.done", "text": "".join(texts)})
+    text = "".join(texts)
+    # OpenAI's done event carries `usage` (see tasks/usage.py); tokenizing runs off the loop
+    done = {
+        "type": "transcript.text.done",
+        "text": text,
+        "usage": await asyncio.to_thread(usage, text),
+    }
+    yield sse(done)
 
 
 def _format(t: stt.Transcript, fmt: str, plan: stt.TranscriptionPlan) -> Response:

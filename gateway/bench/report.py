@@ -1,7 +1,7 @@
 """`gateway bench report`: measure everything in one run and write docs/benchmarks.md + plots.
 
 Sections: (1) overhead against the raw libraries, (2) sharing (the `sharing` benchmark),
-(3) throughput against concurrency, (4) memory, (5) streaming. `--quick` uses tiny inputs and few
+(3) throughput against concurrency, (4) memory, (5) streaming, (6) accuracy, (7) Wyoming. `--quick` uses tiny inputs and few
 runs and writes to `--out` or a temporary folder, never to docs/.
 """
 
@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 
 from ..config import Settings
-from . import accuracy, goals, measure, sharing
+from . import accuracy, goals, measure, sharing, wyoming
 from .client import speech, transcribe
 from .server import GatewayProcess, load_average, machine_info
 
@@ -76,6 +76,7 @@ def run_report(
             res["accuracy"] = accuracy.run(gw.base_url, raw, logs, quick, say)
         finally:
             raw.close()
+    res["wyoming"] = wyoming.run(quick, logs, say)  # a gateway of its own, before sharing's
     res["sharing"] = sharing.run_sharing(quick, logs, say)
     res["load_after"] = load_average()
     res["elapsed_s"] = time.time() - started
@@ -138,6 +139,7 @@ def render(res: dict[str, Any], img: str = "img") -> str:
     out += goals.render(res)
     out += _overhead(res, img) + _sharing(sh, cfg, img) + _throughput(res, img)
     out += _memory(res, img) + _streaming(res, img) + goals.render_accuracy(res)
+    out += wyoming.render(res.get("wyoming"))
     return "\n".join(out) + "\n"
 
 

@@ -27,6 +27,12 @@ _LATIN_RUN = re.compile(
 )
 _WAVE_DASH_RANGE = re.compile(r"[〜～](?=\d)")
 _PUNCT = str.maketrans({"。": ".", "、": ",", "「": None, "」": None, "・": None})
+# OpenJTalk's analysis and the romanizer take time that grows with the square of the words in one
+# call (1,000 digits: 6 s; 4,096: minutes), so a call gets at most one bounded piece of text, cut
+# after clause punctuation; a digit run past 15 digits is read one digit at a time.
+MAX_PIECE_CHARS = 64
+_CLAUSE_END = re.compile(r"(?<=[。、！？!?\s])|(?<=[.,])(?!\d)")  # not inside 3.14 or 1,500
+_LONG_DIGITS = re.compile(r"\d{16,}")
 
 
 @dataclass(frozen=True)
@@ -104,6 +110,9 @@ class JapaneseG2P:
         """Japanese text (no Latin runs expected) -> Kokoro phonemes."""
         if not any(ch.isalnum() for ch in text):  # punctuation between runs: keep stops
             return text.translate(_PUNCT).strip()
+        return " ".join(self._phonemize_piece(piece) for piece in pieces(text))
+
+    def _phonemize_piece(self, text: str) -> str:
         with self._lock:  # OpenJTalk's frontend is not documented as thread-safe
             if self._romanizer is None:
                 self._romanizer = _romanizer()
@@ -123,6 +132,23 @@ class JapaneseG2P:
 
     def _phonemize_run(self, run: str, is_latin: bool, latin: Callable[[str], str]) -> str:
         return latin(run) if is_latin else self.phonemize(run)
+
+
+def pieces(text: str, most: int = MAX_PIECE_CHARS) -> list[str]:
+    """Cut text into pieces of at most `most` characters, after punctuation where it can, and
+    spell out digit runs too long to read as a number (as English reads them, one by one)."""
+    text = _LONG_DIGITS.sub(lambda m: " ".join(m.group(0)), text)
+    out: list[str] = []
+    for clause in _CLAUSE_END.split(text):
+        while len(clause) > most:
+            cut = max(clause.rfind(" ", 0, most), 0) or most
+            out.append(clause[:cut])
+            clause = clause[cut:]
+        if out and len(out[-1]) + len(clause) <= most:
+            out[-1] += clause
+        elif clause:
+            out.append(clause)
+    return [p for p in out if p.strip()]
 
 
 def split_runs(text: str) -> list[tuple[str, bool]]:

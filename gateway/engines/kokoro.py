@@ -29,11 +29,12 @@ from .text import detect_lang
 
 OPENAI_VOICES = (
     "alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer", "verse",
+    "marin", "cedar",
 )  # fmt: skip
 # Which gender of voice an OpenAI name is mapped to when the pack has no voice of that name.
 _OPENAI_GENDER = {
     "alloy": "f", "ash": "m", "ballad": "m", "coral": "f", "echo": "m", "fable": "m",
-    "nova": "f", "onyx": "m", "sage": "f", "shimmer": "f", "verse": "m",
+    "nova": "f", "onyx": "m", "sage": "f", "shimmer": "f", "verse": "m", "marin": "f", "cedar": "m",
 }  # fmt: skip
 _TERM = re.compile(r"^\s*([A-Za-z0-9_\-]+)\s*(?:\(\s*([0-9]*\.?[0-9]+)\s*\))?\s*$")
 _SENTENCE_SPLIT = re.compile(r"(?<=[.!?…])\s+")
@@ -217,6 +218,7 @@ class KokoroEngine:
         *,
         normalize: bool = True,
         first_alone: bool = False,
+        max_spoken_chars: int | None = None,
     ) -> list[SpeechUnit]:
         """Phonemize and cut into units under the limit; with `first_alone` (streaming) the
         first sentence is a unit of its own, so its audio goes out before the rest is made.
@@ -224,7 +226,8 @@ class KokoroEngine:
         few percent on the CPU), and within a unit the model paces sentences itself.
 
         `normalize` first turns Markdown, emoji, URLs and (in English) numbers into the words a
-        person would read (see `normalize.py`). Japanese goes through the Japanese G2P the voices
+        person would read (see `normalize.py`), at most `max_spoken_chars` of them (else
+        SpokenTooLong). Japanese goes through the Japanese G2P the voices
         were trained with, its Latin words through English espeak.
 
         The model takes up to 510 phonemes, but its activations grow with the batch: 250-phoneme
@@ -232,7 +235,7 @@ class KokoroEngine:
         ids, style = self.resolve_voice(voice)
         language = detect_lang(text, ids, self.default_lang, lang)
         if normalize:
-            text = normalize_text(text, language)
+            text = normalize_text(text, language, max_spoken_chars)
         text = " ".join(text.split())
         try:
             if language.startswith("ja"):

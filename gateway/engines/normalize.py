@@ -9,7 +9,7 @@ is "asterisk asterisk" and "h t t p s colon slash slash". Two layers:
   row by row. Emoji are dropped (a text of nothing but emoji has nothing to
   speak, as before).
 * English only: numbers, ordinals, currency, percentages, dates, times, phone numbers and units
-  as words, with num2words. Other languages keep their numbers: espeak-ng and OpenJTalk read them.
+  as words (`numbers.py`). Other languages keep their numbers: espeak-ng and OpenJTalk read them.
 
 Normalization works sentence by sentence and keeps every sentence's end, so it never merges or
 drops sentences, and the first-sentence cut that starts a stream early still holds.
@@ -18,101 +18,17 @@ drops sentences, and the first-sentence cut that starts a stream early still hol
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import emoji
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
-from num2words import num2words
 
+from .numbers import verbalize_numbers
 from .text import speakable, split_sentences
 
 _MD = MarkdownIt("commonmark", {"linkify": True}).enable(["table", "strikethrough", "linkify"])
 _STOPS = ".!?…。！？:;"
-_MONTHS = [
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-]
-_MONTH_RE = "|".join(_MONTHS) + "|" + "|".join(m[:3] for m in _MONTHS) + "|Sept"
-
-# Unit symbol -> (singular, plural). Matched case-sensitively after a number.
-_UNITS = {
-    "km": ("kilometer", "kilometers"),
-    "m": ("meter", "meters"),
-    "cm": ("centimeter", "centimeters"),
-    "mm": ("millimeter", "millimeters"),
-    "mi": ("mile", "miles"),
-    "ft": ("foot", "feet"),
-    "kg": ("kilogram", "kilograms"),
-    "g": ("gram", "grams"),
-    "mg": ("milligram", "milligrams"),
-    "lb": ("pound", "pounds"),
-    "lbs": ("pounds", "pounds"),
-    "oz": ("ounce", "ounces"),
-    "L": ("liter", "liters"),
-    "l": ("liter", "liters"),
-    "ml": ("milliliter", "milliliters"),
-    "mL": ("milliliter", "milliliters"),
-    "km/h": ("kilometer per hour", "kilometers per hour"),
-    "kph": ("kilometer per hour", "kilometers per hour"),
-    "mph": ("mile per hour", "miles per hour"),
-    "°C": ("degree Celsius", "degrees Celsius"),
-    "°F": ("degree Fahrenheit", "degrees Fahrenheit"),
-    "°": ("degree", "degrees"),
-    "KB": ("kilobyte", "kilobytes"),
-    "kB": ("kilobyte", "kilobytes"),
-    "MB": ("megabyte", "megabytes"),
-    "GB": ("gigabyte", "gigabytes"),
-    "TB": ("terabyte", "terabytes"),
-    "Hz": ("hertz", "hertz"),
-    "kHz": ("kilohertz", "kilohertz"),
-    "MHz": ("megahertz", "megahertz"),
-    "GHz": ("gigahertz", "gigahertz"),
-    "ms": ("millisecond", "milliseconds"),
-    "s": ("second", "seconds"),
-    "sec": ("second", "seconds"),
-    "min": ("minute", "minutes"),
-    "h": ("hour", "hours"),
-    "hr": ("hour", "hours"),
-    "hrs": ("hours", "hours"),
-    "W": ("watt", "watts"),
-    "kW": ("kilowatt", "kilowatts"),
-    "kWh": ("kilowatt hour", "kilowatt hours"),
-    "V": ("volt", "volts"),
-    "mAh": ("milliamp hour", "milliamp hours"),
-    "px": ("pixel", "pixels"),
-    "fps": ("frame per second", "frames per second"),
-    "x": ("times", "times"),
-}
-_CURRENCY = {
-    "$": ("dollar", "dollars", "cent", "cents"),
-    "€": ("euro", "euros", "cent", "cents"),
-    "£": ("pound", "pounds", "penny", "pence"),
-    "¥": ("yen", "yen", "", ""),
-}
-_SCALES = {
-    "k": "thousand",
-    "K": "thousand",
-    "M": "million",
-    "m": "million",
-    "B": "billion",
-    "bn": "billion",
-    "thousand": "thousand",
-    "million": "million",
-    "billion": "billion",
-    "trillion": "trillion",
-}
 _ABBREVIATIONS = {
     "e.g.": "for example",
     "i.e.": "that is",
@@ -137,37 +53,16 @@ _SYMBOLS = {
     "%": " percent ",
 }
 
-_NUM = r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?"
-_UNIT_RE = "|".join(re.escape(u) for u in sorted(_UNITS, key=len, reverse=True))
-_SCALE_RE = "|".join(sorted(_SCALES, key=len, reverse=True))
-# One pass over an English sentence: the first alternative that matches at a place wins.
-_PATTERNS: list[tuple[str, str]] = [
-    ("iso_date", r"\b(\d{4})-(\d{2})-(\d{2})\b"),
-    ("us_date", r"\b(\d{1,2})/(\d{1,2})/(\d{4})\b"),
-    ("month_day", rf"\b({_MONTH_RE})\.? (\d{{1,2}})(?:st|nd|rd|th)?\b(?:,? (\d{{4}})\b)?"),
-    ("day_month", rf"\b(\d{{1,2}})(?:st|nd|rd|th)? (?:of )?({_MONTH_RE})\b(?:,? (\d{{4}})\b)?"),
-    ("time", r"\b(\d{1,2}):(\d{2})(?::\d{2})?(?:\s?([AaPp])\.?[Mm]\b\.?)?"),
-    ("ampm", r"\b(\d{1,2})\s?([AaPp])\.?[Mm]\b\.?"),
-    ("phone", r"(?<![\w-])(\+\d{1,3}[\s.-]?)?(\(\d{3}\)\s?|\d{3}[\s.-])(\d{3})[\s.-](\d{4})\b"),
-    ("money", rf"([$€£¥])\s?({_NUM})(?:\s?({_SCALE_RE})\b)?"),
-    ("percent", rf"({_NUM})\s?%"),
-    ("ordinal", r"\b(\d+)(st|nd|rd|th)\b"),
-    ("version", r"\b[vV]?(\d+(?:\.\d+){2,})\b"),
-    ("range", rf"\b({_NUM})\s?[–-]\s?({_NUM})(?:\s?({_UNIT_RE}))?(?![\w/])"),
-    ("unit", rf"(?<![\w.])(-?)({_NUM})\s?({_UNIT_RE})(?![\w/])"),
-    ("year", r"\b(in|since|by|from|until|before|after|of|year|to|and) (1[1-9]\d\d|20\d\d)s?\b"),
-    ("hash", r"#(\d+)"),
-    ("number", rf"(?<![\w.])(-?)({_NUM})\b"),
-]
-_MASTER = re.compile("|".join(f"(?P<{name}>{rx})" for name, rx in _PATTERNS))
 _ABBREV_RE = re.compile("|".join(re.escape(a) for a in _ABBREVIATIONS))
 _SYMBOL_RE = re.compile("|".join(re.escape(s) for s in sorted(_SYMBOLS, key=len, reverse=True)))
 
 
-def normalize_text(text: str, lang: str) -> str:
-    """The words to speak for `text` in phonemizer language `lang` (see the module doc)."""
+def normalize_text(text: str, lang: str, limit: int | None = None) -> str:
+    """The words to speak for `text` in phonemizer language `lang` (see the module doc); raises
+    SpokenTooLong as soon as the words pass `limit` characters."""
     english = lang.startswith("en")
-    out = []
+    out: list[str] = []
+    size = -1  # the joining spaces: one fewer than the sentences
     for block in markdown_blocks(text):
         if english:
             block = _end_sentence(_ABBREV_RE.sub(_abbreviation, block))
@@ -175,7 +70,18 @@ def normalize_text(text: str, lang: str) -> str:
             spoken = speak_sentence(sentence, english)
             if spoken:
                 out.append(spoken)
+                size += len(spoken) + 1
+                if limit is not None and size > limit:
+                    raise SpokenTooLong(limit)
     return " ".join(out)
+
+
+class SpokenTooLong(ValueError):
+    """The text read aloud (numbers, symbols and links as words) is longer than a bound."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"read aloud, the input is longer than {limit} characters")
+        self.limit = limit
 
 
 def _abbreviation(match: re.Match[str]) -> str:
@@ -269,7 +175,7 @@ def speak_sentence(sentence: str, english: bool) -> str:
     """One sentence -> spoken words; keeps a sentence-ending mark if the sentence had one."""
     text = emoji.replace_emoji(sentence, replace=" ")
     if english:
-        text = _MASTER.sub(_verbalize, text)
+        text = verbalize_numbers(text)
         text = _SYMBOL_RE.sub(lambda m: _SYMBOLS[m.group(0)], text)
         text = re.sub(r"(?<=[A-Za-z])/(?=[A-Za-z])", " or ", text)
     text = " ".join(re.sub(r"[*_#`|~<>\\^{}\[\]]+", " ", text).split())
@@ -280,111 +186,3 @@ def speak_sentence(sentence: str, english: bool) -> str:
     if end in _STOPS and text[-1] not in _STOPS:
         text += end
     return text
-
-
-def _verbalize(match: re.Match[str]) -> str:
-    kind = match.lastgroup or "number"
-    groups = [g for g in match.groups() if g is not None]
-    # the named group itself comes first in groups(); the captures follow it
-    return " " + _HANDLERS[kind](*groups[1:]) + " "
-
-
-def cardinal(number: str) -> str:
-    """`1,234.5` -> `one thousand two hundred thirty-four point five` (American style)."""
-    words = str(num2words(float(number) if "." in number else int(number.replace(",", ""))))
-    return " ".join(words.replace(",", "").replace(" and ", " ").split())
-
-
-def _num(number: str) -> str:
-    return cardinal(number.replace(",", ""))
-
-
-def _ordinal(n: str) -> str:
-    return str(num2words(int(n), to="ordinal"))
-
-
-def _year(y: str) -> str:
-    return str(num2words(int(y), to="year")).replace(" and ", " ")
-
-
-def _month(name: str) -> str:
-    return next((m for m in _MONTHS if m.lower().startswith(name.lower()[:3])), name)
-
-
-def _date(year: str, month: int, day: str) -> str:
-    if not 1 <= month <= 12:
-        return f"{_num(year)} {_num(str(month))} {_num(day)}"
-    return f"{_MONTHS[month - 1]} {_ordinal(day)}, {_year(year)}"
-
-
-def _time(h: str, m: str, ampm: str = "") -> str:
-    minutes = "" if m == "00" else (f"oh {_num(m)}" if m.startswith("0") else _num(m))
-    if not minutes:
-        minutes = "" if ampm else ("hundred" if int(h) > 12 else "o'clock")
-    suffix = f" {ampm.lower()} m" if ampm else ""
-    return f"{_num(h)} {minutes}".strip() + suffix
-
-
-def _digits(group: str) -> str:
-    return " ".join(_num(d) for d in group if d.isdigit())
-
-
-def _phone(country: str, area: str, mid: str = "", last: str = "") -> str:
-    if not last:  # no country code: the captures shifted left
-        country, area, mid, last = "", country, area, mid
-    parts = [f"plus {_digits(country)}"] if country else []
-    parts += [_digits(area), _digits(mid), _digits(last)]
-    return ", ".join(parts)
-
-
-def _money(symbol: str, amount: str, scale: str = "") -> str:
-    one, many, sub_one, sub_many = _CURRENCY[symbol]
-    if scale:
-        return f"{_num(amount)} {_SCALES[scale]} {many}"
-    whole, _, cents = amount.replace(",", "").partition(".")
-    words = f"{_num(whole)} {one if whole == '1' else many}"
-    if cents.strip("0") and sub_one:
-        c = cents[:2].ljust(2, "0")
-        words += f" and {_num(c)} {sub_one if int(c) == 1 else sub_many}"
-    return words
-
-
-def _unit(*args: str) -> str:
-    sign, number, unit = args if len(args) == 3 else ("", *args)
-    one, many = _UNITS[unit]
-    prefix = "minus " if sign else ""
-    return f"{prefix}{_num(number)} {one if number == '1' else many}"
-
-
-def _range(a: str, b: str, unit: str = "") -> str:
-    words = f"{_num(a)} to {_num(b)}"
-    return f"{words} {_UNITS[unit][1]}" if unit else words
-
-
-def _signed(*args: str) -> str:
-    sign, number = args if len(args) == 2 else ("", *args)
-    return ("minus " if sign else "") + _num(number)
-
-
-_HANDLERS: dict[str, Callable[..., str]] = {
-    "iso_date": lambda y, m, d: _date(y, int(m), d),
-    "us_date": lambda m, d, y: _date(y, int(m), d),
-    "month_day": lambda mon, d, y="": (
-        f"{_month(mon)} {_ordinal(d)}" + (f", {_year(y)}" if y else "")
-    ),
-    "day_month": lambda d, mon, y="": (
-        f"the {_ordinal(d)} of {_month(mon)}" + (f" {_year(y)}" if y else "")
-    ),
-    "time": _time,
-    "ampm": lambda h, ap: f"{_num(h)} {ap.lower()} m",
-    "phone": _phone,
-    "money": _money,
-    "percent": lambda n: f"{_num(n)} percent",
-    "ordinal": lambda n, _suffix: _ordinal(n),
-    "version": lambda v: " point ".join(_num(p) for p in v.split(".")),
-    "range": _range,
-    "unit": _unit,
-    "year": lambda word, y: f"{word} {_year(y)}",
-    "hash": lambda n: f"number {_num(n)}",
-    "number": _signed,
-}

@@ -74,6 +74,17 @@ def split_sentences(text: str) -> list[str]:
     return [p for p in parts if p]
 
 
+def complete_sentences(text: str) -> tuple[str, str]:
+    """Text streamed in pieces: (the complete sentences so far, the unfinished rest). A sentence
+    is complete once whitespace follows its end, so one cut between two pieces is not taken for
+    the end."""
+    end = 0
+    for match in _SENTENCE_END.finditer(text):
+        if match.end() < len(text) or match.group(0):
+            end = match.end()
+    return text[:end], text[end:]
+
+
 def speakable(text: str) -> bool:
     """True if the text has at least one letter or digit to speak."""
     return any(ch.isalnum() for ch in text)

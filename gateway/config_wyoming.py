@@ -1,0 +1,37 @@
+"""The `wyoming` settings section (Home Assistant's protocol), apart from config.py so that file
+stays short; config.py imports it into the one settings tree."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class WyomingSettings(BaseModel):
+    enabled: bool = Field(
+        True,
+        description="Serve the Wyoming protocol (Home Assistant's Assist: speech-to-text and "
+        "text-to-speech on one port) next to the HTTP API. Wyoming has no authentication: "
+        "the bind address and a network policy are its only guards.",
+    )
+    host: str | None = Field(
+        None, description="Address the Wyoming listener binds to; unset: the HTTP `server.host`."
+    )
+    port: int = Field(
+        10300, ge=0, le=65535, description="TCP port of the Wyoming listener; 0: any free port."
+    )
+    max_audio_s: float = Field(
+        120.0,
+        gt=0,
+        description="Longest utterance in seconds of audio; more gets an `error` event.",
+    )
+    idle_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="A connection that sends nothing this long while no work of its runs is "
+        "closed.",
+    )
+    zeroconf: bool = Field(
+        False,
+        description="Announce the listener as `_wyoming._tcp.local.` (mDNS) for Home Assistant "
+        "to discover; mDNS does not cross a Kubernetes pod network.",
+    )

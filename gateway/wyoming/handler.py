@@ -1,0 +1,228 @@
+"""One Wyoming connection: reads events with bounds and an idle timeout, answers `describe` at
+once, and runs its replies (a transcript, speech) one after another in a task of their own, so
+that streamed text keeps arriving while earlier sentences are spoken. A malformed frame, an idle
+connection or a peer that goes away closes the connection and takes its queued units back."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Coroutine
+from typing import Any
+
+from wyoming.asr import Transcribe
+from wyoming.audio import AudioChunk, AudioStart, AudioStop
+from wyoming.error import Error
+from wyoming.event import Event
+from wyoming.info import Describe
+from wyoming.ping import Ping, Pong
+from wyoming.server import AsyncEventHandler
+from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop
+
+from ..config_wyoming import WyomingSettings
+from ..errors import APIError, as_api_error, bad_request
+from ..service import Gateway
+from ..tasks.transcription import TranscriptionPlan
+from ..traffic import Traffic
+from . import speech_to_text as asr
+from . import text_to_speech as tts
+from .framing import FrameError, read_event
+from .info import describe
+
+log = logging.getLogger(__name__)
+PROTOCOL = "wyoming"
+
+
+class Connection(AsyncEventHandler):
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        gw: Gateway,
+        settings: WyomingSettings,
+        traffic: Traffic,
+    ) -> None:
+        super().__init__(reader, writer)
+        self.gw, self.settings, self.traffic = gw, settings, traffic
+        self.peer = str(writer.get_extra_info("peername"))
+        self.plan: TranscriptionPlan | None = None  # from `transcribe`, for the next utterance
+        self.utterance: asr.Utterance | None = None
+        self.skip_audio = False  # this utterance already failed: its audio is dropped quietly
+        self.stream: tts.SpeechStream | None = None
+        self.work: asyncio.Task[None] | None = None  # the latest reply; each waits for the last
+
+    # -- the connection -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        self._is_running = True
+        self.traffic.connections[PROTOCOL] += 1
+        read: asyncio.Future[Event | None] | None = None
+        try:
+            while self._is_running:
+                read = asyncio.ensure_future(read_event(self.reader))
+                while not (await asyncio.wait({read}, timeout=self.settings.idle_timeout_s))[0]:
+                    if not self._busy():
+                        log.info("wyoming connection idle; closing", extra={"peer": self.peer})
+                        return
+                event = read.result()
+                if event is None or not await self.handle_event(event):
+                    break
+        except FrameError as exc:
+            log.warning("wyoming frame refused; closing: %s", exc, extra={"peer": self.peer})
+            await self._send_quietly(Error(str(exc), "malformed_frame").event())
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass  # the peer went away: the finally clause takes its work back
+        finally:
+            if read is not None and not read.done():
+                read.cancel()
+            await self._cancel_work()
+            self.traffic.connections[PROTOCOL] -= 1
+            self.writer.close()
+
+    def _busy(self) -> bool:
+        return self.stream is not None or (self.work is not None and not self.work.done())
+
+    async def _cancel_work(self) -> None:
+        work = self.work
+        if work is not None and not work.done():
+            work.cancel()  # leaves the scheduler job: its queued units are taken back
+            await asyncio.gather(work, return_exceptions=True)
+
+    async def _send_quietly(self, event: Event) -> None:
+        try:
+            await asyncio.wait_for(self.write_event(event), 5.0)
+        except (TimeoutError, ConnectionError, RuntimeError):
+            pass
+
+    async def error(self, exc: APIError) -> None:
+        log.info("wyoming error event: %s", exc.message, extra={"code": exc.code})
+        await self.write_event(Error(exc.message, exc.code or exc.type).event())
+
+    def spawn(self, operation: str, reply: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run a reply after the one before it; its failure becomes an `error` event."""
+        before = self.work
+
+        async def run() -> None:
+            t0 = time.perf_counter()
+            status = 200
+            try:
+                if before is not None:
+                    await asyncio.wait({before})
+                await reply
+            except asyncio.CancelledError:
+                status = 499
+                raise
+            except Exception as exc:
+                err = as_api_error(exc)
+                status = err.status
+                if status >= 500 and err.code == "internal_error":
+                    log.error("wyoming %s failed", operation, exc_info=exc)
+                await self._send_quietly(Error(err.message, err.code or err.type).event())
+            finally:
+                reply.close()  # never awaited when cancelled while waiting: no warning
+                elapsed = time.perf_counter() - t0
+                self.traffic.record(PROTOCOL, operation, status, elapsed)
+
+        self.work = asyncio.create_task(run(), name=f"wyoming {operation}")
+        return self.work
+
+    # -- events ---------------------------------------------------------------------------------
+
+    async def handle_event(self, event: Event) -> bool:
+        try:
+            self._dispatch(event)
+        except (KeyError, TypeError, ValueError, AttributeError):  # a field missing or mistyped
+            err = bad_request(f"malformed {event.type!r} event", None, "invalid_event")
+            self.traffic.record(PROTOCOL, event.type, err.status, 0.0)
+            await self.error(err)
+        except Exception as exc:  # APIError, an unknown model...: what HTTP would answer
+            err = as_api_error(exc)
+            self.traffic.record(PROTOCOL, event.type, err.status, 0.0)
+            await self.error(err)
+        if Describe.is_type(event.type):
+            await self.write_event(describe(self.gw).event())
+        elif Ping.is_type(event.type):
+            await self.write_event(Pong(text=Ping.from_event(event).text).event())
+        return True
+
+    def _dispatch(self, event: Event) -> None:
+        kind = event.type
+        if Describe.is_type(kind) or Ping.is_type(kind):
+            return
+        if Transcribe.is_type(kind):
+            self._transcribe(Transcribe.from_event(event))
+        elif AudioStart.is_type(kind) or AudioChunk.is_type(kind) or AudioStop.is_type(kind):
+            self._audio(event)
+        elif SynthesizeStart.is_type(kind):
+            voice = tts.choose_voice(self.gw, event.data.get("voice"))
+            self.stream = tts.SpeechStream(tts.Speaker(self.gw, voice, self.write_event))
+            self.spawn("synthesize-stream", self.stream.run())
+        elif SynthesizeChunk.is_type(kind):
+            if self.stream is None:
+                raise bad_request("synthesize-chunk before synthesize-start", None,
+                                  "chunk_before_start")  # fmt: skip
+            self._chunk(SynthesizeChunk.from_event(event).text)
+        elif SynthesizeStop.is_type(kind):
+            if self.stream is not None:
+                self.stream.close()
+                self.stream = None
+        elif Synthesize.is_type(kind):
+            if self.stream is None:  # inside a stream it repeats the text for old servers
+                self._synthesize(event)
+        else:
+            raise bad_request(f"unknown or unexpected event {kind!r}", None, "unknown_event")
+
+    def _transcribe(self, request: Transcribe) -> None:
+        self.plan, self.utterance, self.skip_audio = None, None, False
+        try:
+            self.plan = asr.plan(self.gw, request.name, request.language)
+        except Exception:
+            self.skip_audio = True  # the error is the answer to this utterance
+            raise
+
+    def _audio(self, event: Event) -> None:
+        if AudioStop.is_type(event.type):
+            utt, self.utterance = self.utterance, None
+            if self.skip_audio:
+                self.skip_audio = False
+                return
+            if utt is None:  # audio-stop with no audio: an empty transcript
+                utt = asr.Utterance(self.plan or asr.plan(self.gw, None, None), 0.0)
+            self.plan = None
+            self.spawn("transcribe", asr.transcribe(self.gw, utt, self.write_event))
+            return
+        if self.skip_audio:
+            return
+        try:
+            if AudioStart.is_type(event.type):
+                asr.check_format(event.data)
+                plan = self.plan or asr.plan(self.gw, None, None)
+                self.utterance = asr.Utterance(plan, self.settings.max_audio_s)
+            elif self.utterance is None:
+                raise bad_request("audio-chunk before audio-start", "audio", "audio_before_start")
+            else:
+                self.utterance.add(event)
+        except Exception:
+            self.utterance, self.skip_audio = None, True
+            raise
+
+    def _chunk(self, text: str) -> None:
+        assert self.stream is not None
+        try:
+            self.stream.add(text)
+        except APIError as exc:
+            self.stream.fail(exc)
+            raise
+
+    def _synthesize(self, event: Event) -> None:
+        request = Synthesize.from_event(event)
+        voice = tts.choose_voice(self.gw, event.data.get("voice"))
+        speaker = tts.Speaker(self.gw, voice, self.write_event)
+        speaker.count(request.text)
+
+        async def reply() -> None:
+            await speaker.say(request.text)
+            await speaker.finish(stream=False)
+
+        self.spawn("synthesize", reply())

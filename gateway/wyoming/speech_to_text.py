@@ -1,0 +1,108 @@
+"""Wyoming speech-to-text: `transcribe` -> `audio-start` -> `audio-chunk`* -> `audio-stop`, run as
+an interactive transcription job through tasks/ (the same models, aliases, languages and VAD as
+HTTP), answered `transcript-start` -> `transcript-chunk`* -> `transcript` -> `transcript-stop`."""
+
+from __future__ import annotations
+
+import io
+import wave
+from collections.abc import Awaitable, Callable
+
+from wyoming.asr import Transcript, TranscriptChunk, TranscriptStart, TranscriptStop
+from wyoming.audio import AudioChunk, AudioChunkConverter, AudioFormat
+from wyoming.event import Event
+
+from ..errors import APIError, bad_request
+from ..scheduler import Level
+from ..service import Gateway
+from ..tasks import transcription as stt
+
+RATE, WIDTH, CHANNELS = 16000, 2, 1  # what Whisper hears
+Send = Callable[[Event], Awaitable[None]]
+
+
+def check_format(data: dict) -> AudioFormat:
+    """The audio format of an `audio-start` or `audio-chunk`; raises APIError."""
+    rate, width, channels = data.get("rate"), data.get("width"), data.get("channels")
+    if type(width) is not int or width not in (1, 2, 3, 4):
+        raise bad_request(f"width must be 1, 2, 3 or 4 bytes, not {width!r}", "width",
+                          "invalid_width")  # fmt: skip
+    if type(rate) is not int or not 1000 <= rate <= 384000:
+        raise bad_request(f"rate must be 1000-384000 Hz, not {rate!r}", "rate", "invalid_rate")
+    if type(channels) is not int or not 1 <= channels <= 16:
+        raise bad_request(f"channels must be 1-16, not {channels!r}", "channels",
+                          "invalid_channels")  # fmt: skip
+    return AudioFormat(rate, width, channels)
+
+
+def plan(gw: Gateway, name: str | None, language: str | None) -> stt.TranscriptionPlan:
+    """Model by name (an alias, a model id, or none or our program's name: the default) and the
+    language as Home Assistant sends it (`en`, `en-US`, `en_US`) as an explicit language."""
+    model = "whisper-1" if not name or name == "gateway" else name
+    lang = language.replace("_", "-").split("-")[0] if isinstance(language, str) else None
+    return stt.check(gw, stt.TranscriptionInput(model, language=lang or None))
+
+
+class Utterance:
+    """The audio of one utterance, converted to 16 kHz mono 16-bit as it arrives."""
+
+    def __init__(self, plan: stt.TranscriptionPlan, max_audio_s: float) -> None:
+        self.plan = plan
+        self.max_bytes = int(max_audio_s * RATE) * WIDTH
+        self.converter = AudioChunkConverter(rate=RATE, width=WIDTH, channels=CHANNELS)
+        self.pcm = bytearray()
+        self.max_audio_s = max_audio_s
+
+    def add(self, event: Event) -> None:
+        fmt = check_format(event.data)
+        audio = event.payload or b""
+        if len(audio) % (fmt.width * fmt.channels):
+            raise bad_request("audio-chunk holds a partial sample frame", "audio",
+                              "invalid_audio")  # fmt: skip
+        chunk = AudioChunk(fmt.rate, fmt.width, fmt.channels, audio)
+        self.pcm += self.converter.convert(chunk).audio
+        if len(self.pcm) > self.max_bytes:
+            raise bad_request(f"utterance is longer than {self.max_audio_s:g} s", "audio",
+                              "audio_too_long")  # fmt: skip
+
+    def wav(self) -> bytes:
+        buf = io.BytesIO()
+        with wave.open(buf, "wb") as out:
+            out.setnchannels(CHANNELS)
+            out.setsampwidth(WIDTH)
+            out.setframerate(RATE)
+            out.writeframes(bytes(self.pcm))
+        return buf.getvalue()
+
+
+async def _empty(send: Send, language: str | None) -> None:
+    await send(TranscriptStart(language=language).event())
+    await send(Transcript("", language=language).event())
+    await send(TranscriptStop().event())
+
+
+async def transcribe(gw: Gateway, utt: Utterance, send: Send) -> None:
+    """Transcribe an utterance as an interactive job and send the streaming reply."""
+    language = utt.plan.language
+    if not utt.pcm:
+        await _empty(send, language)
+        return
+    try:
+        work = await stt.prepare(gw, utt.plan, utt.wav())
+    except APIError as exc:
+        if exc.code == "audio_too_short":  # a blip of sound is heard as nothing said
+            await _empty(send, language)
+            return
+        raise
+    async with stt.start(gw, work, Level.interactive, None) as job:
+        first = await job.first()
+        if first is not None and first.language:
+            language = stt.output_language(utt.plan.task, first.language)
+        await send(TranscriptStart(language=language).event())
+        texts = []
+        async for piece in job.deltas(first):
+            texts.append(piece)
+            await send(TranscriptChunk(piece).event())
+    # Many clients stop reading at `transcript`: it comes after the chunks.
+    await send(Transcript("".join(texts), language=language).event())
+    await send(TranscriptStop().event())
