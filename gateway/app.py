@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from . import __version__, errors
-from .api import catalog, ops, speech, transcriptions
+from .api import catalog, ops, ps, speech, transcriptions
 from .api.status_page import router as status_router
 from .config import Settings, csv
 from .middleware import GatewayMiddleware
@@ -54,7 +54,7 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
     app.state.gateway = gw
     app.state.api_keys = [k.encode() for k in settings.api_keys()]
     errors.install(app)
-    for router in (speech.router, transcriptions.router, catalog.router, ops.router):
+    for router in (speech.router, transcriptions.router, catalog.router, ops.router, ps.router):
         app.include_router(router)
     app.include_router(status_router)  # GET /status, the live status page
     origins = csv(settings.server.cors_origins)
@@ -62,7 +62,7 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
         app.add_middleware(
             CORSMiddleware,
             allow_origins=origins,
-            allow_methods=["GET", "POST"],
+            allow_methods=["GET", "POST", "DELETE"],
             allow_headers=[
                 "Authorization",
                 "Content-Type",

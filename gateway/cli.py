@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import __version__
+from .remote import add_commands as add_remote_commands
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -29,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--host", help="bind address (default: GATEWAY_SERVER__HOST)")
     s.add_argument("--port", type=int, help="port (default: GATEWAY_SERVER__PORT)")
 
-    m = sub.add_parser("models", help="list, pull and verify models")
+    m = sub.add_parser("models", help="list, pull and verify models; ps, load, unload them")
     msub = m.add_subparsers(dest="models_command", required=True)
     msub.add_parser("list", help="known models: present, size, source")
     pull = msub.add_parser("pull", help="assemble or fetch models and verify them")
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     pull.add_argument("--force", action="store_true", help="re-assemble even if present")
     verify = msub.add_parser("verify", help="re-hash model files against the pinned sha256")
     verify.add_argument("ids", nargs="*", help="model ids (default: the bundle and pulled models)")
+    add_remote_commands(msub)  # ps | load | unload, on a running gateway
 
     sp = sub.add_parser("speak", help="synthesize speech to a file, without HTTP")
     sp.add_argument("text")
@@ -155,8 +157,11 @@ def _cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_models(args: argparse.Namespace, settings: Settings) -> int:
+    from . import remote
     from .registry import cli as models_cli
 
+    if args.models_command in remote.COMMANDS:
+        return remote.run(args, settings)
     return models_cli.run(args, settings)
 
 

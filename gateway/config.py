@@ -18,6 +18,8 @@ from typing import Literal
 from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .config_scheduler import QueuePolicy as QueuePolicy
+from .config_scheduler import SchedulerSettings
 from .config_wyoming import WyomingSettings
 from .engines.languages import LANGUAGE_NAMES
 
@@ -120,6 +122,12 @@ class ModelsSettings(BaseModel):
     )
     pinned: str = Field(
         "", description="Comma-separated model ids never unloaded by idle TTL or eviction."
+    )
+    keep_alive: dict[str, str] = Field(
+        default_factory=dict,
+        description="How long a model stays loaded after use, per model id, as JSON: "
+        '`{"whisper-base": "-1", "kokoro": "10m"}` (Ollama\'s `keep_alive`: a duration, seconds, '
+        "`-1` forever, `0` unload after use). A model not listed uses its lane's idle TTL.",
     )
 
 
@@ -240,96 +248,6 @@ class WhisperSettings(BaseModel):
         for code in [self.language, *csv(self.languages)]:
             if code and code not in LANGUAGE_NAMES:
                 raise ValueError(f"unknown language {code!r}: use a code Whisper knows")
-        return self
-
-
-class QueuePolicy(BaseModel):
-    max_queue_size: int = Field(64, ge=1, description="Queued jobs before 429.")
-    default_timeout_s: float = Field(
-        120.0, gt=0, description="Longest a unit waits in the queue before 503."
-    )
-    allow_timeout_override: bool = Field(
-        True, description="A request may lower (never raise) the timeout with `X-Queue-Timeout`."
-    )
-
-
-class SchedulerSettings(BaseModel):
-    policy: Literal["priority", "fifo"] = Field(
-        "priority",
-        description="`priority`: levels, aging and niced batch threads; `fifo`: one queue in "
-        "arrival order, no nice (for comparison).",
-    )
-    interactive: QueuePolicy = Field(
-        default_factory=lambda: QueuePolicy(max_queue_size=64, default_timeout_s=60.0),
-        description="Queue policy of level `interactive`.",
-    )
-    batch: QueuePolicy = Field(
-        default_factory=lambda: QueuePolicy(max_queue_size=16, default_timeout_s=3600.0),
-        description="Queue policy of level `batch`.",
-    )
-    batch_threshold_s: float = Field(
-        30.0, gt=0, description="Transcriptions longer than this default to level `batch`."
-    )
-    aging_s: float = Field(
-        30.0,
-        gt=0,
-        description="A job waiting longer than this since its first unit was queued is promoted "
-        "one level for the rest of the job.",
-    )
-    gpu_slots: int = Field(
-        2,
-        ge=1,
-        le=8,
-        description="Units running on the GPU at once. 2 (measured on an H200, "
-        "docs/benchmarks-gpu.md): a speech unit runs beside a transcription batch instead of "
-        "waiting for it; 1: strictly one at a time, in priority order.",
-    )
-    cpu_slots: int = Field(
-        1, ge=1, description="Foreground CPU units at once; slots x threads <= cores."
-    )
-    cpu_background_slots: int = Field(
-        1,
-        ge=0,
-        description="Extra CPU slots for niced engines (cpu_nice > 0) only; they take idle "
-        "cycles, so they do not count against the cores.",
-    )
-    gpu_device: int = Field(0, ge=0, description="Index of the GPU this replica uses.")
-    gpu_reserve_mib: int = Field(
-        512, ge=0, description="GPU memory kept free on top of the budgets (CUDA context...)."
-    )
-    gpu_idle_ttl_s: float = Field(
-        300.0, ge=0, description="Unload a GPU model idle this long; 0: never."
-    )
-    cpu_idle_ttl_s: float = Field(
-        0.0, ge=0, description="Unload a CPU model idle this long; 0: never."
-    )
-    over_budget_cooldown_s: float = Field(
-        300.0,
-        ge=0,
-        description="An engine found over its GPU budget is unloaded and kept on the CPU this long.",
-    )
-    gpu_retry_cooldown_s: float = Field(
-        300.0,
-        ge=0,
-        description="After a failed GPU load (at start-up or on first use) the model runs on the "
-        "CPU this long, then the GPU is tried again; `/v1/scheduler` shows `gpu_broken` and "
-        "`gpu_retry_in_s`.",
-    )
-    spillover_wait_s: float = Field(
-        0.0,
-        ge=0,
-        description="Run on the idle CPU when the GPU wait estimate exceeds this; 0: off.",
-    )
-    cores: int = Field(0, ge=0, description="CPU cores to plan for; 0: what the process may use.")
-
-    @model_validator(mode="after")
-    def _cores(self) -> SchedulerSettings:
-        if self.cores == 0:
-            self.cores = (
-                len(os.sched_getaffinity(0))
-                if hasattr(os, "sched_getaffinity")
-                else (os.cpu_count() or 1)
-            )
         return self
 
 

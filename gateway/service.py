@@ -28,6 +28,7 @@ from .scheduler import (
     NvmlMonitor,
     Scheduler,
     SchedulerMetrics,
+    parse_keep_alive,
 )
 from .traffic import Traffic
 
@@ -158,7 +159,17 @@ class Gateway:
             pinned=spec.id in csv(self.settings.models.pinned),
             max_batch=max_batch,
             batch_latency_s=batch_latency_s,
+            keep_alive_s=self._keep_alive(spec.id),
         )
+
+    def _keep_alive(self, model_id: str) -> float | None:
+        value = self.settings.models.keep_alive.get(model_id)
+        if value is None:
+            return None
+        try:
+            return parse_keep_alive(value)
+        except ValueError as exc:
+            raise ValueError(f"GATEWAY_MODELS__KEEP_ALIVE for {model_id}: {exc}") from None
 
     def verify_in_background(self) -> None:
         """Hash every present model once, off the event loop, so /ready can say whether the

@@ -109,7 +109,9 @@ def test_document_is_truthful() -> None:
                     ref = response["content"]["application/json"]["schema"]["$ref"]
                     assert ref.endswith("/Error"), (method, path, status)
     protected = {("post", "/v1/audio/speech"), ("post", "/v1/audio/transcriptions"),
-                 ("post", "/v1/audio/translations"), ("get", "/v1/scheduler")}  # fmt: skip
+                 ("post", "/v1/audio/translations"), ("get", "/v1/scheduler"),
+                 ("get", "/api/ps"), ("post", "/api/ps/{model}"),
+                 ("delete", "/api/ps/{model}")}  # fmt: skip
     for path, ops in doc["paths"].items():
         for method, op in ops.items():
             assert bool(op.get("security")) == ((method, path) in protected), (method, path)

@@ -317,3 +317,29 @@ def test_activity_rates_and_recent_fallbacks() -> None:
     assert s["per_minute"]["kokoro"] == {"requests": 0, "units": 0, "audio_s": 0}  # aged out
     assert s["per_minute"]["whisper"] == {"requests": 2, "units": 2, "audio_s": 40.0}  # x 60/30
     assert [f["reason"] for f in s["recent_fallbacks"]] == ["reason4", "reason3"]
+
+
+def test_status_page_shows_simulated_gpu_neighbour(gateway: GatewayProcess,
+                                                  browser: Browser) -> None:  # fmt: skip
+    """A simulated pressure event (no GPU here): the page shows the neighbour's memory, the
+    event with what it unloaded, and when each model will be unloaded."""
+    browser.goto(gateway.url + f"/status?key={KEY}")
+    wait_page(browser, "live data", lambda s: s["polls"] >= 1 and s["conn"] == "live")
+    inst = {"model": "kokoro", "lane": "cpu", "loaded": True, "busy": False, "threads": 2,
+            "nice": 0, "background": False, "pinned": False, "idle_s": 1.0, "load_s": 1.0,
+            "units_run": 7}  # fmt: skip
+    sample = {"gpu_pressure": {"enabled": True, "active": True, "free_mib": 300,
+                               "other_processes_mib": 14000, "clear_line_mib": 2048,
+                               "hold_s": 30, "events": [{"started": 1.7e9, "ended": None,
+                               "free_mib": 300, "others_mib": 14000,
+                               "unloaded": ["whisper-base"]}]},
+              "instances": [inst],
+              "loaded": [{"model": "kokoro", "lane": "cpu", "background": False, "busy": False,
+                          "pinned": False, "expires_at": None, "keep_alive_s": -1}]}  # fmt: skip
+    shown = browser.eval(f"""(() => {{ const s = {json.dumps(sample)};
+        renderPressure(s); renderInstances(s);
+        return [document.getElementById("pressure").textContent,
+                document.getElementById("instances").textContent]; }})()""")
+    assert "13.7 GiB" in shown[0] and "new loads go to the CPU" in shown[0], shown
+    assert "unloaded: whisper-base" in shown[0] and "(now)" in shown[0], shown
+    assert "7" in shown[1] and shown[1].endswith("forever"), shown

@@ -1,14 +1,15 @@
 """GPU-sharing scheduler: the task layer talks to it; it talks to engines through a protocol.
 
 Arrows point one way: core -> lifecycle -> placement -> pool -> policy; pool -> meter;
-placement -> queue; core -> queue; core -> waiting -> status; core -> batching.
+placement -> queue; core -> pressure -> placement;
+control -> lifecycle; core -> queue; core -> waiting -> status; core -> batching.
 """
 
 from ..engines.base import Lane
 from .core import Scheduler
 from .gpu import GpuInfo, GpuMonitor, NvmlMonitor, SimulatedGpu
 from .metrics import GpuCollector, SchedulerMetrics
-from .policy import ModelPolicy
+from .policy import ModelPolicy, parse_keep_alive
 from .queue import (
     Job,
     Level,
@@ -40,4 +41,5 @@ __all__ = [
     "SimulatedGpu",
     "Unit",
     "UnitRecord",
+    "parse_keep_alive",
 ]

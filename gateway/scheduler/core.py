@@ -26,6 +26,7 @@ from .metrics import SchedulerMetrics
 from .placement import Placer
 from .policy import ModelPolicy, check_cpu_plan
 from .pool import Instance, InstancePool, Slots
+from .pressure import PressureWatch
 from .queue import (
     Job,
     Level,
@@ -63,6 +64,7 @@ class Scheduler:
         self.waiting = Waiting(self.queue, self.gauges, self._retry_after)
         self.pool = InstancePool(engines, policies, settings, metrics, gpu)
         self.placer = Placer(engines, policies, settings, gpu, self.pool, self.queue)
+        self.pressure = PressureWatch(settings, gpu, self.placer, self.pool, self.queue)
         self.slots = Slots(settings)
         self.busy = self.slots.busy  # slots in use: GPU, CPU, CPU background
         self._running: set[asyncio.Task[None]] = set()
@@ -73,6 +75,8 @@ class Scheduler:
         self.clock = time.perf_counter  # times runs; a test may set a clock of its own
         self.closing = False
         self._ttl_task: asyncio.Task[None] | None = None
+        self._pressure_task: asyncio.Task[None] | None = None
+        self.open_jobs: dict[str, int] = {}  # model -> jobs open: none expires meanwhile
         self._closed: asyncio.Future[None] | None = None  # the one close(); later calls await it
         self._check_cpu_plan()
         if metrics:
@@ -134,10 +138,13 @@ class Scheduler:
         if timeout_s is not None and policy.allow_timeout_override:
             timeout = min(timeout, timeout_s)
         job = Job(self, model, level, timeout)
+        self.open_jobs[model] = self.open_jobs.get(model, 0) + 1
         try:
             yield job
         finally:
             job.cancel_queued()
+            self.open_jobs[model] -= 1
+            self.expire_idle()  # keep_alive 0: unloaded once its job is over
 
     def queued(self, level: Level | None = None, model: str | None = None) -> int:
         return self.queue.count(level, model)
@@ -286,6 +293,7 @@ class Scheduler:
             if inst.lane == Lane.gpu and not inst.engine.gpu_capped:
                 self._watch_budget(inst)
             self._dispatch()
+            self.expire_idle()  # keep_alive 0 unloads after use, not a TTL tick later
 
     def _failed(self, units: list[Unit], inst: Instance, exc: Exception, was_loaded: bool) -> str:
         """A call failed: its units run again where that can help (the outcome is returned).
@@ -334,18 +342,22 @@ class Scheduler:
         await lifecycle.preload(self.placer, self.metrics, models)  # falls back, never raises
 
     def start(self) -> None:
+        loop = asyncio.get_running_loop()
         if self._ttl_task is None:
-            self._ttl_task = asyncio.get_running_loop().create_task(self._ttl_loop())
+            self._ttl_task = loop.create_task(self._ttl_loop())
+        if self._pressure_task is None and self.pressure.enabled:
+            self._pressure_task = loop.create_task(self.pressure.run())
 
     async def _ttl_loop(self) -> None:
-        ttls = (self.settings.gpu_idle_ttl_s, self.settings.cpu_idle_ttl_s)
-        tick = max(0.05, min([t for t in ttls if t] or [5.0]) / 4)
+        # at least every second: a load request's keep_alive may be shorter than the lane TTLs
+        ttls = (self.settings.gpu_idle_ttl_s, self.settings.cpu_idle_ttl_s, 4.0)
+        tick = max(0.05, min(t for t in ttls if t) / 4)
         while True:
             await asyncio.sleep(tick)
             self.expire_idle()
 
     def expire_idle(self) -> None:
-        self.pool.expire_idle()
+        self.pool.expire_idle({m for m, n in self.open_jobs.items() if n})
 
     async def close(self, grace_s: float) -> None:
         """Refuse new work, fail queued units (503), let running ones end in grace; idempotent."""
@@ -358,8 +370,9 @@ class Scheduler:
             self.waiting.fail(unit, ShuttingDown("the server is shutting down"))
         if self._running:
             await asyncio.wait(set(self._running), timeout=grace_s)
-        if self._ttl_task:
-            self._ttl_task.cancel()
+        for task in (self._ttl_task, self._pressure_task):
+            if task:
+                task.cancel()
         idle = [inst for inst in self.pool if not inst.busy]
         busy = [inst for inst in self.pool if inst.busy]
         unloads = [asyncio.wrap_future(self.pool.unload(i, "shutdown")) for i in idle]

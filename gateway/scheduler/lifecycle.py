@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 async def preload(placer: Placer, metrics: SchedulerMetrics | None, models: list[str]) -> None:
     for model in models:
         try:
-            inst = await _preload(placer, model)
+            inst, _ = await load(placer, model)
         except Exception as exc:
             placer.preload_errors[model] = f"{type(exc).__name__}: {exc}"[:300]
             log.error(
@@ -31,15 +31,19 @@ async def preload(placer: Placer, metrics: SchedulerMetrics | None, models: list
             metrics.loads.labels(model, inst.lane).inc()
 
 
-async def _preload(placer: Placer, model: str) -> Instance:
-    first = placer.candidates(model)[0]
+async def load(
+    placer: Placer, model: str, force_cpu: str | None = None
+) -> tuple[Instance, str | None]:
+    """Load a model where a unit of it would run now (preloading, or a load request); returns
+    the instance and its fallback reason. A failed GPU load falls back to the CPU."""
+    first = placer.candidates(model, force_cpu)[0]
     if first.evict is not None:
         inst = placer.admit(model, first.evict)
     else:
         inst = placer.pool.get(model, first.lane)
     try:
         await asyncio.wrap_future(inst.preload())
-        return inst
+        return inst, first.reason
     except Exception as exc:
         placer.pool.unload(inst, "load_failed")
         if inst.lane != Lane.gpu or placer.policies[model].placement == Placement.gpu:
@@ -55,4 +59,4 @@ async def _preload(placer: Placer, model: str) -> Instance:
     except Exception:
         placer.pool.unload(inst, "load_failed")
         raise
-    return inst
+    return inst, "gpu_error"

@@ -92,6 +92,22 @@ class SchedulerMetrics:
             ["engine"],
             registry=registry,
         )
+        self.gpu_other_mib = Gauge(
+            "gateway_gpu_other_processes_memory_mib",
+            "GPU memory held by other processes on this replica's device (MiB), read every "
+            "gpu_pressure_check_s.",
+            registry=registry,
+        )
+        self.gpu_pressure = Gauge(
+            "gateway_gpu_pressure",
+            "1 while other processes' memory keeps new loads off the GPU (gpu_pressure).",
+            registry=registry,
+        )
+        self.gpu_pressure_events = Counter(
+            "gateway_gpu_pressure_events_total",
+            "Times other processes pushed the device's free memory under the reserve.",
+            registry=registry,
+        )
         self.slots = Gauge("gateway_lane_slots", "Slots per lane.", ["lane"], registry=registry)
         self.busy = Gauge(
             "gateway_lane_busy_slots", "Busy slots per lane.", ["lane"], registry=registry

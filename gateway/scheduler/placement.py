@@ -68,6 +68,8 @@ class Placer:
         self.gpu_broken: dict[str, str] = {}  # model -> the error of its failed GPU load
         self.gpu_retry_at: dict[str, float] = {}  # model -> clock time its GPU is tried again
         self.preload_errors: dict[str, str] = {}
+        # Other processes hold the device's memory (set by pressure.py): no new GPU loads.
+        self.gpu_pressure = False
 
     # -- queries --------------------------------------------------------------------------------
 
@@ -89,6 +91,8 @@ class Placer:
         elif self._in_cooldown(model):
             reason = "not_admitted"
         elif self._needs_admission(model):
+            if self.gpu_pressure and policy.placement != Placement.gpu:
+                return [Candidate(Lane.cpu, "gpu_pressure")]
             evict = self.admission_plan(model)
             if evict is None:
                 reason = "not_admitted"

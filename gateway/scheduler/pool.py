@@ -9,7 +9,10 @@ kernel then gives the cores to foreground work at once and idle cycles to this i
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
+import math
 import os
 import threading
 import time
@@ -27,6 +30,17 @@ from .policy import ModelPolicy
 from .worker import DaemonWorker
 
 log = logging.getLogger(__name__)
+
+
+def _trim_heap() -> None:
+    """Give freed heap pages back to the system. glibc keeps a runtime's freed weights in its
+    arenas (measured: of whisper-base's ~95 MiB, ~25 MiB came back without this, all with it),
+    and memory the process keeps is memory a neighbour cannot have."""
+    name = ctypes.util.find_library("c")
+    try:
+        ctypes.CDLL(name).malloc_trim(0)
+    except (OSError, AttributeError, TypeError):  # not glibc (musl, macOS): nothing to trim
+        pass
 
 
 def _lower_priority(nice: int) -> None:
@@ -59,6 +73,8 @@ class Instance:
         self.busy = False
         self.last_used = time.monotonic()
         self.load_s: float | None = None
+        self.units_run = 0  # counted on the worker thread, read on the loop
+        self.keep_alive_s: float | None = None  # set by a load request; else the model's
         self.wait_for: list[Future[Any]] = []
         # GPU memory this instance holds, in MiB: NVML's change across its load (and, for an
         # uncapped runtime, its runs), charged as meter.py says (GPU lane only).
@@ -93,6 +109,7 @@ class Instance:
         self._ensure_loaded()
         engine = self.engine
         assert isinstance(engine, BatchEngine)
+        self.units_run += len(payloads)
         return list(self._run(engine.run_batch, self.handle, payloads, batch_size))
 
     def preload(self) -> Future[Any]:
@@ -111,6 +128,7 @@ class Instance:
 
     def _call(self, payload: Any) -> Any:
         self._ensure_loaded()
+        self.units_run += 1
         return self._run(self.engine.run, self.handle, payload)
 
     def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -143,6 +161,7 @@ class Instance:
             with self.meter.lock if self.meter else nullcontext():  # outside any measurement
                 self.engine.unload(handle)
                 del handle
+            _trim_heap()
             log.info("model unloaded", extra={"model": self.model, "lane": self.lane})
 
     def audio_seconds(self, payload: Any, result: Any) -> float:
@@ -165,6 +184,7 @@ class Instance:
             "gpu_used_mib": self.gpu_used_mib if self.lane == "gpu" else None,
             "idle_s": round(time.monotonic() - self.last_used, 1),
             "load_s": None if self.load_s is None else round(self.load_s, 3),
+            "units_run": self.units_run,
         }
 
 
@@ -241,14 +261,31 @@ class InstancePool:
             self.metrics.unloads.labels(inst.model, inst.lane, reason).inc()
         return inst.unload()
 
-    def expire_idle(self) -> None:
-        """Unload instances idle longer than their lane's TTL (never pinned ones)."""
+    def keep_alive(self, inst: Instance) -> float:
+        """Seconds an idle instance stays loaded (inf: forever): its load request's keep_alive,
+        else its model's, else its lane's idle TTL (where 0 means never)."""
+        if inst.pinned:
+            return math.inf
+        if inst.keep_alive_s is not None:
+            return inst.keep_alive_s
+        policy = self.policies[inst.model].keep_alive_s
+        if policy is not None:
+            return policy
+        s = self.settings
+        return (s.gpu_idle_ttl_s if inst.lane == Lane.gpu else s.cpu_idle_ttl_s) or math.inf
+
+    def expire_idle(self, in_use: set[str] | None = None) -> None:
+        """Unload instances idle longer than their keep-alive (never pinned ones, nor models
+        with a job open: its next unit is coming). keep_alive 0 unloads after use: an instance
+        loaded ahead of its first unit waits for that unit."""
         now = time.monotonic()
-        ttls = {Lane.gpu: self.settings.gpu_idle_ttl_s, Lane.cpu: self.settings.cpu_idle_ttl_s}
         for inst in self:
-            ttl = ttls[inst.lane]
-            idle = inst.loaded and not inst.busy and not inst.pinned
-            if ttl and idle and now - inst.last_used > ttl:
+            ttl = self.keep_alive(inst)
+            if not inst.loaded or inst.busy or ttl == math.inf or (ttl == 0 and not inst.units_run):
+                continue
+            if in_use and inst.model in in_use:
+                continue
+            if now - inst.last_used >= ttl:
                 self.unload(inst, "idle")
 
 

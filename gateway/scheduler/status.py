@@ -6,12 +6,14 @@ from typing import Any, Protocol
 
 from ..config import QueuePolicy, SchedulerSettings
 from ..engines.base import Engine, lane_files
+from . import control
 from .activity import Ledger
 from .gpu import GpuMonitor
 from .metrics import SchedulerMetrics
 from .placement import Placer
 from .policy import ModelPolicy
 from .pool import InstancePool
+from .pressure import PressureWatch
 from .queue import Level, Unit, UnitQueue
 
 
@@ -28,6 +30,7 @@ class SchedulerView(Protocol):
     busy: dict[str, int]
     closing: bool
     ledger: Ledger
+    pressure: PressureWatch
 
 
 def queue_policy(settings: SchedulerSettings, level: Level) -> QueuePolicy:
@@ -100,10 +103,13 @@ def status(s: SchedulerView) -> dict[str, Any]:
                 "variants": lane_files(s.engines[m]),
                 "gpu_variant_ok": m not in placer.no_variant | placer.variant_pending,
                 "over_budget": m in placer.over_budget,
+                "keep_alive_s": _seconds(s.policies[m].keep_alive_s),
             }
             for m, (ok, why) in placer.engine_gpu.items()
         },
         "instances": [i.describe() for i in pool],
+        "loaded": control.ps(pool),  # what GET /api/ps lists
+        "gpu_pressure": s.pressure.describe(),
         "fallbacks": [
             {"model": m, "reason": r, "count": c}
             for (m, r), c in sorted(s.ledger.fallback_counts.items())
@@ -118,3 +124,8 @@ def status(s: SchedulerView) -> dict[str, Any]:
         },
         "activity": s.ledger.activity.summary(list(s.engines)),
     }
+
+
+def _seconds(value: float | None) -> float | None:
+    """JSON has no infinity: forever is shown as -1, as in Ollama's keep_alive."""
+    return -1 if value == float("inf") else value
