@@ -152,13 +152,13 @@ def test_quick_never_writes_docs() -> None:
         report.main(args, None)  # type: ignore[arg-type]
 
 
-@pytest.mark.timeout(420)
+@pytest.mark.timeout(920)
 def test_quick_report_end_to_end(tmp_path: Path) -> None:
     docs_md = ROOT / "docs" / "benchmarks.md"
     before = docs_md.stat().st_mtime if docs_md.exists() else None
     out = tmp_path / "report"
     r = subprocess.run([sys.executable, "-m", "gateway.cli", "bench", "report", "--quick",
-                        "--out", str(out)], capture_output=True, text=True, timeout=400,
+                        "--out", str(out)], capture_output=True, text=True, timeout=900,
                        cwd=tmp_path)  # fmt: skip
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
     md = (out / "benchmarks.md").read_text()
