@@ -9,8 +9,6 @@ kernel then gives the cores to foreground work at once and idle cycles to this i
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import logging
 import math
 import os
@@ -23,6 +21,7 @@ from typing import Any
 
 from ..config import SchedulerSettings
 from ..engines.base import BatchEngine, Device, Engine, Lane
+from ..engines.memory import release_free_memory
 from .gpu import GpuMonitor
 from .meter import GpuMeter
 from .metrics import SchedulerMetrics
@@ -33,14 +32,10 @@ log = logging.getLogger(__name__)
 
 
 def _trim_heap() -> None:
-    """Give freed heap pages back to the system. glibc keeps a runtime's freed weights in its
+    """Give freed heap pages back after an unload: glibc keeps a runtime's freed weights in its
     arenas (measured: of whisper-base's ~95 MiB, ~25 MiB came back without this, all with it),
     and memory the process keeps is memory a neighbour cannot have."""
-    name = ctypes.util.find_library("c")
-    try:
-        ctypes.CDLL(name).malloc_trim(0)
-    except (OSError, AttributeError, TypeError):  # not glibc (musl, macOS): nothing to trim
-        pass
+    release_free_memory()
 
 
 def _lower_priority(nice: int) -> None:
