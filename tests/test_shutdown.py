@@ -288,3 +288,41 @@ def test_sigterm_while_a_30s_unit_runs_exits_within_grace_plus_2s() -> None:
 
 def _logged(path: Path, text: str) -> bool:
     return text in path.read_text()
+
+
+def test_sigterm_while_a_real_ctranslate2_decode_runs_exits_0_not_sigsegv() -> None:
+    """A real Whisper decode (native CTranslate2 code on a worker thread) still running when the
+    grace period ends: the process leaves without tearing the interpreter down under it. Before,
+    the teardown freed the runtime beside the live decode and the process died of SIGSEGV
+    (exit -11 / 139), seen twice in two runs."""
+    server = GatewayProcess(env={"GATEWAY_SERVER__SHUTDOWN_GRACE_S": "1",
+                                 "GATEWAY_SERVER__LOG_FORMAT": "text"})  # fmt: skip
+    try:
+        server.start()
+        long, _ = _clips(server.url)
+
+        async def scenario() -> None:
+            async with httpx.AsyncClient(base_url=server.url, timeout=300) as c:
+                requests = [
+                    asyncio.ensure_future(c.post(
+                        "/v1/audio/transcriptions", files={"file": ("a.mp3", long)},
+                        data={"model": "whisper-base"}))  # fmt: skip
+                    for _ in range(2)
+                ]
+                await _wait_state(c, lambda s: any(
+                    i["busy"] and i["model"] == "whisper-base" for i in s["instances"]
+                ), "a whisper-base decode running")  # fmt: skip
+                server.send_signal(signal.SIGTERM)
+                await asyncio.to_thread(server.wait, 120)
+                for r in requests:
+                    r.cancel()
+
+        asyncio.run(scenario())
+        code = server.wait(10)
+    finally:
+        server.stop()
+        log = server.log()
+        server.close()
+    # The scenario happened: a unit was still running when the grace ran out.
+    assert "still running past shutdown_grace_s" in log, log[-3000:]
+    assert code == 0, (code, log[-3000:])

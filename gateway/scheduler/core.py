@@ -74,6 +74,7 @@ class Scheduler:
         self.ledger = Ledger(metrics)
         self.clock = time.perf_counter  # times runs; a test may set a clock of its own
         self.closing = False
+        self.left_running: list[str] = []  # models still running a unit when close() gave up
         self._ttl_task: asyncio.Task[None] | None = None
         self._pressure_task: asyncio.Task[None] | None = None
         self.open_jobs: dict[str, int] = {}  # model -> jobs open: none expires meanwhile
@@ -375,6 +376,7 @@ class Scheduler:
                 task.cancel()
         idle = [inst for inst in self.pool if not inst.busy]
         busy = [inst for inst in self.pool if inst.busy]
+        self.left_running = [inst.model for inst in busy]  # the process must not tear them down
         unloads = [asyncio.wrap_future(self.pool.unload(i, "shutdown")) for i in idle]
         for inst in busy:  # still running past the grace: left to its daemon thread
             self.pool.unload(inst, "shutdown")
