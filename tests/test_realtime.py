@@ -24,8 +24,8 @@ from .realtime_util import (
     per_item,
     raw,
     recv,
-    send,
     sdk,
+    send,
     sentences,
     shape,
     ulaw,
@@ -39,8 +39,8 @@ def _check_turns(events: list[dict[str, Any]], order: list[str]) -> list[str]:
     deltas adding up to the completed text; returns the transcripts."""
     items = per_item(events)
     committed = [e for e in events if e["type"] == "input_audio_buffer.committed"]
-    assert [c["previous_item_id"] if "previous_item_id" in c else None for c in committed] == \
-        [None] + [c["item_id"] for c in committed[:-1]]  # fmt: skip
+    chain = [None] + [c["item_id"] for c in committed[:-1]]
+    assert [c.get("previous_item_id") for c in committed] == chain
     done = [e["item_id"] for e in events if e["type"] == COMPLETED]
     assert done == [c["item_id"] for c in committed]  # turns complete in order
     texts = []
@@ -88,9 +88,11 @@ def test_two_sentences_with_a_pause_are_two_turns(server: LiveServer) -> None:
     assert stopped[0]["audio_end_ms"] < started[1]["audio_start_ms"] < stopped[1]["audio_end_ms"]
     assert started[1]["audio_start_ms"] >= 500 + len(a) * 1000 // 16000 + 1000, started
     after = httpx.get(server.url + "/metrics").text
-    for name, labels in (("gateway_live_turns_total", {"outcome": "completed"}),
-                         ("gateway_live_turn_latency_seconds_count", {}),
-                         ("gateway_requests_total", {"operation": "turn", "status": "200"})):
+    for name, labels in (
+        ("gateway_live_turns_total", {"outcome": "completed"}),
+        ("gateway_live_turn_latency_seconds_count", {}),
+        ("gateway_requests_total", {"operation": "turn", "status": "200"}),
+    ):
         grew = metric(after, name, protocol="realtime", **labels) - \
             metric(before, name, protocol="realtime", **labels)  # fmt: skip
         assert grew == 2, name
