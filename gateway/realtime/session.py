@@ -40,6 +40,10 @@ class Channel(Protocol):
     async def close(self, code: int, reason: str) -> None: ...
 
 
+KNOWN = {"session.update", "transcription_session.update", "input_audio_buffer.append",
+         "input_audio_buffer.commit", "input_audio_buffer.clear"}  # fmt: skip
+
+
 class Closed(Exception):
     """The session ends: (WebSocket close code, reason)."""
 
@@ -211,7 +215,9 @@ class Session:
             err = as_api_error(exc)
             if err.status >= 500 and err.code == "internal_error":
                 log.error("realtime event %s failed", kind, exc_info=exc)
-            self.door.traffic.record(PROTOCOL, kind[:64], err.status, 0.0)
+            # the operation label takes known event types only: a client cannot grow the metrics
+            operation = kind if kind in KNOWN else "invalid"
+            self.door.traffic.record(PROTOCOL, operation, err.status, 0.0)
             await self.send(error_event(err, client_id))
 
     async def dispatch(self, ev: Event) -> None:
@@ -261,7 +267,8 @@ class Session:
             raise bad_request(f"the input audio buffer holds at most "
                               f"{self.settings.max_buffer_s:g} s; commit or clear it",
                               "audio", "input_audio_buffer_too_large")  # fmt: skip
-        samples = self.decoder.decode(data)
+        loop = asyncio.get_running_loop()  # a 15 MiB append takes a while to resample
+        samples = await loop.run_in_executor(self.door.executor, self.decoder.decode, data)
         self.buffer.append(samples)
         self.door.traffic.heard(PROTOCOL, len(samples) / RATE)
         if self.config.vad is not None:
