@@ -338,3 +338,22 @@ def test_bad_events_in_one_session_leave_another_and_http_alone(keyed: LiveServe
     assert events[-1]["type"] == COMPLETED, events
     assert "robot" in events[-1]["transcript"].lower()
     _still_serving(keyed)
+
+
+def test_shutdown_closes_open_sessions() -> None:
+    live = LiveServer(Settings()).__enter__()
+
+    async def main() -> tuple[list[dict[str, Any]], ConnectionClosed]:
+        async with raw(live.url) as ws:
+            assert (await recv(ws))["type"] == "session.created"
+            stopping = asyncio.ensure_future(asyncio.to_thread(live.__exit__, None, None, None))
+            closed = await _closed(ws)
+            await stopping
+            return closed
+
+    events, closed = asyncio.run(main())
+    # uvicorn closes open WebSockets itself (1012, service restart) before the app's shutdown,
+    # whose own close (1001, with an `error` event) covers servers that do not
+    assert closed.rcvd is not None and closed.rcvd.code in (1001, 1012), closed
+    assert [e["error"]["code"] for e in events] in ([], ["shutting_down"])
+    assert not live.thread.is_alive()
