@@ -69,7 +69,9 @@ class Realtime:
         self.traffic.connections[PROTOCOL] = self.open
         self.traffic.sessions.labels(PROTOCOL).set(self.open)
 
-    async def serve(self, channel: Channel, intent: str | None) -> None:
+    async def serve(self, channel: Channel, intent: str | None, beta: bool = False) -> None:
+        """Run one session; `beta`: the client announced the beta protocol (`OpenAI-Beta:
+        realtime=v1`), so the session speaks the beta names from its first event on."""
         if intent != "transcription":
             err = bad_request(f"this server serves transcription sessions only, not intent "
                               f"{intent!r}: connect to {PATH}?intent=transcription", "intent",
@@ -87,7 +89,7 @@ class Realtime:
                            "session_limit_reached")  # fmt: skip
             await _refuse(channel, err, 1013, self.traffic)
             return
-        session = Session(self, channel)
+        session = Session(self, channel, beta)
         self._count(+1)
         self.sessions.add(session)
         try:
@@ -119,11 +121,11 @@ async def _refuse(channel: Channel, err: APIError, code: int, traffic: Traffic,
 
 
 class Session:
-    def __init__(self, door: Realtime, channel: Channel) -> None:
+    def __init__(self, door: Realtime, channel: Channel, beta: bool = False) -> None:
         self.door, self.gw, self.channel = door, door.gw, channel
         self.settings = door.settings
         self.id = new_id("sess")
-        self.config = Config()
+        self.config = Config(beta=beta)
         self.plan: TranscriptionPlan | None = None  # resolved at the first update or commit
         self.decoder = Decoder(self.config.format)
         self.detector: Detector | None = None
@@ -149,7 +151,8 @@ class Session:
         read: asyncio.Future[Any] | None = None
         closed = Closed(1000, "client closed")
         try:
-            await self.send(event("session.created", session=self.config.describe(self.id)))
+            created = self._named("session.created", "transcription_session.created")
+            await self.send(event(created, session=self.config.describe(self.id)))
             while True:
                 read = asyncio.ensure_future(self.channel.receive())
                 while True:
