@@ -33,7 +33,7 @@ def keyed() -> Iterator[LiveServer]:
         server=ServerSettings(api_keys=KEY),
         scheduler=SchedulerSettings(cpu_background_slots=0),
         realtime=RealtimeSettings(
-            max_sessions=2, idle_timeout_s=2.0, max_buffer_s=4.0, max_append_mb=0.25
+            max_sessions=2, idle_timeout_s=2.0, max_buffer_s=4.0, max_append_mb=0.5
         ),  # fmt: skip
     )
     with LiveServer(settings) as live:
@@ -88,10 +88,13 @@ BAD: dict[str, tuple[list[Any], str | None, str | None]] = {
     "commit under 100 ms": ([_manual(), _append(base64.b64encode(bytes(4800)).decode()),
                              {"type": "input_audio_buffer.commit"}],
                             "input_audio_buffer_commit_empty", None),
-    "append over its limit": ([_append("A" * (256 * 1024 + 4))],
+    "append over its limit": ([_append("A" * (512 * 1024 + 4))],
                               "input_audio_buffer_append_too_large", "audio"),
     "buffer over its limit": ([_manual()] + [_append(SECOND)] * 5,
                               "input_audio_buffer_too_large", "audio"),
+    "one append longer than the buffer (server VAD)": (
+        [_append(base64.b64encode(bytes(48000 * 5)).decode())],
+        "input_audio_buffer_too_large", "audio"),
 }  # fmt: skip
 
 

@@ -266,7 +266,8 @@ class Session:
             raise bad_request("`audio` is not valid base64", "audio", "invalid_base64") from None
         limit_samples = int(self.settings.max_buffer_s * RATE)
         incoming = len(data) * RATE // (self.config.format.rate * self.config.format.width)
-        if self.config.vad is None and len(self.buffer) + incoming > limit_samples:
+        held = 0 if self.config.vad is not None else len(self.buffer)  # VAD cuts turns itself
+        if held + incoming > limit_samples:
             raise bad_request(f"the input audio buffer holds at most "
                               f"{self.settings.max_buffer_s:g} s; commit or clear it",
                               "audio", "input_audio_buffer_too_large")  # fmt: skip
