@@ -360,3 +360,29 @@ def test_shutdown_closes_open_sessions() -> None:
     assert closed.rcvd is not None and closed.rcvd.code in (1001, 1012), closed
     assert [e["error"]["code"] for e in events] in ([], ["shutting_down"])
     assert not live.thread.is_alive()
+
+
+def test_a_turn_as_long_as_the_buffer_is_cut_there(keyed: LiveServer) -> None:
+    a, _ = sentences()
+    speech = np.concatenate([np.zeros(8000, np.float32), a, a, np.zeros(16000, np.float32)])
+    payloads = appends(pcm16(speech), 4800)
+    vad = {"type": "server_vad", "silence_duration_ms": 500}
+
+    async def main() -> list[dict[str, Any]]:
+        async with raw(keyed.url, additional_headers=AUTH) as ws:
+            await recv(ws)
+            await send(ws, **_manual(turn_detection=vad))
+            for audio in payloads:
+                await send(ws, **_append(audio))
+            out = [await recv(ws)]
+            while sum(e["type"] == COMPLETED for e in out) < 2:
+                out.append(await recv(ws))
+                assert out[-1]["type"] != "error", out
+            return out
+
+    events = asyncio.run(main())
+    starts = [e["audio_start_ms"] for e in events if e["type"].endswith("speech_started")]
+    stops = [e["audio_end_ms"] for e in events if e["type"].endswith("speech_stopped")]
+    assert len(starts) == len(stops) == 2, events
+    assert stops[0] - starts[0] == 4000  # max_buffer_s: the first turn is cut at 4 s of speech
+    assert stops[1] > starts[1] >= stops[0]

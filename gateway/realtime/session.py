@@ -297,8 +297,10 @@ class Session:
         if detector.speech_start is None:
             self.buffer.drop_before(detector.position - self.config.vad.prefix_samples)
         elif detector.position - detector.speech_start >= limit_samples:
-            detector.reset()  # a turn as long as the buffer holds is cut there
-            await self._speech_stopped(detector.position)
+            # a turn as long as the buffer holds is cut there; what follows is the next turn's
+            cut = detector.speech_start + limit_samples
+            detector.reset()
+            await self._speech_stopped(cut)
 
     async def _speech_stopped(self, position: int) -> None:
         assert self.config.vad is not None
