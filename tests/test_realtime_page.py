@@ -1,0 +1,142 @@
+"""The "try it" page (/realtime) in a real headless Chromium against a real `gateway serve`.
+
+A WAV of two sentences spoken by our TTS with a 1.5 s pause between them (16 kHz, so the page
+has to convert it to the 24 kHz PCM16 that /v1/realtime takes) is picked in the page's file input
+(DevTools' DOM.setFileInputFiles: the page gets a real File, as from the file dialog). The page
+connects to /v1/realtime?intent=transcription with the subprotocols `realtime` and
+`openai-insecure-api-key.<key>` (keys are configured on the gateway, and a browser can send no
+header), sends session.update (session.type "transcription", server_vad), streams the audio in
+100 ms appends at the pace it is spoken, and shows each turn's transcript: two turns whose words
+are those of the sentences. Without a key the page says the gateway refused it.
+
+Every wait is for a state the page shows, with a generous deadline only so a broken build fails
+instead of hanging. Chromium missing: a skip locally, a failure under CI=true.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+import wave
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from .browser import Browser, browser_fixture  # noqa: F401  (the `browser` fixture)
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+from soak import GatewayProcess  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+ARTIFACTS = Path(os.environ.get("GATEWAY_TEST_ARTIFACTS", REPO / "test-artifacts"))
+KEY = "sk-realtime-page-test"
+DEADLINE_S = 180.0
+SENTENCES = (
+    "The weather is cold and windy today.",
+    "Please send the report to my office.",
+)
+WORDS = ({"weather", "cold", "windy", "today"}, {"send", "report", "office"})
+
+# What the page shows, read from its DOM.
+PAGE_STATE = """(() => {
+  if (!document.getElementById("turns")) return null;  // still loading (or about:blank)
+  return {
+    state: document.body.dataset.state,
+    conn: document.getElementById("conn").textContent,
+    banner: document.getElementById("banner").textContent,
+    turns: [...document.querySelectorAll("#turns li")].map((li) => ({
+      item: li.dataset.item, state: li.dataset.state,
+      text: li.querySelector(".text").textContent})),
+    events: [...document.querySelectorAll("#events li")].map((li) => li.textContent).reverse(),
+  };
+})()"""
+
+
+def wait_page(browser: Browser, what: str, predicate: Callable[[dict], bool]) -> dict:
+    deadline = time.monotonic() + DEADLINE_S
+    state: dict = {}
+    while time.monotonic() < deadline:
+        state = browser.eval(PAGE_STATE) or {}
+        if state and predicate(state):
+            return state
+        time.sleep(0.2)
+    raise AssertionError(f"the page never showed {what}; last: {state}")
+
+
+@pytest.fixture(scope="module")
+def gateway() -> Iterator[GatewayProcess]:
+    server = GatewayProcess(env={"GATEWAY_SERVER__API_KEYS": KEY})
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+def _two_sentences_wav(url: str, path: Path) -> Path:
+    """Both sentences from the gateway's TTS, 1.5 s apart, as a 16 kHz 16-bit mono WAV."""
+    from gateway.audio.decode import decode_audio  # 16 kHz mono float32
+
+    parts = [np.zeros(8000, np.float32)]
+    for text in SENTENCES:
+        r = httpx.post(url + "/v1/audio/speech", headers={"Authorization": f"Bearer {KEY}"},
+                       json={"model": "tts-1", "voice": "alloy", "input": text,
+                             "response_format": "wav"}, timeout=300)  # fmt: skip
+        r.raise_for_status()
+        parts += [decode_audio(r.content), np.zeros(24000, np.float32)]
+    pcm = (np.clip(np.concatenate(parts), -1, 1) * 32767).astype("<i2")
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(pcm.tobytes())
+    return path
+
+
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z']+", text.lower()))
+
+
+def test_page_streams_a_wav_and_shows_each_turn(gateway: GatewayProcess, browser: Browser,
+                                                tmp_path: Path) -> None:  # fmt: skip
+    assert httpx.get(gateway.url + "/realtime").status_code == 200  # the HTML needs no key
+    wav = _two_sentences_wav(gateway.url, tmp_path / "two-sentences.wav")
+
+    # 1. no key: the gateway refuses the upgrade, and the page says so
+    browser.goto(gateway.url + "/realtime")
+    wait_page(browser, "the form", lambda s: s["state"] == "idle")
+    browser.set_files("file", wav)
+    browser.eval('document.getElementById("send").click()')
+    refused = wait_page(browser, "the refusal", lambda s: s["state"] == "error")
+    assert "closed the connection" in refused["banner"] and not refused["turns"], refused
+
+    # 2. with the key, typed into the page: it goes as the subprotocol
+    browser.eval(f'document.getElementById("key").value = {KEY!r}')
+    browser.eval('document.getElementById("send").click()')
+    done = wait_page(browser, "two completed turns",
+                     lambda s: s["state"] in ("done", "error", "closed"))  # fmt: skip
+    browser.screenshot(ARTIFACTS / "realtime.png")
+    assert done["state"] == "done" and not done["banner"], done
+    assert [t["state"] for t in done["turns"]] == ["completed", "completed"], done
+    for turn, words in zip(done["turns"], WORDS, strict=True):
+        assert words <= _words(turn["text"]), (words, turn)
+    events = " ".join(done["events"])
+    for kind in ("session.updated", "input_audio_buffer.speech_started",
+                 "input_audio_buffer.speech_stopped", "input_audio_buffer.committed",
+                 "conversation.item.input_audio_transcription.completed"):  # fmt: skip
+        assert kind in events, (kind, done["events"])
+    assert KEY not in browser.eval("location.href")
+
+
+def test_page_is_self_contained() -> None:
+    """No external assets: the page talks to its own origin only, so it works offline."""
+    from gateway.api.status_page import CSP, REALTIME_PAGE
+
+    html = REALTIME_PAGE.read_text("utf-8")
+    for needle in ("http://", "https://", "<link", " src=", "@import", "url("):
+        assert needle not in html, needle
+    assert "default-src 'none'" in CSP and "connect-src 'self'" in CSP
