@@ -159,3 +159,26 @@ def render(r: dict[str, Any] | None) -> list[str]:
         f"{SHARING_GOAL}x: {met[r['ratio_loaded_p95'] <= SHARING_GOAL]}.",
         "",
     ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """This section alone (it is also part of `gateway bench report`): prints its Markdown and
+    writes the raw figures as JSON to --out."""
+    import argparse
+    import sys
+    import tempfile
+
+    p = argparse.ArgumentParser(prog="python -m gateway.bench.realtime")
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--out", type=Path, default=None, help="raw results (JSON)")
+    args = p.parse_args(argv)
+    logs = Path(tempfile.mkdtemp(prefix="gateway-bench-realtime-"))
+    res = run(args.quick, logs, lambda msg: print(f"[bench] {msg}", file=sys.stderr, flush=True))
+    if args.out:
+        args.out.write_text(json.dumps(res, indent=2) + "\n")
+    print("\n".join(render(res)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
