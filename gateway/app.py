@@ -10,10 +10,11 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from . import __version__, errors
-from .api import catalog, ops, ps, speech, transcriptions
+from .api import catalog, ops, ps, realtime, speech, transcriptions
 from .api.status_page import router as status_router
 from .config import Settings, csv
 from .middleware import GatewayMiddleware
+from .realtime import Realtime
 from .service import Gateway, assemble_defaults
 from .wyoming import WyomingListener
 
@@ -31,6 +32,8 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await gw.start()
         wyoming = WyomingListener(gw, gw.traffic) if settings.wyoming.enabled else None
+        live = Realtime(gw, gw.traffic, settings.realtime) if settings.realtime.enabled else None
+        app.state.realtime = live
         try:
             if wyoming is not None:
                 await wyoming.start()
@@ -39,6 +42,8 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
         finally:
             if wyoming is not None:
                 wyoming.close()  # no new connections; running replies drain with the scheduler
+            if live is not None:
+                await live.stop()  # sessions end: their turns leave the queues
             await gw.stop()
             if wyoming is not None:
                 await wyoming.stop()
@@ -52,9 +57,11 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
         lifespan=lifespan,
     )
     app.state.gateway = gw
+    app.state.realtime = None  # the realtime front door, while the app runs
     app.state.api_keys = [k.encode() for k in settings.api_keys()]
     errors.install(app)
-    for router in (speech.router, transcriptions.router, catalog.router, ops.router, ps.router):
+    for router in (speech.router, transcriptions.router, catalog.router, ops.router, ps.router,
+                   realtime.router):  # fmt: skip
         app.include_router(router)
     app.include_router(status_router)  # GET /status, the live status page
     origins = csv(settings.server.cors_origins)

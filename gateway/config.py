@@ -18,6 +18,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .config_realtime import RealtimeSettings
 from .config_scheduler import QueuePolicy as QueuePolicy
 from .config_scheduler import SchedulerSettings
 from .config_wyoming import WyomingSettings
@@ -265,6 +266,7 @@ class Settings(BaseSettings):
     whisper: WhisperSettings = Field(default_factory=WhisperSettings)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     wyoming: WyomingSettings = Field(default_factory=WyomingSettings)
+    realtime: RealtimeSettings = Field(default_factory=RealtimeSettings)
 
     def api_keys(self) -> list[str]:
         keys = [k.strip() for k in self.server.api_keys.split(",") if k.strip()]

@@ -74,24 +74,32 @@ def require_key(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)] = None,
 ) -> None:
     """Bearer key check; a no-op when no keys are configured. Constant-time, never logged."""
-    keys: list[bytes] = request.app.state.api_keys
+    token = credentials.credentials if credentials is not None else None
+    if not key_matches(request.app.state.api_keys, token):
+        raise invalid_key()
+
+
+def key_matches(keys: list[bytes], token: str | None) -> bool:
+    """True when no keys are configured or `token` is one of them (constant time)."""
     if not keys:
-        return
-    token = credentials.credentials.strip() if credentials is not None else ""
-    given = token.encode()
+        return True
+    given = (token or "").strip().encode()
     # Compare against every key so the time taken does not reveal which one matched.
     matched = False
     for key in keys:
         matched |= hmac.compare_digest(given, key)
-    if not matched:
-        raise APIError(
-            401,
-            "missing or invalid API key; send `Authorization: Bearer <key>`",
-            "invalid_request_error",
-            None,
-            "invalid_api_key",
-            {"WWW-Authenticate": "Bearer"},
-        )
+    return matched
+
+
+def invalid_key() -> APIError:
+    return APIError(
+        401,
+        "missing or invalid API key; send `Authorization: Bearer <key>`",
+        "invalid_request_error",
+        None,
+        "invalid_api_key",
+        {"WWW-Authenticate": "Bearer"},
+    )
 
 
 def priority_level(

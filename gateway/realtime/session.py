@@ -1,0 +1,337 @@
+"""One Realtime transcription session over a WebSocket: reads client events with an idle
+timeout and a maximum age, keeps the input audio buffer, finds turns with the VAD (in a worker
+thread) and transcribes each committed turn as an interactive job, in order. A bad event gets an
+`error` event and changes nothing; a disconnect cancels the session's turns (their queued units
+are taken back)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol
+
+import numpy as np
+
+from ..config_realtime import RealtimeSettings
+from ..errors import APIError, as_api_error, bad_request
+from ..service import Gateway
+from ..tasks.transcription import MIN_AUDIO_S, TranscriptionPlan
+from ..traffic import Traffic
+from .codecs import RATE, Decoder
+from .events import Config, Event, error_event, event, new_id, parse, update
+from .transcripts import AudioBuffer, Turn, latency, transcribe
+from .turns import Detector
+
+log = logging.getLogger(__name__)
+PROTOCOL = "realtime"
+PATH = "/v1/realtime"
+
+
+class Channel(Protocol):
+    """The WebSocket as a session sees it (the api/ route adapts Starlette's)."""
+
+    async def receive(self) -> str | bytes | None: ...  # None: the client went away
+    async def send(self, data: Event) -> None: ...
+    async def close(self, code: int, reason: str) -> None: ...
+
+
+class Closed(Exception):
+    """The session ends: (WebSocket close code, reason)."""
+
+    def __init__(self, code: int, reason: str, err: APIError | None = None) -> None:
+        super().__init__(reason)
+        self.code, self.reason, self.err = code, reason, err
+
+
+class Realtime:
+    """What every session shares: settings, the VAD's threads, the count of open sessions."""
+
+    def __init__(self, gw: Gateway, traffic: Traffic, settings: RealtimeSettings) -> None:
+        self.gw, self.traffic, self.settings = gw, traffic, settings
+        self.executor = ThreadPoolExecutor(settings.vad_threads, thread_name_prefix="realtime-vad")
+        self.open = 0
+        self.sessions: set[Session] = set()
+        self.closing = False
+        traffic.listening[PROTOCOL] = PATH
+        traffic.live[PROTOCOL]  # listed (zero turns) from the start
+
+    def _count(self, delta: int) -> None:
+        self.open += delta
+        self.traffic.connections[PROTOCOL] = self.open
+        self.traffic.sessions.labels(PROTOCOL).set(self.open)
+
+    async def serve(self, channel: Channel, intent: str | None) -> None:
+        if intent != "transcription":
+            err = bad_request(f"this server serves transcription sessions only, not intent "
+                              f"{intent!r}: connect to {PATH}?intent=transcription", "intent",
+                              "unsupported_intent")  # fmt: skip
+            await _refuse(channel, err, 1008, self.traffic)
+            return
+        if self.closing:
+            err = APIError(503, "the server is shutting down", "server_error", None,
+                           "shutting_down")  # fmt: skip
+            await _refuse(channel, err, 1001, self.traffic)
+            return
+        if self.open >= self.settings.max_sessions:
+            err = APIError(429, f"at most {self.settings.max_sessions} realtime sessions may be "
+                           "open at once; try again later", "rate_limit_error", None,
+                           "session_limit_reached")  # fmt: skip
+            await _refuse(channel, err, 1013, self.traffic)
+            return
+        session = Session(self, channel)
+        self._count(+1)
+        self.sessions.add(session)
+        try:
+            await session.run()
+        finally:
+            self.sessions.discard(session)
+            self._count(-1)
+
+    async def stop(self) -> None:
+        """Refuse new sessions and end the open ones (each gets an `error` event; its turns are
+        cancelled)."""
+        self.closing = True
+        err = APIError(503, "the server is shutting down", "server_error", None, "shutting_down")
+        await asyncio.gather(*(_refuse(s.channel, err, 1001, self.traffic)
+                               for s in list(self.sessions)))  # fmt: skip
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.traffic.listening.pop(PROTOCOL, None)
+
+
+async def _refuse(channel: Channel, err: APIError, code: int, traffic: Traffic) -> None:
+    traffic.record(PROTOCOL, "session", err.status, 0.0)
+    try:
+        await channel.send(error_event(err))
+        await channel.close(code, err.message[:120])
+    except Exception:  # noqa: BLE001 - the client already left
+        pass
+
+
+class Session:
+    def __init__(self, door: Realtime, channel: Channel) -> None:
+        self.door, self.gw, self.channel = door, door.gw, channel
+        self.settings = door.settings
+        self.id = new_id("sess")
+        self.config = Config()
+        self.plan: TranscriptionPlan | None = None  # resolved at the first update or commit
+        self.decoder = Decoder(self.config.format)
+        self.detector: Detector | None = None
+        self.buffer = AudioBuffer()
+        self.speech_item: str | None = None  # the turn being spoken (server_vad)
+        self.speech_start = 0  # where it started
+        self.last_item: str | None = None
+        self.turns: set[asyncio.Task[None]] = set()
+        self.previous: asyncio.Task[None] | None = None  # each turn completes after the last
+        self.lock = asyncio.Lock()
+
+    # -- the connection -------------------------------------------------------------------------
+
+    async def send(self, data: Event) -> None:
+        async with self.lock:
+            await self.channel.send(data)
+
+    def _named(self, ga: str, beta: str) -> str:
+        return beta if self.config.beta else ga
+
+    async def run(self) -> None:
+        deadline = time.monotonic() + self.settings.max_session_s
+        read: asyncio.Future[Any] | None = None
+        closed = Closed(1000, "client closed")
+        try:
+            await self.send(event("session.created", session=self.config.describe(self.id)))
+            while True:
+                read = asyncio.ensure_future(self.channel.receive())
+                while True:
+                    left = deadline - time.monotonic()
+                    wait = min(self.settings.idle_timeout_s, left)
+                    if (await asyncio.wait({read}, timeout=max(wait, 0)))[0]:
+                        break
+                    if time.monotonic() >= deadline:
+                        raise Closed(
+                            1000,
+                            "session expired",
+                            APIError(
+                                400,
+                                f"the session reached its maximum length of "
+                                f"{self.settings.max_session_s:g} s",
+                                code="session_expired",
+                            ),
+                        )
+                    if not self._busy():
+                        raise Closed(1000, "idle timeout", APIError(
+                            400, f"no event for {self.settings.idle_timeout_s:g} s; closing "
+                            "the session", code="idle_timeout"))  # fmt: skip
+                message = read.result()
+                if message is None:
+                    return
+                await self.handle(message)
+        except Closed as exc:
+            closed = exc
+        except (ConnectionError, RuntimeError):
+            return  # the client went away mid-send; the finally clause cancels its turns
+        finally:
+            if read is not None and not read.done():
+                read.cancel()
+            await self._cancel_turns()
+        log.info("realtime session closed: %s", closed.reason, extra={"session": self.id})
+        if closed.err is not None:
+            await _refuse(self.channel, closed.err, closed.code, self.door.traffic)
+
+    def _busy(self) -> bool:
+        return any(not t.done() for t in self.turns)
+
+    async def _cancel_turns(self) -> None:
+        for task in self.turns:
+            task.cancel()  # leaves the scheduler job: its queued units are taken back
+        if self.turns:
+            await asyncio.gather(*self.turns, return_exceptions=True)
+
+    # -- events ---------------------------------------------------------------------------------
+
+    async def handle(self, message: str | bytes) -> None:
+        client_id = None
+        kind = "invalid"
+        try:
+            if not isinstance(message, str):
+                raise bad_request("events are JSON text frames, not binary", None, "invalid_json")
+            ev = parse(message)
+            kind = ev["type"]
+            client_id = ev.get("event_id") if isinstance(ev.get("event_id"), str) else None
+            await self.dispatch(ev)
+        except Closed:
+            raise
+        except Exception as exc:  # what HTTP would answer, as an error event; the session goes on
+            err = as_api_error(exc)
+            if err.status >= 500 and err.code == "internal_error":
+                log.error("realtime event %s failed", kind, exc_info=exc)
+            self.door.traffic.record(PROTOCOL, kind[:64], err.status, 0.0)
+            await self.send(error_event(err, client_id))
+
+    async def dispatch(self, ev: Event) -> None:
+        kind = ev["type"]
+        if kind in ("session.update", "transcription_session.update"):
+            await self._update(ev)
+        elif kind == "input_audio_buffer.append":
+            await self._append(ev)
+        elif kind == "input_audio_buffer.commit":
+            await self._commit_all()
+        elif kind == "input_audio_buffer.clear":
+            self.buffer.clear()
+            self.speech_item = None
+            if self.detector is not None:
+                self.detector.reset()
+            await self.send(event("input_audio_buffer.cleared"))
+        else:
+            raise bad_request(f"unsupported event type {kind!r} in a transcription session",
+                              "type", "invalid_value")  # fmt: skip
+
+    async def _update(self, ev: Event) -> None:
+        config = update(self.config, ev)
+        plan = config.plan(self.gw)  # an unknown model or language changes nothing
+        if config.format != self.config.format:
+            self.decoder = Decoder(config.format)
+        if config.vad != self.config.vad:
+            self.detector, self.speech_item = None, None
+        self.config, self.plan = config, plan
+        name = self._named("session.updated", "transcription_session.updated")
+        await self.send(event(name, session=config.describe(self.id)))
+
+    async def _append(self, ev: Event) -> None:
+        audio = ev.get("audio")
+        if not isinstance(audio, str):
+            raise bad_request("`audio` must be a base64 string", "audio", "invalid_type")
+        limit = int(self.settings.max_append_mb * 1024 * 1024)
+        if len(audio) > limit:
+            raise bad_request(f"one append may carry at most {limit} bytes of base64 audio",
+                              "audio", "input_audio_buffer_append_too_large")  # fmt: skip
+        try:
+            data = base64.b64decode(audio, validate=True)
+        except (binascii.Error, ValueError):
+            raise bad_request("`audio` is not valid base64", "audio", "invalid_base64") from None
+        limit_samples = int(self.settings.max_buffer_s * RATE)
+        incoming = len(data) * RATE // (self.config.format.rate * self.config.format.width)
+        if self.config.vad is None and len(self.buffer) + incoming > limit_samples:
+            raise bad_request(f"the input audio buffer holds at most "
+                              f"{self.settings.max_buffer_s:g} s; commit or clear it",
+                              "audio", "input_audio_buffer_too_large")  # fmt: skip
+        samples = self.decoder.decode(data)
+        self.buffer.append(samples)
+        self.door.traffic.heard(PROTOCOL, len(samples) / RATE)
+        if self.config.vad is not None:
+            await self._detect(samples, limit_samples)
+
+    async def _detect(self, samples: np.ndarray, limit_samples: int) -> None:
+        assert self.config.vad is not None
+        if self.detector is None:
+            self.detector = Detector(self.config.vad)
+            self.detector.position = self.buffer.end - len(samples)
+        detector = self.detector
+        loop = asyncio.get_running_loop()
+        edges = await loop.run_in_executor(self.door.executor, detector.feed, samples)
+        for kind, position in edges:
+            if kind == "start":
+                self.speech_item, self.speech_start = new_id("item"), position
+                await self.send(event("input_audio_buffer.speech_started",
+                                      audio_start_ms=position * 1000 // RATE,
+                                      item_id=self.speech_item))  # fmt: skip
+            else:
+                await self._speech_stopped(position)
+        if detector.speech_start is None:
+            self.buffer.drop_before(detector.position - self.config.vad.prefix_samples)
+        elif detector.position - detector.speech_start >= limit_samples:
+            detector.reset()  # a turn as long as the buffer holds is cut there
+            await self._speech_stopped(detector.position)
+
+    async def _speech_stopped(self, position: int) -> None:
+        assert self.config.vad is not None
+        item = self.speech_item or new_id("item")
+        self.speech_item = None
+        await self.send(event("input_audio_buffer.speech_stopped",
+                              audio_end_ms=position * 1000 // RATE, item_id=item))  # fmt: skip
+        start = self.speech_start - self.config.vad.prefix_samples  # with its prefix padding
+        await self._commit(item, self.buffer.take(start, position))
+
+    async def _commit_all(self) -> None:
+        held = len(self.buffer)
+        if held < MIN_AUDIO_S * RATE:
+            raise bad_request(f"buffer too small: expected at least {MIN_AUDIO_S * 1000:g} ms "
+                              f"of audio, but the buffer holds {held * 1000 / RATE:.2f} ms",
+                              None, "input_audio_buffer_commit_empty")  # fmt: skip
+        item = self.speech_item or new_id("item")
+        self.speech_item = None
+        if self.detector is not None:
+            self.detector.reset()
+        await self._commit(item, self.buffer.take(self.buffer.start, self.buffer.end))
+
+    async def _commit(self, item: str, audio: np.ndarray) -> None:
+        if self.plan is None:
+            self.plan = self.config.plan(self.gw)  # raises as HTTP would: no item is committed
+        previous, self.last_item = self.last_item, item
+        await self.send(event("input_audio_buffer.committed", previous_item_id=previous,
+                              item_id=item))  # fmt: skip
+        content = [{"type": "input_audio", "transcript": None}]
+        added = {"id": item, "type": "message", "object": "realtime.item", "status": "completed",
+                 "role": "user", "content": content}  # fmt: skip
+        name = self._named("conversation.item.added", "conversation.item.created")
+        await self.send(event(name, previous_item_id=previous, item=added))
+        turn = Turn(item, audio, self.plan, time.perf_counter())
+        self._spawn(turn)
+
+    def _spawn(self, turn: Turn) -> None:
+        before, traffic = self.previous, self.door.traffic
+
+        async def run() -> None:
+            if before is not None:
+                await asyncio.wait({before})
+            status, _ = await transcribe(self.gw, turn, self.send)
+            traffic.record(PROTOCOL, "turn", status, latency(turn))
+            traffic.turn(PROTOCOL, status < 400, latency(turn))
+
+        task = asyncio.create_task(run(), name=f"realtime turn {turn.item_id}")
+        self.previous = task
+        self.turns.add(task)
+        task.add_done_callback(self.turns.discard)
