@@ -32,6 +32,7 @@ TURN_S = 3.0
 RATE = 24000  # the Realtime API's audio/pcm rate
 APPEND_S = 0.1  # 100 ms per append, as OpenAI's examples send
 MODEL = "whisper-1"
+QUICK_MODEL = "whisper-tiny.en"  # the quick run is a smoke test: the same small model both ways
 HTTP_GOAL = 1.1  # the realtime turn within 10 % of the HTTP call on the same audio
 SHARING_GOAL = 1.1  # p95 under batch load within 10 % of idle
 DONE = "conversation.item.input_audio_transcription.completed"
@@ -40,14 +41,14 @@ DONE = "conversation.item.input_audio_transcription.completed"
 class RealtimeSession:
     """One transcription session, turns committed by the client."""
 
-    def __init__(self, base: str) -> None:
+    def __init__(self, base: str, model: str = MODEL) -> None:
         url = base.replace("http://", "ws://", 1) + "/v1/realtime?intent=transcription"
         self.ws: ClientConnection = connect(url, additional_headers=AUTH, open_timeout=60,
                                             max_size=None)  # fmt: skip
         self.ws.send(json.dumps({"type": "session.update", "session": {
             "type": "transcription", "audio": {"input": {
                 "format": {"type": "audio/pcm", "rate": RATE},
-                "transcription": {"model": MODEL},  # no language, like the HTTP call
+                "transcription": {"model": model},  # no language, like the HTTP call
                 "turn_detection": None}}}}))  # fmt: skip
         self._until("session.updated")
 
@@ -87,8 +88,9 @@ def _wav(pcm: bytes, rate: int) -> bytes:
 
 
 def run(quick: bool, logs: Path, say: Any) -> dict[str, Any]:
-    runs = 3 if quick else 10
+    runs = 2 if quick else 10
     clip_s = 4.0 if quick else 30.0
+    model = QUICK_MODEL if quick else MODEL
     with GatewayProcess({}, "realtime", logs) as gw:
         base = gw.base_url
         pcm = clips.padded_pcm16(base, TURN, TURN_S, RATE)
@@ -97,16 +99,16 @@ def run(quick: bool, logs: Path, say: Any) -> dict[str, Any]:
                        for i in range(2)]  # fmt: skip
         rt, http, texts = [], [], []
         with httpx.Client(timeout=600) as client:
-            session = RealtimeSession(base)
+            session = RealtimeSession(base, model)
             try:
                 session.turn(pcm)  # loads Whisper; both paths once more, warm
-                transcribe(client, base, wav, "turn.wav")
+                transcribe(client, base, wav, "turn.wav", model=model)
                 say(f"realtime: {TURN_S:g} s turn x{runs}, WebSocket and HTTP in turn, idle")
                 for _ in range(runs):
                     seconds, text = session.turn(pcm)
                     rt.append(seconds)
                     texts.append(text)
-                    http.append(transcribe(client, base, wav, "turn.wav")[0])
+                    http.append(transcribe(client, base, wav, "turn.wav", model=model)[0])
                 say(f"realtime: {TURN_S:g} s turn x{runs} under two batch loops")
                 loop = BatchLoop(base, batch_clips, clip_s, loops=2).start()
                 try:
@@ -117,7 +119,7 @@ def run(quick: bool, logs: Path, say: Any) -> dict[str, Any]:
                     loop.stop(wait_s=120)
             finally:
                 session.close()
-    res: dict[str, Any] = {"turn_s": TURN_S, "text": TURN, "transcripts": texts[:3]}
+    res: dict[str, Any] = {"turn_s": TURN_S, "text": TURN, "model": model, "transcripts": texts[:3]}
     res |= {"realtime": summary(rt), "http": summary(http), "loaded": summary(loaded)}
     res |= {"realtime_runs": rt, "http_runs": http, "loaded_runs": loaded}
     res["batch_errors"] = loop.errors[:5]
@@ -139,7 +141,8 @@ def render(r: dict[str, Any] | None) -> list[str]:
     return [
         "## 9. Realtime transcription (WebSocket)",
         "",
-        f"A {r['turn_s']:g} s turn (“{r['text']}” spoken by the gateway's TTS, 24 kHz PCM16) "
+        f"A {r['turn_s']:g} s turn (“{r['text']}” spoken by the gateway's TTS, 24 kHz PCM16; "
+        f"model `{r.get('model', MODEL)}`) "
         "streamed over `/v1/realtime?intent=transcription` in 100 ms appends with "
         "`turn_detection: null`, timed from the client's `input_audio_buffer.commit` (the end of "
         "speech) to `conversation.item.input_audio_transcription.completed`; one session, runs "
