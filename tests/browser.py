@@ -9,11 +9,12 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import os
 import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,9 @@ import httpx
 import pytest
 
 from .conftest import free_port, missing_tool
+
+REPO = Path(__file__).resolve().parent.parent
+ARTIFACTS = Path(os.environ.get("GATEWAY_TEST_ARTIFACTS", REPO / "test-artifacts"))
 
 
 def chromium() -> str:
@@ -93,6 +97,21 @@ class Browser:
         r = self.call("Runtime.evaluate", expression=f"document.getElementById({element_id!r})")
         self.call("DOM.setFileInputFiles", files=[str(p) for p in paths],
                   objectId=r["result"]["objectId"])  # fmt: skip
+
+    def wait(self, state_js: str, what: str, predicate: Callable[[dict], bool],
+             deadline_s: float, seen: list[dict] | None = None) -> dict:  # fmt: skip
+        """Poll what the page shows (`state_js` reads it from the DOM) until `predicate` holds;
+        the deadline only turns a broken build into a failure instead of a hang."""
+        deadline = time.monotonic() + deadline_s
+        state: dict = {}
+        while time.monotonic() < deadline:
+            state = self.eval(state_js) or {}
+            if seen is not None:
+                seen.append(state)
+            if state and predicate(state):
+                return state
+            time.sleep(0.1)
+        raise AssertionError(f"the page never showed {what}; last: {state}")
 
     def screenshot(self, path: Path) -> Path:
         height = int(self.eval("document.documentElement.scrollHeight") or 1000)

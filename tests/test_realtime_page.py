@@ -9,16 +9,13 @@ header), sends session.update (session.type "transcription", server_vad), stream
 100 ms appends at the pace it is spoken, and shows each turn's transcript: two turns whose words
 are those of the sentences. Without a key the page says the gateway refused it.
 
-Every wait is for a state the page shows, with a generous deadline only so a broken build fails
-instead of hanging. Chromium missing: a skip locally, a failure under CI=true.
+Waits are for states the page shows (tests/browser.py); no Chromium: a skip, under CI a failure.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import sys
-import time
 import wave
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,13 +24,11 @@ import httpx
 import numpy as np
 import pytest
 
-from .browser import Browser, browser_fixture  # noqa: F401  (the `browser` fixture)
+from .browser import ARTIFACTS, Browser, browser_fixture  # noqa: F401  (the `browser` fixture)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 from soak import GatewayProcess  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
-ARTIFACTS = Path(os.environ.get("GATEWAY_TEST_ARTIFACTS", REPO / "test-artifacts"))
 KEY = "sk-realtime-page-test"
 DEADLINE_S = 180.0
 SENTENCES = (
@@ -58,14 +53,7 @@ PAGE_STATE = """(() => {
 
 
 def wait_page(browser: Browser, what: str, predicate: Callable[[dict], bool]) -> dict:
-    deadline = time.monotonic() + DEADLINE_S
-    state: dict = {}
-    while time.monotonic() < deadline:
-        state = browser.eval(PAGE_STATE) or {}
-        if state and predicate(state):
-            return state
-        time.sleep(0.2)
-    raise AssertionError(f"the page never showed {what}; last: {state}")
+    return browser.wait(PAGE_STATE, what, predicate, DEADLINE_S)
 
 
 @pytest.fixture(scope="module")
@@ -134,9 +122,10 @@ def test_page_streams_a_wav_and_shows_each_turn(gateway: GatewayProcess, browser
 
 def test_page_is_self_contained() -> None:
     """No external assets: the page talks to its own origin only, so it works offline."""
-    from gateway.api.status_page import CSP, REALTIME_PAGE
+    from gateway.api.status_page import CSP, REALTIME_PAGE, _html
 
-    html = REALTIME_PAGE.read_text("utf-8")
+    html = _html(REALTIME_PAGE)  # as served: with the key handling it shares with /status
+    assert "function readKey()" in html and "/* key.js */" not in html
     for needle in ("http://", "https://", "<link", " src=", "@import", "url("):
         assert needle not in html, needle
     assert "default-src 'none'" in CSP and "connect-src 'self'" in CSP

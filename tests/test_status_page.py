@@ -19,7 +19,6 @@ instead of hanging. Chromium missing: a skip locally, a failure under CI=true.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import threading
 import time
@@ -30,14 +29,12 @@ import httpx
 import numpy as np
 import pytest
 
-from .browser import Browser, browser_fixture  # noqa: F401  (the `browser` fixture)
+from .browser import ARTIFACTS, Browser, browser_fixture  # noqa: F401  (the `browser` fixture)
 from .conftest import encode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 from soak import GatewayProcess  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
-ARTIFACTS = Path(os.environ.get("GATEWAY_TEST_ARTIFACTS", REPO / "test-artifacts"))
 KEY = "sk-status-page-test"
 STT = "whisper-tiny.en"
 DEADLINE_S = 120.0
@@ -66,16 +63,7 @@ PAGE_STATE = """(() => {
 
 def wait_page(browser: Browser, what: str, predicate: Callable[[dict], bool],
               seen: list[dict] | None = None) -> dict:  # fmt: skip
-    deadline = time.monotonic() + DEADLINE_S
-    state: dict = {}
-    while time.monotonic() < deadline:
-        state = browser.eval(PAGE_STATE) or {}
-        if seen is not None:
-            seen.append(state)
-        if state and predicate(state):
-            return state
-        time.sleep(0.1)
-    raise AssertionError(f"the page never showed {what}; last: {state}")
+    return browser.wait(PAGE_STATE, what, predicate, DEADLINE_S, seen)
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,11 @@ CSP = (
 
 @cache
 def _html(page: Path) -> str:
-    return page.read_text("utf-8")
+    # what both pages share, written in so each stays one response (no script src, no link)
+    html = page.read_text("utf-8")
+    for part in ("page.css", "key.js"):
+        html = html.replace(f"/* {part} */", (STATIC / part).read_text("utf-8"))
+    return html
 
 
 def _page(page: Path) -> HTMLResponse:
