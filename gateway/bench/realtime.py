@@ -25,7 +25,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from . import clips
 from .client import AUTH, BatchLoop, summary, transcribe
-from .server import GatewayProcess
+from .server import GatewayProcess, load_average
 
 TURN = "Please turn the volume down in the living room."
 TURN_S = 3.0
@@ -91,6 +91,7 @@ def run(quick: bool, logs: Path, say: Any) -> dict[str, Any]:
     runs = 2 if quick else 10
     clip_s = 4.0 if quick else 30.0
     model = QUICK_MODEL if quick else MODEL
+    load_before = load_average()
     with GatewayProcess({}, "realtime", logs) as gw:
         base = gw.base_url
         pcm = clips.padded_pcm16(base, TURN, TURN_S, RATE)
@@ -123,6 +124,7 @@ def run(quick: bool, logs: Path, say: Any) -> dict[str, Any]:
     res |= {"realtime": summary(rt), "http": summary(http), "loaded": summary(loaded)}
     res |= {"realtime_runs": rt, "http_runs": http, "loaded_runs": loaded}
     res["batch_errors"] = loop.errors[:5]
+    res["load"] = {"before": load_before, "after": load_average()}  # a shared machine shows here
     res["ratio_http_p50"] = res["realtime"]["p50"] / res["http"]["p50"]
     res["ratio_loaded_p95"] = res["loaded"]["p95"] / res["realtime"]["p95"]
     return res
@@ -130,6 +132,14 @@ def run(quick: bool, logs: Path, say: Any) -> dict[str, Any]:
 
 def _f(x: float) -> str:
     return "–" if x != x else f"{x:.3f}"
+
+
+def _load(r: dict[str, Any]) -> list[str]:
+    if "load" not in r:
+        return []
+    b, a = r["load"]["before"], r["load"]["after"]
+    return [f"Load average (1/5/15 min) before {b[0]:.2f} / {b[1]:.2f} / {b[2]:.2f}, after "
+            f"{a[0]:.2f} / {a[1]:.2f} / {a[2]:.2f}.", ""]  # fmt: skip
 
 
 def render(r: dict[str, Any] | None) -> list[str]:
@@ -152,6 +162,7 @@ def render(r: dict[str, Any] | None) -> list[str]:
         "(default 500 ms) of listening for the pause; that is a setting, not work, and not "
         "timed here.",
         "",
+        *_load(r),
         "| | p50 s | p95 s | runs |",
         "|---|---|---|---|",
         *[f"| {label} | {_f(s['p50'])} | {_f(s['p95'])} | {s['n']} |" for label, s in rows],
