@@ -148,6 +148,8 @@ def _cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         port=args.port or settings.server.port,
         log_config=None,
         timeout_graceful_shutdown=int(grace) + 1,
+        # the largest realtime append (base64 audio) fits one WebSocket message, with its JSON
+        ws_max_size=max(16 << 20, int(settings.realtime.max_append_mb * (1 << 20)) + (64 << 10)),
     )
     try:
         DrainingServer(config).run()

@@ -34,16 +34,20 @@ def error_event(err: APIError, event_id: str | None = None) -> Event:
 
 
 def parse(text: str) -> Event:
-    """One client event; raises APIError for what is not a JSON object with a string `type`."""
+    """One client event; raises APIError for what is not a JSON object."""
     try:
         data = json.loads(text)
     except (ValueError, RecursionError):
         raise bad_request("the event is not valid JSON", None, "invalid_json") from None
     if not isinstance(data, dict):
         raise bad_request("an event is a JSON object", None, "invalid_json")
-    if not isinstance(data.get("type"), str):
-        raise bad_request("the event has no `type`", "type", "missing_required_parameter")
     return data
+
+
+def kind(ev: Event) -> str:
+    if not isinstance(ev.get("type"), str):
+        raise bad_request("the event has no `type`", "type", "missing_required_parameter")
+    return str(ev["type"])
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from ..tasks.transcription import MIN_AUDIO_S, TranscriptionPlan
 from ..traffic import Traffic
 from .codecs import RATE, Decoder
 from .events import Config, Event, error_event, event, new_id, parse, update
+from .events import kind as event_kind
 from .transcripts import AudioBuffer, Turn, latency, transcribe
 from .turns import Detector
 
@@ -102,11 +103,13 @@ class Realtime:
         self.traffic.listening.pop(PROTOCOL, None)
 
 
-async def _refuse(channel: Channel, err: APIError, code: int, traffic: Traffic) -> None:
+async def _refuse(channel: Channel, err: APIError, code: int, traffic: Traffic,
+                  reason: str | None = None) -> None:  # fmt: skip
+    """An `error` event, then the close (its reason at most 123 bytes, as WebSocket allows)."""
     traffic.record(PROTOCOL, "session", err.status, 0.0)
     try:
         await channel.send(error_event(err))
-        await channel.close(code, err.message[:120])
+        await channel.close(code, (reason or err.message).encode()[:123].decode(errors="ignore"))
     except Exception:  # noqa: BLE001 - the client already left
         pass
 
@@ -179,7 +182,7 @@ class Session:
             await self._cancel_turns()
         log.info("realtime session closed: %s", closed.reason, extra={"session": self.id})
         if closed.err is not None:
-            await _refuse(self.channel, closed.err, closed.code, self.door.traffic)
+            await _refuse(self.channel, closed.err, closed.code, self.door.traffic, closed.reason)
 
     def _busy(self) -> bool:
         return any(not t.done() for t in self.turns)
@@ -199,10 +202,10 @@ class Session:
             if not isinstance(message, str):
                 raise bad_request("events are JSON text frames, not binary", None, "invalid_json")
             ev = parse(message)
-            kind = ev["type"]
             client_id = ev.get("event_id") if isinstance(ev.get("event_id"), str) else None
+            kind = event_kind(ev)
             await self.dispatch(ev)
-        except Closed:
+        except (Closed, ConnectionError):
             raise
         except Exception as exc:  # what HTTP would answer, as an error event; the session goes on
             err = as_api_error(exc)
@@ -325,9 +328,16 @@ class Session:
         before, traffic = self.previous, self.door.traffic
 
         async def run() -> None:
-            if before is not None:
-                await asyncio.wait({before})
-            status, _ = await transcribe(self.gw, turn, self.send)
+            try:
+                if before is not None:
+                    await asyncio.wait({before})
+                status, _ = await transcribe(self.gw, turn, self.send)
+            except asyncio.CancelledError:
+                traffic.record(PROTOCOL, "turn", 499, latency(turn))  # the client went away
+                raise
+            except ConnectionError:
+                traffic.record(PROTOCOL, "turn", 499, latency(turn))
+                return
             traffic.record(PROTOCOL, "turn", status, latency(turn))
             traffic.turn(PROTOCOL, status < 400, latency(turn))
 

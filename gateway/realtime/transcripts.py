@@ -5,6 +5,7 @@ text as the turn's windows finish) and then `completed`, or `failed`."""
 from __future__ import annotations
 
 import io
+import logging
 import time
 import wave
 from collections import deque
@@ -21,6 +22,7 @@ from .codecs import RATE
 from .events import Event, event
 
 Send = Callable[[Event], Awaitable[None]]
+log = logging.getLogger(__name__)
 
 
 class AudioBuffer:
@@ -101,8 +103,12 @@ async def transcribe(gw: Gateway, turn: Turn, send: Send) -> tuple[int, str]:
                     texts.append(piece)
                     await send(event("conversation.item.input_audio_transcription.delta",
                                      **base, delta=piece))  # fmt: skip
+    except ConnectionError:
+        raise  # the client left: nobody to tell
     except Exception as exc:
         err = as_api_error(exc)
+        if err.status >= 500 and err.code == "internal_error":
+            log.error("realtime turn %s failed", turn.item_id, exc_info=exc)
         body = {"type": err.type, "code": err.code, "message": err.message, "param": err.param}
         await send(event("conversation.item.input_audio_transcription.failed", **base,
                          error=body))  # fmt: skip
