@@ -16,26 +16,22 @@ from __future__ import annotations
 
 import re
 import sys
-import wave
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
 
 from .browser import ARTIFACTS, Browser, browser_fixture  # noqa: F401  (the `browser` fixture)
+from .conftest import encode
+from .realtime_util import SENTENCES, clip
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 from soak import GatewayProcess  # noqa: E402
 
 KEY = "sk-realtime-page-test"
 DEADLINE_S = 180.0
-SENTENCES = (
-    "The weather is cold and windy today.",
-    "Please send the report to my office.",
-)
-WORDS = ({"weather", "cold", "windy", "today"}, {"send", "report", "office"})
+WORDS = ({"little", "robot", "walked", "kitchen", "floor"}, {"picked", "red", "cup", "table"})
 
 # What the page shows, read from its DOM.
 PAGE_STATE = """(() => {
@@ -65,26 +61,6 @@ def gateway() -> Iterator[GatewayProcess]:
         server.stop()
 
 
-def _two_sentences_wav(url: str, path: Path) -> Path:
-    """Both sentences from the gateway's TTS, 1.5 s apart, as a 16 kHz 16-bit mono WAV."""
-    from gateway.audio.decode import decode_audio  # 16 kHz mono float32
-
-    parts = [np.zeros(8000, np.float32)]
-    for text in SENTENCES:
-        r = httpx.post(url + "/v1/audio/speech", headers={"Authorization": f"Bearer {KEY}"},
-                       json={"model": "tts-1", "voice": "alloy", "input": text,
-                             "response_format": "wav"}, timeout=300)  # fmt: skip
-        r.raise_for_status()
-        parts += [decode_audio(r.content), np.zeros(24000, np.float32)]
-    pcm = (np.clip(np.concatenate(parts), -1, 1) * 32767).astype("<i2")
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(16000)
-        w.writeframes(pcm.tobytes())
-    return path
-
-
 def _words(text: str) -> set[str]:
     return set(re.findall(r"[a-z']+", text.lower()))
 
@@ -92,7 +68,8 @@ def _words(text: str) -> set[str]:
 def test_page_streams_a_wav_and_shows_each_turn(gateway: GatewayProcess, browser: Browser,
                                                 tmp_path: Path) -> None:  # fmt: skip
     assert httpx.get(gateway.url + "/realtime").status_code == 200  # the HTML needs no key
-    wav = _two_sentences_wav(gateway.url, tmp_path / "two-sentences.wav")
+    wav = tmp_path / "two-sentences.wav"  # realtime_util's clip: our TTS, 1.5 s pause, 16 kHz
+    wav.write_bytes(encode(clip(pause_s=1.5), 16000, "wav", "pcm_s16le", "s16"))
 
     # 1. no key: the gateway refuses the upgrade, and the page says so
     browser.goto(gateway.url + "/realtime")
@@ -110,8 +87,8 @@ def test_page_streams_a_wav_and_shows_each_turn(gateway: GatewayProcess, browser
     browser.screenshot(ARTIFACTS / "realtime.png")
     assert done["state"] == "done" and not done["banner"], done
     assert [t["state"] for t in done["turns"]] == ["completed", "completed"], done
-    for turn, words in zip(done["turns"], WORDS, strict=True):
-        assert words <= _words(turn["text"]), (words, turn)
+    for turn, words, sentence in zip(done["turns"], WORDS, SENTENCES, strict=True):
+        assert words <= _words(turn["text"]), (sentence, turn)
     events = " ".join(done["events"])
     for kind in ("session.updated", "input_audio_buffer.speech_started",
                  "input_audio_buffer.speech_stopped", "input_audio_buffer.committed",
