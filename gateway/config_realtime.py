@@ -35,8 +35,9 @@ class RealtimeSettings(BaseModel):
         120.0,
         gt=0,
         description="Most audio the input buffer holds, in seconds. With `server_vad` a turn "
-        "that reaches it is committed there; without turn detection an append past it gets an "
-        "`error` event (`input_audio_buffer_too_large`) and is dropped.",
+        "that reaches it is committed there; without turn detection an append past it (and "
+        "with it, one append longer than it) gets an `error` event "
+        "(`input_audio_buffer_too_large`) and is dropped.",
     )
     max_append_mb: float = Field(
         15.0,

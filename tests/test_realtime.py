@@ -170,3 +170,18 @@ def test_model_names_resolve_as_for_http(server: LiveServer) -> None:
     assert [a["type"] for a in answers] == ["session.updated"] * 4 + ["error"]
     assert answers[-1]["error"]["code"] == "model_not_found"
     assert answers[-1]["error"]["param"] == "model"
+
+
+def test_a_client_that_announces_the_beta_gets_beta_names_from_the_start(
+    server: LiveServer,
+) -> None:
+    async def main(**kw: Any) -> dict[str, Any]:
+        async with raw(server.url, **kw) as ws:
+            return await recv(ws)
+
+    for kw in ({"additional_headers": {"OpenAI-Beta": "realtime=v1"}},
+               {"subprotocols": ["realtime", "openai-beta.realtime-v1"]}):  # fmt: skip
+        created = asyncio.run(main(**kw))
+        assert created["type"] == "transcription_session.created", created
+        assert created["session"]["input_audio_format"] == "pcm16"
+    assert asyncio.run(main())["type"] == "session.created"

@@ -33,7 +33,7 @@ def keyed() -> Iterator[LiveServer]:
         server=ServerSettings(api_keys=KEY),
         scheduler=SchedulerSettings(cpu_background_slots=0),
         realtime=RealtimeSettings(
-            max_sessions=2, idle_timeout_s=2.0, max_buffer_s=4.0, max_append_mb=0.25
+            max_sessions=2, idle_timeout_s=2.0, max_buffer_s=4.0, max_append_mb=0.5
         ),  # fmt: skip
     )
     with LiveServer(settings) as live:
@@ -88,10 +88,13 @@ BAD: dict[str, tuple[list[Any], str | None, str | None]] = {
     "commit under 100 ms": ([_manual(), _append(base64.b64encode(bytes(4800)).decode()),
                              {"type": "input_audio_buffer.commit"}],
                             "input_audio_buffer_commit_empty", None),
-    "append over its limit": ([_append("A" * (256 * 1024 + 4))],
+    "append over its limit": ([_append("A" * (512 * 1024 + 4))],
                               "input_audio_buffer_append_too_large", "audio"),
     "buffer over its limit": ([_manual()] + [_append(SECOND)] * 5,
                               "input_audio_buffer_too_large", "audio"),
+    "one append longer than the buffer (server VAD)": (
+        [_append(base64.b64encode(bytes(48000 * 5)).decode())],
+        "input_audio_buffer_too_large", "audio"),
 }  # fmt: skip
 
 
@@ -333,6 +336,53 @@ def test_bad_events_in_one_session_leave_another_and_http_alone(keyed: LiveServe
 
     errors, events, status = asyncio.run(main())
     assert errors == len(junk) and status == 200
+    # an event type a client makes up is counted, but never becomes a label of its own
+    assert 'operation="response.create"' not in httpx.get(keyed.url + "/metrics").text
     assert events[-1]["type"] == COMPLETED, events
     assert "robot" in events[-1]["transcript"].lower()
     _still_serving(keyed)
+
+
+def test_shutdown_closes_open_sessions() -> None:
+    live = LiveServer(Settings()).__enter__()
+
+    async def main() -> tuple[list[dict[str, Any]], ConnectionClosed]:
+        async with raw(live.url) as ws:
+            assert (await recv(ws))["type"] == "session.created"
+            stopping = asyncio.ensure_future(asyncio.to_thread(live.__exit__, None, None, None))
+            closed = await _closed(ws)
+            await stopping
+            return closed
+
+    events, closed = asyncio.run(main())
+    # uvicorn closes open WebSockets itself (1012, service restart) before the app's shutdown,
+    # whose own close (1001, with an `error` event) covers servers that do not
+    assert closed.rcvd is not None and closed.rcvd.code in (1001, 1012), closed
+    assert [e["error"]["code"] for e in events] in ([], ["shutting_down"])
+    assert not live.thread.is_alive()
+
+
+def test_a_turn_as_long_as_the_buffer_is_cut_there(keyed: LiveServer) -> None:
+    a, _ = sentences()
+    speech = np.concatenate([np.zeros(8000, np.float32), a, a, np.zeros(16000, np.float32)])
+    payloads = appends(pcm16(speech), 4800)
+    vad = {"type": "server_vad", "silence_duration_ms": 500}
+
+    async def main() -> list[dict[str, Any]]:
+        async with raw(keyed.url, additional_headers=AUTH) as ws:
+            await recv(ws)
+            await send(ws, **_manual(turn_detection=vad))
+            for audio in payloads:
+                await send(ws, **_append(audio))
+            out = [await recv(ws)]
+            while sum(e["type"] == COMPLETED for e in out) < 2:
+                out.append(await recv(ws))
+                assert out[-1]["type"] != "error", out
+            return out
+
+    events = asyncio.run(main())
+    starts = [e["audio_start_ms"] for e in events if e["type"].endswith("speech_started")]
+    stops = [e["audio_end_ms"] for e in events if e["type"].endswith("speech_stopped")]
+    assert len(starts) == len(stops) == 2, events
+    assert stops[0] - starts[0] == 4000  # max_buffer_s: the first turn is cut at 4 s of speech
+    assert stops[1] > starts[1] >= stops[0]

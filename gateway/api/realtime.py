@@ -16,6 +16,7 @@ from .deps import invalid_key, key_matches
 
 router = APIRouter()
 KEY_PROTOCOL = "openai-insecure-api-key."  # browsers cannot set headers: the key rides here
+BETA_PROTOCOL = "openai-beta.realtime-v1"  # and so does the beta protocol's announcement
 
 
 def offered_key(ws: WebSocket) -> str | None:
@@ -69,4 +70,5 @@ async def realtime(ws: WebSocket) -> None:
         return
     offered = ws.scope.get("subprotocols") or []
     await ws.accept(subprotocol="realtime" if "realtime" in offered else None)
-    await door.serve(Socket(ws), ws.query_params.get("intent"))
+    beta = "realtime=v1" in ws.headers.get("openai-beta", "") or BETA_PROTOCOL in offered
+    await door.serve(Socket(ws), ws.query_params.get("intent"), beta)

@@ -40,6 +40,10 @@ class Channel(Protocol):
     async def close(self, code: int, reason: str) -> None: ...
 
 
+KNOWN = {"session.update", "transcription_session.update", "input_audio_buffer.append",
+         "input_audio_buffer.commit", "input_audio_buffer.clear"}  # fmt: skip
+
+
 class Closed(Exception):
     """The session ends: (WebSocket close code, reason)."""
 
@@ -65,7 +69,9 @@ class Realtime:
         self.traffic.connections[PROTOCOL] = self.open
         self.traffic.sessions.labels(PROTOCOL).set(self.open)
 
-    async def serve(self, channel: Channel, intent: str | None) -> None:
+    async def serve(self, channel: Channel, intent: str | None, beta: bool = False) -> None:
+        """Run one session; `beta`: the client announced the beta protocol (`OpenAI-Beta:
+        realtime=v1`), so the session speaks the beta names from its first event on."""
         if intent != "transcription":
             err = bad_request(f"this server serves transcription sessions only, not intent "
                               f"{intent!r}: connect to {PATH}?intent=transcription", "intent",
@@ -83,7 +89,7 @@ class Realtime:
                            "session_limit_reached")  # fmt: skip
             await _refuse(channel, err, 1013, self.traffic)
             return
-        session = Session(self, channel)
+        session = Session(self, channel, beta)
         self._count(+1)
         self.sessions.add(session)
         try:
@@ -115,11 +121,11 @@ async def _refuse(channel: Channel, err: APIError, code: int, traffic: Traffic,
 
 
 class Session:
-    def __init__(self, door: Realtime, channel: Channel) -> None:
+    def __init__(self, door: Realtime, channel: Channel, beta: bool = False) -> None:
         self.door, self.gw, self.channel = door, door.gw, channel
         self.settings = door.settings
         self.id = new_id("sess")
-        self.config = Config()
+        self.config = Config(beta=beta)
         self.plan: TranscriptionPlan | None = None  # resolved at the first update or commit
         self.decoder = Decoder(self.config.format)
         self.detector: Detector | None = None
@@ -145,7 +151,8 @@ class Session:
         read: asyncio.Future[Any] | None = None
         closed = Closed(1000, "client closed")
         try:
-            await self.send(event("session.created", session=self.config.describe(self.id)))
+            created = self._named("session.created", "transcription_session.created")
+            await self.send(event(created, session=self.config.describe(self.id)))
             while True:
                 read = asyncio.ensure_future(self.channel.receive())
                 while True:
@@ -211,7 +218,9 @@ class Session:
             err = as_api_error(exc)
             if err.status >= 500 and err.code == "internal_error":
                 log.error("realtime event %s failed", kind, exc_info=exc)
-            self.door.traffic.record(PROTOCOL, kind[:64], err.status, 0.0)
+            # the operation label takes known event types only: a client cannot grow the metrics
+            operation = kind if kind in KNOWN else "invalid"
+            self.door.traffic.record(PROTOCOL, operation, err.status, 0.0)
             await self.send(error_event(err, client_id))
 
     async def dispatch(self, ev: Event) -> None:
@@ -257,11 +266,13 @@ class Session:
             raise bad_request("`audio` is not valid base64", "audio", "invalid_base64") from None
         limit_samples = int(self.settings.max_buffer_s * RATE)
         incoming = len(data) * RATE // (self.config.format.rate * self.config.format.width)
-        if self.config.vad is None and len(self.buffer) + incoming > limit_samples:
+        held = 0 if self.config.vad is not None else len(self.buffer)  # VAD cuts turns itself
+        if held + incoming > limit_samples:
             raise bad_request(f"the input audio buffer holds at most "
                               f"{self.settings.max_buffer_s:g} s; commit or clear it",
                               "audio", "input_audio_buffer_too_large")  # fmt: skip
-        samples = self.decoder.decode(data)
+        loop = asyncio.get_running_loop()  # a 15 MiB append takes a while to resample
+        samples = await loop.run_in_executor(self.door.executor, self.decoder.decode, data)
         self.buffer.append(samples)
         self.door.traffic.heard(PROTOCOL, len(samples) / RATE)
         if self.config.vad is not None:
@@ -286,8 +297,10 @@ class Session:
         if detector.speech_start is None:
             self.buffer.drop_before(detector.position - self.config.vad.prefix_samples)
         elif detector.position - detector.speech_start >= limit_samples:
-            detector.reset()  # a turn as long as the buffer holds is cut there
-            await self._speech_stopped(detector.position)
+            # a turn as long as the buffer holds is cut there; what follows is the next turn's
+            cut = detector.speech_start + limit_samples
+            detector.reset()
+            await self._speech_stopped(cut)
 
     async def _speech_stopped(self, position: int) -> None:
         assert self.config.vad is not None

@@ -4,16 +4,15 @@ text as the turn's windows finish) and then `completed`, or `failed`."""
 
 from __future__ import annotations
 
-import io
 import logging
 import time
-import wave
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import numpy as np
 
+from ..audio.encode import encode_audio
 from ..errors import APIError, as_api_error
 from ..scheduler import Level
 from ..service import Gateway
@@ -62,17 +61,6 @@ class AudioBuffer:
         self.start = self.end
 
 
-def wav(samples: np.ndarray) -> bytes:
-    """16-bit mono WAV, the container tasks/ decodes (and holds against the audio budget)."""
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(RATE)
-        out.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
-    return buf.getvalue()
-
-
 @dataclass
 class Turn:
     item_id: str
@@ -92,7 +80,9 @@ async def transcribe(gw: Gateway, turn: Turn, send: Send) -> tuple[int, str]:
     texts: list[str] = []
     try:
         try:
-            work = await stt.prepare(gw, turn.plan, wav(turn.audio), Level.interactive)
+            work = await stt.prepare(
+                gw, turn.plan, encode_audio(turn.audio, "wav", RATE), Level.interactive
+            )
         except APIError as exc:
             if exc.code != "audio_too_short":
                 raise
