@@ -95,6 +95,9 @@ def test_verdict_and_render_from_fake_numbers(tmp_path: Path) -> None:
                                "ratio_p50": 1.05 / 1.0},
                       "stt": {"idle": summary([0.5, 0.6]), "loaded": summary([0.6, 0.8]),
                               "ratio_p95": 0.79 / 0.595}}  # fmt: skip
+    res["realtime"] = {"turn_s": 3.0, "text": "Turn it down.", "realtime": summary([0.9, 1.0]),
+                       "http": summary([1.0, 1.0]), "loaded": summary([1.2, 1.5]),
+                       "ratio_http_p50": 0.95, "ratio_loaded_p95": 1.5 / 0.995}  # fmt: skip
     v = res["sharing"]["verdict"]
     assert v["priority_ratio_within_target"] and v["priority_better_than_others"]
     md_path = report.write(res, tmp_path)
@@ -121,6 +124,10 @@ def test_verdict_and_render_from_fake_numbers(tmp_path: Path) -> None:
     assert "## 7. Wyoming" in md  # first audio Wyoming vs HTTP met; STT under load not met
     assert "Wyoming / HTTP (p50): 1.05x; goal <= 1.05x: met" in md
     assert "p95 under batch load / idle: 1.33x; goal <= 1.1x: **not met**" in md
+    assert "## 9. Realtime" in md  # realtime vs HTTP met; loaded vs idle not met
+    assert "| realtime turn, idle | 0.950 | 0.995 | 2 |" in md
+    assert "Realtime turn / HTTP call on the same audio (p50): 0.95x; goal <= 1.1x: met" in md
+    assert "Realtime turn p95 under batch load / idle: 1.51x; goal <= 1.1x: **not met**" in md
 
 
 def test_raw_kokoro_baseline_runs_like_the_gateway_cpu_lane() -> None:
@@ -177,6 +184,10 @@ def test_quick_report_end_to_end(tmp_path: Path) -> None:
         assert cfg["idle"]["n"] >= 1 and cfg["load"]["n"] >= 1
     assert all(c["ratio"] > 0 and c["cpu_ratio"] > 0 for c in raw["overhead"]["cases"])
     assert raw["memory_after"]["VmHWM"] > 0
+    rt = raw["realtime"]  # every turn over the WebSocket came back with its transcript
+    assert rt["realtime"]["n"] == rt["http"]["n"] == rt["loaded"]["n"] >= 2
+    assert all("volume" in t.lower() for t in rt["transcripts"]), rt["transcripts"]
+    assert "## 9. Realtime" in md
     mp3 = raw["overhead"]["mp3_encoding"]  # both encoders timed on the same audio
     assert mp3["audio_s"] > 1 and len(mp3["lame"]) == len(mp3["pyav"]) >= 3
     assert "LAME through `lameenc`" in md

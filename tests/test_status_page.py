@@ -1,8 +1,8 @@
 """The live status page (/status) in a real headless Chromium against a real `gateway serve`.
 
-The browser is Debian's `chromium`, driven over the Chrome DevTools Protocol (a websocket; the
-small client is below). The gateway runs with one CPU slot and no background slot, so work units
-queue behind each other. The test:
+The browser is Debian's `chromium`, driven over the Chrome DevTools Protocol (tests/browser.py).
+The gateway runs with one CPU slot and no background slot, so work units queue behind each other.
+The test:
 
 - opens /status without a key (keys are configured): the page says /v1/scheduler answered 401;
 - opens /status?key=...: the page goes live, shows an empty queue and no Whisper instance;
@@ -18,121 +18,27 @@ instead of hanging. Chromium missing: a skip locally, a failure under CI=true.
 
 from __future__ import annotations
 
-import base64
-import itertools
 import json
-import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import numpy as np
 import pytest
 
-from .conftest import encode, free_port, missing_tool
+from .browser import ARTIFACTS, Browser, browser_fixture  # noqa: F401  (the `browser` fixture)
+from .conftest import encode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 from soak import GatewayProcess  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
-ARTIFACTS = Path(os.environ.get("GATEWAY_TEST_ARTIFACTS", REPO / "test-artifacts"))
 KEY = "sk-status-page-test"
 STT = "whisper-tiny.en"
 DEADLINE_S = 120.0
 SENTENCE = "The little robot walked slowly across the kitchen floor and picked up a red cup."
-
-
-def _chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        path = shutil.which(name)
-        if path:
-            return path
-    missing_tool("no headless Chromium (apt-get install -y chromium; .ci/run installs it)")
-    raise AssertionError("unreachable")
-
-
-class Browser:
-    """One headless Chromium tab, driven over the DevTools protocol."""
-
-    def __init__(self, executable: str) -> None:
-        self.profile = tempfile.mkdtemp(prefix="gateway-chromium-")
-        self.port = free_port()
-        self.log = open(Path(self.profile) / "chromium.log", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [executable, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-             "--no-default-browser-check", "--disable-extensions", "--disable-dev-shm-usage",
-             f"--remote-debugging-port={self.port}", "--remote-allow-origins=*",
-             f"--user-data-dir={self.profile}", "--window-size=1400,1000", "about:blank"],
-            stdout=self.log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        self.ws: Any = None
-        self.ids = itertools.count(1)
-
-    def connect(self) -> Browser:
-        import websocket  # websocket-client, a test dependency
-
-        deadline = time.monotonic() + 60
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"chromium exited with {self.proc.returncode}")
-            try:
-                tabs = httpx.get(f"http://127.0.0.1:{self.port}/json/list", timeout=5).json()
-                page = next(t for t in tabs if t["type"] == "page")
-                break
-            except (httpx.HTTPError, StopIteration, ValueError):
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
-        self.ws = websocket.create_connection(page["webSocketDebuggerUrl"], timeout=60,
-                                              suppress_origin=True)  # fmt: skip
-        return self
-
-    def call(self, method: str, **params: Any) -> dict[str, Any]:
-        n = next(self.ids)
-        self.ws.send(json.dumps({"id": n, "method": method, "params": params}))
-        while True:  # skip events; answers come in order of the calls
-            msg = json.loads(self.ws.recv())
-            if msg.get("id") == n:
-                if "error" in msg:
-                    raise RuntimeError(f"{method}: {msg['error']}")
-                return dict(msg.get("result", {}))
-
-    def eval(self, expression: str) -> Any:
-        r = self.call("Runtime.evaluate", expression=expression, returnByValue=True)
-        if "exceptionDetails" in r:
-            raise RuntimeError(f"{expression}: {r['exceptionDetails']}")
-        return r["result"].get("value")
-
-    def goto(self, url: str) -> None:
-        self.call("Page.navigate", url=url)
-
-    def screenshot(self, path: Path) -> Path:
-        height = int(self.eval("document.documentElement.scrollHeight") or 1000)
-        self.call("Emulation.setDeviceMetricsOverride", width=1400, height=max(800, height),
-                  deviceScaleFactor=1, mobile=False)  # fmt: skip
-        data = self.call("Page.captureScreenshot", format="png")["data"]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(base64.b64decode(data))
-        return path
-
-    def close(self) -> None:
-        if self.ws is not None:
-            self.ws.close()
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(30)
-        self.log.close()
-        shutil.rmtree(self.profile, ignore_errors=True)
 
 
 # What the page shows, read from its DOM (not from /v1/scheduler).
@@ -157,16 +63,7 @@ PAGE_STATE = """(() => {
 
 def wait_page(browser: Browser, what: str, predicate: Callable[[dict], bool],
               seen: list[dict] | None = None) -> dict:  # fmt: skip
-    deadline = time.monotonic() + DEADLINE_S
-    state: dict = {}
-    while time.monotonic() < deadline:
-        state = browser.eval(PAGE_STATE) or {}
-        if seen is not None:
-            seen.append(state)
-        if state and predicate(state):
-            return state
-        time.sleep(0.1)
-    raise AssertionError(f"the page never showed {what}; last: {state}")
+    return browser.wait(PAGE_STATE, what, predicate, DEADLINE_S, seen)
 
 
 @pytest.fixture(scope="module")
@@ -181,15 +78,6 @@ def gateway() -> Iterator[GatewayProcess]:
         yield server.start()
     finally:
         server.stop()
-
-
-@pytest.fixture()
-def browser() -> Iterator[Browser]:
-    b = Browser(_chromium())
-    try:
-        yield b.connect()
-    finally:
-        b.close()
 
 
 def _clip(url: str, auth: dict[str, str]) -> bytes:

@@ -79,6 +79,16 @@ def speak(
     return read_wav(r.content)
 
 
+def padded_pcm16(base_url: str, text: str, seconds: float, rate: int) -> bytes:
+    """`text` spoken by the gateway's TTS, resampled to `rate` and padded with silence (or cut)
+    to `seconds`: 16-bit little-endian mono, as a voice command or a live turn is sent."""
+    audio, src = speak(base_url, text)
+    n = int(len(audio) * rate / src)
+    x = np.interp(np.arange(n) * src / rate, np.arange(len(audio)), audio)
+    x = np.pad(x, (0, max(0, int(seconds * rate) - n)))[: int(seconds * rate)]
+    return (np.clip(x, -1, 1) * 32767).astype("<i2").tobytes()
+
+
 def build_clip(
     base_url: str,
     seconds: float,

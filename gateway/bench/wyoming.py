@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 from wyoming.asr import Transcribe
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.client import AsyncTcpClient
@@ -69,22 +68,13 @@ async def _transcript_after_stop(port: int, pcm16k: bytes) -> float:
                 return time.perf_counter() - t0
 
 
-def _command_pcm(base: str) -> bytes:
-    """The command spoken by the gateway's TTS, padded with silence to 3 s, 16 kHz 16-bit."""
-    audio, rate = clips.speak(base, COMMAND)
-    n = int(len(audio) * 16000 / rate)
-    x = np.interp(np.arange(n) * rate / 16000, np.arange(len(audio)), audio)
-    x = np.pad(x, (0, max(0, int(COMMAND_S * 16000) - n)))[: int(COMMAND_S * 16000)]
-    return (np.clip(x, -1, 1) * 32767).astype("<i2").tobytes()
-
-
 def run(quick: bool, logs: Path, say: Any) -> dict[str, Any]:
     runs = 2 if quick else 10
     port = free_port()
     reply = " ".join(clips.POOL[4:7])  # three sentences, as the streaming section's
     with GatewayProcess({"GATEWAY_WYOMING__PORT": str(port)}, "wyoming", logs) as gw:
         base = gw.base_url
-        command = _command_pcm(base)
+        command = clips.padded_pcm16(base, COMMAND, COMMAND_S, 16000)
         batch_clips = [clips.encode(*clips.build_clip(base, 4.0 if quick else 30.0, i * 6), "mp3")
                        for i in range(2)]  # fmt: skip
         wy, http = [], []
