@@ -52,6 +52,17 @@ TEXTS = [
 ]
 
 
+@pytest.fixture(scope="module")
+def derived(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The timed model derived here and now from the pulled int8 file (about 1 s)."""
+    src = KOKORO / "model.onnx"
+    if not src.is_file():
+        missing_tool("kokoro is not pulled (gateway models pull kokoro)")
+    out = tmp_path_factory.mktemp("timed") / TIMED.name
+    timed_file(src, out)
+    return out
+
+
 def _timed_path() -> Path:
     path = KOKORO / TIMED.name
     if not path.is_file():
@@ -63,8 +74,8 @@ def _ops(path: Path) -> Counter[str]:
     return Counter(n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node)
 
 
-def test_timed_model_adds_no_node_and_no_integer_op() -> None:
-    timed, src = _timed_path(), KOKORO / "model.onnx"
+def test_timed_model_adds_no_node_and_no_integer_op(derived: Path) -> None:
+    timed, src = derived, KOKORO / "model.onnx"
     assert _ops(timed) == _ops(src)  # not one node more, fewer or of another type
     assert integer_ops(timed) == integer_ops(src)
     outputs = [o.name for o in onnx.load(str(timed), load_external_data=False).graph.output]
@@ -81,8 +92,8 @@ def test_gpu_variant_is_float_and_reports_durations() -> None:
 
 
 @pytest.fixture(scope="module")
-def sessions() -> tuple[ort.InferenceSession, ort.InferenceSession, KokoroEngine]:
-    timed = _timed_path()
+def sessions(derived: Path) -> tuple[ort.InferenceSession, ort.InferenceSession, KokoroEngine]:
+    timed = derived
     engine = KokoroEngine("kokoro", KOKORO)
 
     def session(path: Path) -> ort.InferenceSession:
@@ -114,12 +125,14 @@ def test_same_samples_as_the_untimed_model_and_durations_sum_to_the_audio(
         assert int(duration.sum()) * SAMPLES_PER_FRAME == audio.size, (duration.sum(), audio.size)
 
 
-def test_derivation_is_deterministic_and_matches_its_pin(tmp_path: Path) -> None:
-    src = KOKORO / "model.onnx"
-    first, second = tmp_path / "a.onnx", tmp_path / "b.onnx"
-    digests = {timed_file(src, first), timed_file(src, second)}
+def test_derivation_is_deterministic_and_matches_its_pin(derived: Path, tmp_path: Path) -> None:
+    first, second = derived, tmp_path / "b.onnx"
+    digests = {
+        hashlib.sha256(first.read_bytes()).hexdigest(),
+        timed_file(KOKORO / "model.onnx", second),
+    }
     assert digests == {TIMED.sha256}
-    assert hashlib.sha256(first.read_bytes()).hexdigest() == TIMED.sha256
+    assert hashlib.sha256(_timed_path().read_bytes()).hexdigest() == TIMED.sha256  # the pulled one
     assert first.stat().st_size == TIMED.size
     # a model that already reports durations (a user's own export) is left as it is
     model = onnx.load(str(first))
@@ -254,3 +267,35 @@ def test_speech_task_gives_each_unit_its_audio_and_edges() -> None:
         assert a.edges is not None and len(a.edges) == len(unit.phonemes) + 1
         np.testing.assert_array_equal(a.edges, b.edges)  # deterministic
         np.testing.assert_array_equal(a.audio, audio)
+
+
+def test_a_corrupt_timed_file_is_a_corrupt_model(tmp_path: Path) -> None:
+    """The CPU lane loads the timed file: one that hashes wrong (same size) takes the model out,
+    with the file named, as a corrupt main file does; a missing one only means no timings."""
+    from gateway.service import Gateway
+
+    from .test_gpu_variant import _verified
+
+    _timed_path()
+    for model in ("whisper-base", "whisper-tiny.en"):
+        (tmp_path / model).symlink_to(MODELS_DIR / model)
+    dest = tmp_path / "kokoro"
+    dest.mkdir()
+    shutil.copy(KOKORO / RECORD, dest / RECORD)
+    for name in ("model.onnx", "voices.npz", GPU.name):
+        (dest / name).symlink_to(KOKORO / name)
+    with open(dest / TIMED.name, "wb") as fh:
+        fh.truncate(TIMED.size or 0)  # the right size, the wrong bytes
+    settings = Settings()
+    settings.models.dir = tmp_path
+    gw = Gateway(settings)
+    assert gw.models["kokoro"].engine is not None  # the size looked right
+    _verified(gw)
+    state = gw.models["kokoro"]
+    assert state.engine is None and any(TIMED.name in p for p in state.problems), state.problems
+
+    (dest / TIMED.name).unlink()  # missing: the main file serves, untimed
+    gw = Gateway(settings)
+    _verified(gw)
+    engine = gw.models["kokoro"].engine
+    assert isinstance(engine, KokoroEngine) and engine.model_path.name == "model.onnx"
