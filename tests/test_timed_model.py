@@ -31,7 +31,7 @@ from gateway.engines.kokoro import (
     char_edges,
     cpu_session_options,
 )
-from gateway.registry.dequantize import integer_ops
+from gateway.registry.dequantize import dequantize_file, integer_ops
 from gateway.registry.manifest import load_manifest
 from gateway.registry.store import RECORD, ModelStore
 from gateway.registry.timed import add_duration_output, timed_file
@@ -82,13 +82,30 @@ def test_timed_model_adds_no_node_and_no_integer_op(derived: Path) -> None:
     assert outputs == ["audio", "duration"]
 
 
-def test_gpu_variant_is_float_and_reports_durations() -> None:
+def test_gpu_variant_is_float_reports_durations_and_speaks_as_before(tmp_path: Path) -> None:
+    """The GPU file, derived from the timed one, against the float model derived from the
+    untimed int8 file (the GPU variant before timings): the same samples on the CPU."""
     gpu = KOKORO / GPU.name
     if not gpu.is_file():
         missing_tool(f"{GPU.name} is not made (gateway models pull kokoro)")
     model = onnx.load(str(gpu), load_external_data=False)
     assert [o.name for o in model.graph.output] == ["audio", "duration"]
     assert integer_ops(gpu) == []
+    del model
+    before = tmp_path / "untimed.gpu.onnx"
+    dequantize_file(KOKORO / "model.onnx", before)
+    engine = KokoroEngine("kokoro", KOKORO)
+    tokens = engine.tokenizer().tokenize(engine.tokenizer().phonemize(TEXTS[0], "en-us"))
+    feed = {
+        "tokens": np.array([[0, *tokens, 0]], dtype=np.int64),
+        "style": engine.voices["jf_alpha"][len(tokens) - 1],
+        "speed": np.array([1.0], dtype=np.float32),
+    }
+    cpu = {"sess_options": cpu_session_options(2), "providers": ["CPUExecutionProvider"]}
+    (expected,) = ort.InferenceSession(str(before), **cpu).run(None, feed)
+    audio, duration = ort.InferenceSession(str(gpu), **cpu).run(None, feed)
+    np.testing.assert_array_equal(audio, expected)
+    assert int(duration.sum()) * SAMPLES_PER_FRAME == audio.size
 
 
 @pytest.fixture(scope="module")
