@@ -291,28 +291,15 @@ def test_a_corrupt_timed_file_is_a_corrupt_model(tmp_path: Path) -> None:
     with the file named, as a corrupt main file does; a missing one only means no timings."""
     from gateway.service import Gateway
 
-    from .test_gpu_variant import _verified
+    from .test_gpu_variant import _verified, linked_models
 
-    _timed_path()
-    for model in ("whisper-base", "whisper-tiny.en"):
-        (tmp_path / model).symlink_to(MODELS_DIR / model)
-    dest = tmp_path / "kokoro"
-    dest.mkdir()
-    shutil.copy(KOKORO / RECORD, dest / RECORD)
-    for name in ("model.onnx", "voices.npz", GPU.name):
-        (dest / name).symlink_to(KOKORO / name)
-    with open(dest / TIMED.name, "wb") as fh:
-        fh.truncate(TIMED.size or 0)  # the right size, the wrong bytes
-    settings = Settings()
-    settings.models.dir = tmp_path
-    gw = Gateway(settings)
+    gw = Gateway(linked_models(tmp_path / "corrupt", TIMED.name))
     assert gw.models["kokoro"].engine is not None  # the size looked right
     _verified(gw)
     state = gw.models["kokoro"]
     assert state.engine is None and any(TIMED.name in p for p in state.problems), state.problems
 
-    (dest / TIMED.name).unlink()  # missing: the main file serves, untimed
-    gw = Gateway(settings)
+    gw = Gateway(linked_models(tmp_path / "missing", TIMED.name, missing=True))
     _verified(gw)
     engine = gw.models["kokoro"].engine
     assert isinstance(engine, KokoroEngine) and engine.model_path.name == "model.onnx"
