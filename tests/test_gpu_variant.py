@@ -34,6 +34,7 @@ MODELS_DIR = Settings().models.dir  # honours GATEWAY_MODELS__DIR
 
 MANIFEST = load_manifest()
 VARIANT = next(v for v in MANIFEST["kokoro"].variants if v.lane == "gpu")
+TIMED = next(v for v in MANIFEST["kokoro"].variants if v.lane == "cpu")  # the GPU file's source
 TEXT = ("The quick brown fox jumps over the lazy dog, and then it runs far away into the "
         "forest to find some food before the winter comes.")  # fmt: skip
 
@@ -112,9 +113,9 @@ def test_dequantize_is_exact_on_a_quantized_model(tmp_path: Path, per_channel: b
 
 @pytest.fixture(scope="module")
 def derived(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    src = MODELS_DIR / "kokoro" / "model.onnx"
+    src = MODELS_DIR / "kokoro" / (VARIANT.source_file or "")
     if not src.is_file():
-        missing_tool("kokoro is not pulled (gateway models pull kokoro)")
+        missing_tool(f"kokoro's {VARIANT.source_file} is not made (gateway models pull kokoro)")
     out = tmp_path_factory.mktemp("variant") / VARIANT.name
     dequantize_file(src, out)
     return out
@@ -159,7 +160,7 @@ def _store_copy(tmp_path: Path) -> ModelStore:
         missing_tool("the Kokoro GPU variant is not made (gateway models pull kokoro)")
     dest = tmp_path / "kokoro"
     dest.mkdir()
-    for name in ("model.onnx", "voices.npz", RECORD, VARIANT.name):
+    for name in ("model.onnx", "voices.npz", RECORD, TIMED.name, VARIANT.name):
         (dest / name).symlink_to(src / name) if name.endswith("onnx") else shutil.copy(
             src / name, dest / name
         )
@@ -170,7 +171,7 @@ def test_missing_or_corrupt_variant_is_named_and_the_gpu_lane_refuses(tmp_path: 
     store = _store_copy(tmp_path)
     path, problem = store.variant_path("kokoro", "gpu")
     assert path is not None and problem is None
-    assert store.verify_variants("kokoro") == {"gpu": None}
+    assert store.verify_variants("kokoro") == {"cpu": None, "gpu": None}
     # corrupt: same size, one byte changed -> the hash check names it
     broken = tmp_path / "kokoro" / VARIANT.name
     broken.unlink()
@@ -198,7 +199,30 @@ def test_pull_derives_the_variant_offline_and_records_it(tmp_path: Path) -> None
     meta = record["variants"][VARIANT.name]
     assert meta == {"lane": "gpu", "sha256": VARIANT.sha256, "size": VARIANT.size,
                     "upstream": False}  # fmt: skip
-    assert store.verify("kokoro") == [] and store.verify_variants("kokoro") == {"gpu": None}
+    assert store.verify("kokoro") == []
+    assert store.verify_variants("kokoro") == {"cpu": None, "gpu": None}
+
+
+def linked_models(tmp_path: Path, broken: str | None = None, missing: bool = False) -> Settings:
+    """Settings for a models folder that links the real files, except the Kokoro file `broken`:
+    replaced by same-size zeros, or absent with `missing`."""
+    src = MODELS_DIR / "kokoro"
+    if not (src / VARIANT.name).is_file() or not (src / TIMED.name).is_file():
+        missing_tool("the Kokoro lane variants are not made (gateway models pull kokoro)")
+    dest = tmp_path / "kokoro"
+    dest.mkdir(parents=True)
+    for model in ("whisper-base", "whisper-tiny.en"):
+        (tmp_path / model).symlink_to(MODELS_DIR / model)
+    shutil.copy(src / RECORD, dest / RECORD)
+    for name in ("model.onnx", "voices.npz", TIMED.name, VARIANT.name):
+        if name != broken:
+            (dest / name).symlink_to(src / name)
+        elif not missing:
+            with open(dest / name, "wb") as fh:
+                fh.truncate((src / name).stat().st_size)  # the right size, the wrong bytes
+    settings = Settings()
+    settings.models.dir = tmp_path
+    return settings
 
 
 def _gateway_with_variant(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, corrupt: bool,
@@ -208,24 +232,9 @@ def _gateway_with_variant(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, corru
     from gateway.scheduler import SimulatedGpu
     from gateway.service import Gateway
 
-    src = MODELS_DIR / "kokoro"
-    if not (src / VARIANT.name).is_file():
-        missing_tool("the Kokoro GPU variant is not made (gateway models pull kokoro)")
-    for model in ("whisper-base", "whisper-tiny.en"):
-        (tmp_path / model).symlink_to(MODELS_DIR / model)
-    dest = tmp_path / "kokoro"
-    dest.mkdir()
-    shutil.copy(src / RECORD, dest / RECORD)
-    for name in ("model.onnx", "voices.npz"):
-        (dest / name).symlink_to(src / name)
-    if corrupt:
-        with open(dest / VARIANT.name, "wb") as fh:
-            fh.truncate(VARIANT.size or 0)  # the right size, the wrong bytes
-    elif not missing:
-        (dest / VARIANT.name).symlink_to(src / VARIANT.name)
+    broken = VARIANT.name if corrupt or missing else None
+    settings = linked_models(tmp_path, broken, missing)
     monkeypatch.setattr(KokoroEngine, "gpu_support", lambda self: (True, "simulated CUDA"))
-    settings = Settings()
-    settings.models.dir = tmp_path
     return Gateway(settings, gpu=SimulatedGpu(total_mib=16384))
 
 
