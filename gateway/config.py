@@ -21,7 +21,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from .config_scheduler import QueuePolicy as QueuePolicy
 from .config_scheduler import SchedulerSettings
 from .config_wyoming import WyomingSettings
-from .engines.languages import LANGUAGE_NAMES
+from .text.languages import LANGUAGE_NAMES
 
 
 class Placement(str, Enum):

@@ -20,12 +20,12 @@ from kokoro_onnx.chunker import pause_after, split_phonemes
 from kokoro_onnx.config import MAX_PHONEME_LENGTH, SAMPLE_RATE
 from kokoro_onnx.tokenizer import Tokenizer
 
-from . import japanese
+from ..text import japanese
+from ..text.normalize import normalize_text
+from ..text.text import detect_lang
 from .base import Device
 from .cuda import high_priority_stream
 from .memory import release_free_memory
-from .normalize import normalize_text
-from .text import detect_lang
 
 OPENAI_VOICES = (
     "alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer", "verse",

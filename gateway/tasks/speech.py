@@ -11,10 +11,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..engines.kokoro import OPENAI_VOICES, KokoroEngine, NothingToSpeak, SpeechUnit, VoiceError
-from ..engines.normalize import SpokenTooLong
 from ..errors import ModelLookupError, bad_request
 from ..scheduler import Job, Level
 from ..service import Gateway
+from ..text.normalize import SpokenTooLong
 
 # Read aloud, text grows (`$1,234,567` is 10 characters, its words 78; a digit read alone, 5):
 # the words may be this many times the input limit, so the work a request can ask for stays
