@@ -207,6 +207,11 @@ class Gateway:
         self, model_id: str, problems: list[str], variants: dict[str, str | None]
     ) -> None:
         state = self.models[model_id]
+        # A CPU lane file (the timed model) that is there but hashes wrong is as corrupt as the
+        # main files: the CPU lane loads it. One that is missing was never used (main file).
+        cpu = variants.get("cpu")
+        if cpu and self.store.variant_path(model_id, "cpu")[0] is not None:
+            problems = [*problems, cpu]
         if problems:
             state.problems += problems
             state.engine = None

@@ -34,6 +34,7 @@ MODELS_DIR = Settings().models.dir  # honours GATEWAY_MODELS__DIR
 
 MANIFEST = load_manifest()
 VARIANT = next(v for v in MANIFEST["kokoro"].variants if v.lane == "gpu")
+TIMED = next(v for v in MANIFEST["kokoro"].variants if v.lane == "cpu")  # the GPU file's source
 TEXT = ("The quick brown fox jumps over the lazy dog, and then it runs far away into the "
         "forest to find some food before the winter comes.")  # fmt: skip
 
@@ -112,9 +113,9 @@ def test_dequantize_is_exact_on_a_quantized_model(tmp_path: Path, per_channel: b
 
 @pytest.fixture(scope="module")
 def derived(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    src = MODELS_DIR / "kokoro" / "model.onnx"
+    src = MODELS_DIR / "kokoro" / (VARIANT.source_file or "")
     if not src.is_file():
-        missing_tool("kokoro is not pulled (gateway models pull kokoro)")
+        missing_tool(f"kokoro's {VARIANT.source_file} is not made (gateway models pull kokoro)")
     out = tmp_path_factory.mktemp("variant") / VARIANT.name
     dequantize_file(src, out)
     return out
@@ -159,7 +160,7 @@ def _store_copy(tmp_path: Path) -> ModelStore:
         missing_tool("the Kokoro GPU variant is not made (gateway models pull kokoro)")
     dest = tmp_path / "kokoro"
     dest.mkdir()
-    for name in ("model.onnx", "voices.npz", RECORD, VARIANT.name):
+    for name in ("model.onnx", "voices.npz", RECORD, TIMED.name, VARIANT.name):
         (dest / name).symlink_to(src / name) if name.endswith("onnx") else shutil.copy(
             src / name, dest / name
         )
@@ -170,7 +171,7 @@ def test_missing_or_corrupt_variant_is_named_and_the_gpu_lane_refuses(tmp_path: 
     store = _store_copy(tmp_path)
     path, problem = store.variant_path("kokoro", "gpu")
     assert path is not None and problem is None
-    assert store.verify_variants("kokoro") == {"gpu": None}
+    assert store.verify_variants("kokoro") == {"cpu": None, "gpu": None}
     # corrupt: same size, one byte changed -> the hash check names it
     broken = tmp_path / "kokoro" / VARIANT.name
     broken.unlink()
@@ -198,7 +199,8 @@ def test_pull_derives_the_variant_offline_and_records_it(tmp_path: Path) -> None
     meta = record["variants"][VARIANT.name]
     assert meta == {"lane": "gpu", "sha256": VARIANT.sha256, "size": VARIANT.size,
                     "upstream": False}  # fmt: skip
-    assert store.verify("kokoro") == [] and store.verify_variants("kokoro") == {"gpu": None}
+    assert store.verify("kokoro") == []
+    assert store.verify_variants("kokoro") == {"cpu": None, "gpu": None}
 
 
 def _gateway_with_variant(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, corrupt: bool,
@@ -216,7 +218,7 @@ def _gateway_with_variant(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, corru
     dest = tmp_path / "kokoro"
     dest.mkdir()
     shutil.copy(src / RECORD, dest / RECORD)
-    for name in ("model.onnx", "voices.npz"):
+    for name in ("model.onnx", "voices.npz", TIMED.name):
         (dest / name).symlink_to(src / name)
     if corrupt:
         with open(dest / VARIANT.name, "wb") as fh:

@@ -50,8 +50,11 @@ def _kokoro(
     gpu_model, problem = variants.get("gpu", (None, "no GPU variant in the manifest"))
     threads = k.gpu_threads or min(4, settings.scheduler.cores)
     gpu = GpuOptions(gpu_model, problem, k.gpu_conv_algo_search, threads, k.gpu_stream_priority)
+    # The CPU lane's timed file; without it (not pulled, a user's folder) the main model is used
+    # as it is, and has timings only if it reports durations itself.
+    cpu_model, _ = variants.get("cpu", (None, None))
     return KokoroEngine(
-        spec.id, folder, k.default_lang, k.sentence_pause_s, k.max_unit_phonemes, gpu
+        spec.id, folder, k.default_lang, k.sentence_pause_s, k.max_unit_phonemes, gpu, cpu_model
     )
 
 

@@ -3,6 +3,11 @@
 The gateway builds the InferenceSession itself (providers, thread counts, the CUDA arena cap) and
 hands it to `kokoro_onnx.Kokoro.from_session`. A request is cut into work units of phoneme
 batches; the first unit is one sentence, so streaming starts as soon as it is spoken.
+
+Timings: the CPU lane loads the timed model (`model.timed.onnx`, derived by `gateway models pull`,
+see registry/timed.py), whose second output `duration` gives the frames of every phoneme. A unit
+with `timed=True` then returns `TimedAudio` (its audio and each phoneme character's sample
+offsets); an untimed unit returns the bare audio array, as it always has.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from ..text.text import detect_lang
 from .base import Device
 from .cuda import high_priority_stream
 from .memory import release_free_memory
+from .timing import TimedAudio, char_edges, has_durations
 
 OPENAI_VOICES = (
     "alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer", "verse",
@@ -49,6 +55,10 @@ class NothingToSpeak(ValueError):
     """The input produced no phonemes."""
 
 
+class NoTimings(ValueError):
+    """Timings were asked of a model that reports no phoneme durations."""
+
+
 @dataclass(frozen=True)
 class SpeechUnit:
     phonemes: str
@@ -56,6 +66,12 @@ class SpeechUnit:
     speed: float
     pause_s: float
     lang: str
+    # Ask for phoneme timings: `KokoroEngine.run` then returns TimedAudio instead of an array.
+    timed: bool = False
+
+
+# lane variants (model.gpu.onnx, model.timed.onnx) are never a user folder's main model
+VARIANTS = (".gpu.onnx", ".timed.onnx")
 
 
 def find_files(folder: Path) -> tuple[Path, Path]:
@@ -63,7 +79,7 @@ def find_files(folder: Path) -> tuple[Path, Path]:
     model = folder / "model.onnx"
     if not model.is_file():
         # a lane variant (model.gpu.onnx) is never the CPU's model
-        candidates = sorted(p for p in folder.glob("*.onnx") if not p.name.endswith(".gpu.onnx"))
+        candidates = sorted(p for p in folder.glob("*.onnx") if not p.name.endswith(VARIANTS))
         if not candidates:
             raise FileNotFoundError(f"no .onnx model in {folder}")
         model = candidates[0]
@@ -142,10 +158,16 @@ class KokoroEngine:
         sentence_pause_s: float = 0.25,
         max_unit_phonemes: int = 250,
         gpu: GpuOptions | None = None,
+        cpu_model: Path | None = None,
     ) -> None:
+        """`cpu_model`: the CPU lane's file when it is not the folder's main model (the timed
+        variant); a user's own folder is used as it is."""
         self.model_id = model_id
         self.folder = folder
         self.model_path, self.voices_path = find_files(folder)
+        if cpu_model is not None:
+            self.model_path = cpu_model
+        self._timed: bool | None = None
         self.gpu = gpu or GpuOptions()
         with np.load(self.voices_path) as pack:
             self.voices: dict[str, np.ndarray] = {k: pack[k].astype(np.float32) for k in pack.files}
@@ -201,6 +223,14 @@ class KokoroEngine:
         style = sum(self.voices[n] * (w / total) for n, w in zip(ids, weights, strict=True))
         return ids, np.asarray(style, dtype=np.float32)
 
+    @property
+    def timings_available(self) -> bool:
+        """Whether the CPU lane's model reports phoneme durations (read once, about 0.3 s: call
+        it off the event loop; `plan(timed=True)` does)."""
+        if self._timed is None:
+            self._timed = has_durations(self.model_path)
+        return self._timed
+
     # -- planning (cheap, off the event loop but outside the scheduler) -------------------------
 
     def tokenizer(self) -> Tokenizer:
@@ -219,6 +249,7 @@ class KokoroEngine:
         normalize: bool = True,
         first_alone: bool = False,
         max_spoken_chars: int | None = None,
+        timed: bool = False,
     ) -> list[SpeechUnit]:
         """Phonemize and cut into units under the limit; with `first_alone` (streaming) the
         first sentence is a unit of its own, so its audio goes out before the rest is made.
@@ -230,8 +261,12 @@ class KokoroEngine:
         SpokenTooLong). Japanese goes through the Japanese G2P the voices
         were trained with, its Latin words through English espeak.
 
+        `timed` marks every unit to return TimedAudio from `run`; NoTimings if the model cannot.
+
         The model takes up to 510 phonemes, but its activations grow with the batch: 250-phoneme
         units peak about 0.5 GiB lower on a long text, and yield the lane sooner."""
+        if timed and not self.timings_available:
+            raise NoTimings(f"the model of {self.model_id} reports no phoneme durations")
         ids, style = self.resolve_voice(voice)
         language = detect_lang(text, ids, self.default_lang, lang)
         if normalize:
@@ -253,7 +288,7 @@ class KokoroEngine:
         for i, batch in enumerate(batches):
             last = i == len(batches) - 1
             pause = 0.0 if last else pause_after(batch, self.sentence_pause_s, 0.1)
-            units.append(SpeechUnit(batch, style, speed, pause, language))
+            units.append(SpeechUnit(batch, style, speed, pause, language, timed))
         return units
 
     def _english(self, text: str) -> str:
@@ -313,14 +348,21 @@ class KokoroEngine:
             kokoro.sess = _ShrinkingSession(session)
         return kokoro
 
-    def run(self, handle: Any, payload: SpeechUnit) -> np.ndarray:
-        audio, _ = handle._create_batch(
+    def run(self, handle: Any, payload: SpeechUnit) -> np.ndarray | TimedAudio:
+        """The unit's audio; for a `timed` unit, TimedAudio (its audio and phoneme edges)."""
+        audio, token_edges = handle._create_batch(
             payload.phonemes, payload.style, payload.speed, True, payload.pause_s
         )
-        return np.asarray(audio, dtype=np.float32)
+        audio = np.asarray(audio, dtype=np.float32)
+        if not payload.timed:
+            return audio
+        if token_edges is None:
+            return TimedAudio(audio, None)
+        return TimedAudio(audio, char_edges(payload.phonemes, token_edges, handle.tokenizer.vocab))
 
     def unload(self, handle: Any) -> None:
         del handle
 
-    def audio_seconds(self, payload: SpeechUnit, result: np.ndarray) -> float:
-        return len(result) / SAMPLE_RATE
+    def audio_seconds(self, payload: SpeechUnit, result: np.ndarray | TimedAudio) -> float:
+        audio = result.audio if isinstance(result, TimedAudio) else result
+        return len(audio) / SAMPLE_RATE

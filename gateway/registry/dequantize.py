@@ -275,8 +275,13 @@ def integer_ops(path: Path) -> list[str]:
 
 def dequantize_file(src: Path, dest: Path) -> str:
     """Write the float model of `src` to `dest` atomically, with deterministic bytes; returns
-    their sha256 (hashed in memory: no second read of the file)."""
-    model = dequantize_model(onnx.load(str(src)))
+    their sha256."""
+    return write_model(dequantize_model(onnx.load(str(src))), dest)
+
+
+def write_model(model: onnx.ModelProto, dest: Path) -> str:
+    """Write `model` to `dest` atomically, with deterministic bytes; returns their sha256
+    (hashed in memory: no second read of the file)."""
     data = model.SerializeToString(deterministic=True)
     digest = hashlib.sha256(data).hexdigest()
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")

@@ -45,19 +45,23 @@ class Source:
 class VariantSpec:
     """Another file of a model for one lane (e.g. a float ONNX for the GPU beside the int8 one).
 
-    It is derived offline from `source_file` (`derive = "dequantize"`) and pinned by the sha256 of
-    that derivation; where downloads are allowed, an upstream release (`upstream_*`) may be pulled
-    instead and is checked against its own pin."""
+    It is derived offline from `source_file` and pinned by the sha256 of that derivation:
+    `derive = "dequantize"` (registry/dequantize.py) or `"timed"` (registry/timed.py: the phoneme
+    durations as a second output). Variants are made in manifest order, so one may derive from
+    another. Where downloads are allowed, an upstream release (`upstream_*`) may be pulled
+    instead; it is checked against its own pin, and with `upstream_timed` the durations output
+    is added to it after that check (the result is then pinned by the hash recorded at pull)."""
 
     lane: Literal["gpu", "cpu"]
     name: str
     sha256: str | None = None
     size: int | None = None
-    derive: Literal["dequantize"] | None = None
+    derive: Literal["dequantize", "timed"] | None = None
     source_file: str | None = None
     upstream_repo: str | None = None
     upstream_file: str | None = None
     upstream_sha256: str | None = None
+    upstream_timed: bool = False
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,7 @@ def _variant(raw: dict) -> VariantSpec:
         upstream_repo=upstream.get("repo"),
         upstream_file=upstream.get("file"),
         upstream_sha256=upstream.get("sha256"),
+        upstream_timed=upstream.get("timed", False),
     )
 
 

@@ -273,7 +273,7 @@ class ModelStore:
             path, problem = self.variant_path(model_id, variant.lane)
             if path is not None and model_id not in self.local_paths:
                 meta = record[variant.name]
-                expected = variant.upstream_sha256 if meta.get("upstream") else variant.sha256
+                expected = self._pin(variant, meta)
                 actual = sha256_file(path)
                 if expected and actual != expected:
                     problem = (
@@ -287,8 +287,12 @@ class ModelStore:
         """Make each lane variant present; problems are returned, not raised: without its
         variant a lane falls back (the GPU lane to the CPU), the model still works."""
         problems = []
+        record = (self._record(model_id) or {}).get("variants") or {}
         for variant in self.spec(model_id).variants:
-            if not force and self.variant_path(model_id, variant.lane)[0] is not None:
+            meta = record.get(variant.name) or {}
+            # a file made under an older pin (the manifest changed) is made again
+            current = self._pin(variant, meta) in (None, meta.get("sha256"))
+            if not force and current and self.variant_path(model_id, variant.lane)[0] is not None:
                 continue
             try:
                 self._pull_variant(model_id, variant, allow_download)
@@ -297,6 +301,14 @@ class ModelStore:
                 log.warning("lane variant not made", extra={"model": model_id, "error": str(exc)})
         return problems
 
+    @staticmethod
+    def _pin(variant: VariantSpec, meta: dict) -> str | None:
+        """The sha256 a made variant must have: the manifest's, or for an upstream file the
+        upstream pin (with durations added to it: the hash recorded when it was made)."""
+        if not meta.get("upstream"):
+            return variant.sha256
+        return meta.get("sha256") if variant.upstream_timed else variant.upstream_sha256
+
     def _pull_variant(self, model_id: str, variant: VariantSpec, allow: bool) -> None:
         folder = self.folder(model_id)
         dest = folder / variant.name
@@ -304,17 +316,12 @@ class ModelStore:
         if allow and variant.upstream_repo and variant.upstream_file:
             try:
                 src = _hub_file(variant.upstream_repo, variant.upstream_file, True)
-                digest, upstream = _assemble([src], dest, None), True
-                expected = variant.upstream_sha256
+                digest, upstream = self._from_upstream(variant, src, dest), True
+                expected = None if variant.upstream_timed else variant.upstream_sha256
             except ModelError as exc:
                 log.info("upstream variant unavailable, deriving", extra={"error": str(exc)})
         if not upstream:
-            if variant.derive != "dequantize" or not variant.source_file:
-                raise ModelError(f"no way to make {variant.name} offline")
-            from .dequantize import dequantize_file  # onnx is only needed here
-
-            digest = dequantize_file(folder / variant.source_file, dest)
-            expected = variant.sha256
+            digest, expected = _derive(variant, folder, dest), variant.sha256
         if expected and digest != expected:
             dest.unlink(missing_ok=True)
             raise ModelError(
@@ -330,6 +337,36 @@ class ModelStore:
         (folder / RECORD).write_text(json.dumps(record, indent=2), "utf-8")
         log.info("lane variant ready", extra={"model": model_id, "file": variant.name})
 
+    @staticmethod
+    def _from_upstream(variant: VariantSpec, src: Path, dest: Path) -> str:
+        if not variant.upstream_timed:
+            return _assemble([src], dest, None)  # checked against the upstream pin by the caller
+        digest = sha256_file(src)
+        if variant.upstream_sha256 and digest != variant.upstream_sha256:
+            raise ModelError(
+                f"{src.name}: sha256 {digest}, manifest pins {variant.upstream_sha256}"
+            )
+        from .timed import timed_file
+
+        return timed_file(src, dest)
+
     def remove(self, model_id: str) -> None:
         if model_id not in self.local_paths:
             shutil.rmtree(self.folder(model_id), ignore_errors=True)
+
+
+def _derive(variant: VariantSpec, folder: Path, dest: Path) -> str:
+    """Make a variant offline from another file of the model; returns its sha256."""
+    src = folder / (variant.source_file or "")
+    if variant.derive is None or not variant.source_file:
+        raise ModelError(f"no way to make {variant.name} offline")
+    if not src.is_file():
+        raise ModelError(f"{variant.name} derives from {variant.source_file}, which is missing")
+    # onnx is only needed here
+    if variant.derive == "timed":
+        from .timed import timed_file
+
+        return timed_file(src, dest)
+    from .dequantize import dequantize_file
+
+    return dequantize_file(src, dest)

@@ -1,4 +1,9 @@
-"""Speech: text -> Kokoro work units -> one job -> float32 audio (whole, or unit by unit)."""
+"""Speech: text -> Kokoro work units -> one job -> float32 audio (whole, or unit by unit).
+
+With `SpeechInput.timed` every unit also reports where each of its phoneme characters is spoken:
+`SpeechJob.each_timed / first_timed / rest_timed` give one `TimedAudio(audio, edges)` per unit
+(see engines/timing.py; `unit.phonemes` of `SpeechPlan.units` are the characters the edges
+bound). The plain methods give the audio alone, timed plan or not."""
 
 from __future__ import annotations
 
@@ -10,7 +15,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..engines.kokoro import OPENAI_VOICES, KokoroEngine, NothingToSpeak, SpeechUnit, VoiceError
+from ..engines.kokoro import (
+    OPENAI_VOICES,
+    KokoroEngine,
+    NothingToSpeak,
+    NoTimings,
+    SpeechUnit,
+    TimedAudio,
+    VoiceError,
+)
 from ..errors import ModelLookupError, bad_request
 from ..scheduler import Job, Level
 from ..service import Gateway
@@ -32,6 +45,7 @@ class SpeechInput:
     lang: str | None = None
     normalize: bool = True
     stream: bool = False  # the first sentence becomes a unit of its own (sent first)
+    timed: bool = False  # every unit reports its phoneme edges (the *_timed methods of SpeechJob)
 
 
 @dataclass(frozen=True)
@@ -85,6 +99,7 @@ async def plan(gw: Gateway, req: SpeechInput) -> SpeechPlan:
             normalize=req.normalize,
             first_alone=req.stream,
             max_spoken_chars=SPOKEN_CHARS_PER_INPUT_CHAR * limit,
+            timed=req.timed,
         )
     except SpokenTooLong as exc:
         raise bad_request(
@@ -95,6 +110,8 @@ async def plan(gw: Gateway, req: SpeechInput) -> SpeechPlan:
         ) from None
     except VoiceError as exc:
         raise bad_request(str(exc), "voice", "invalid_voice") from None
+    except NoTimings as exc:
+        raise bad_request(str(exc), "timestamps", "timestamps_unsupported") from None
     except NothingToSpeak as exc:
         if req.lang and exc.__cause__ is not None:  # the phonemizer refused the given language
             raise bad_request(str(exc), "lang", "invalid_lang") from None
@@ -122,27 +139,42 @@ class SpeechJob:
         """Every unit's audio, in order, handed to `sink` on a worker thread while the next unit
         runs (e.g. an encoder: MP3 of one unit costs about as much as a few percent of its
         synthesis, and only the last one's stays on the critical path)."""
+        await self.each_timed(lambda result: sink(result.audio))
+
+    async def each_timed(self, sink: Callable[[TimedAudio], object]) -> None:
+        """`each`, with every unit's TimedAudio (edges None unless the plan is timed)."""
         pending: asyncio.Future[object] | None = None
         try:
             for unit in self.plan.units:
-                audio = await self.job.run(unit)
+                result = await self._run(unit)
                 if pending is not None:
                     await pending
-                pending = asyncio.ensure_future(asyncio.to_thread(sink, audio))
+                pending = asyncio.ensure_future(asyncio.to_thread(sink, result))
             if pending is not None:
                 await pending
         finally:
             if pending is not None and not pending.done():
                 pending.cancel()
 
+    async def _run(self, unit: SpeechUnit) -> TimedAudio:
+        result = await self.job.run(unit)
+        return result if isinstance(result, TimedAudio) else TimedAudio(result, None)
+
     async def first(self) -> np.ndarray:
-        result: np.ndarray = await self.job.run(self.plan.units[0])
-        return result
+        return (await self.first_timed()).audio
+
+    async def first_timed(self) -> TimedAudio:
+        return await self._run(self.plan.units[0])
 
     async def rest(self) -> AsyncIterator[np.ndarray]:
         """The units after the first; a consumer that goes away cancels the queued unit."""
+        async for result in self.rest_timed():
+            yield result.audio
+
+    async def rest_timed(self) -> AsyncIterator[TimedAudio]:
+        """`rest`, with every unit's TimedAudio (edges None unless the plan is timed)."""
         for unit in self.plan.units[1:]:
-            yield await self.job.run(unit)
+            yield await self._run(unit)
 
 
 @asynccontextmanager
@@ -172,6 +204,7 @@ __all__ = [
     "input_tokens",
     "SpeechJob",
     "SpeechPlan",
+    "TimedAudio",
     "plan",
     "start",
     "voices",
