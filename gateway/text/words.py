@@ -25,8 +25,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from difflib import SequenceMatcher
 
-import numpy as np
-
 _LINK_TARGET = re.compile(r"\]\([^)\s]*\)|!\[")  # `[text](url)`: the url is not read
 _MARKUP_ANYWHERE = re.compile(r"[*`~#|<>\\^{}\[\]]+")  # emphasis, code, headings, tables
 _MARKUP_EDGES = "_()"
@@ -251,29 +249,3 @@ def _find(phonemes: str, pos: int, piece: str) -> tuple[int | None, int]:
 def _skip(phonemes: str, pos: int, piece: str) -> int:
     start, end = _find(phonemes, pos, piece)
     return pos if start is None else end
-
-
-# -- phoneme edges -> word times --------------------------------------------------------------
-
-
-def word_times(
-    pieces: list[list[tuple[int, int, int]]],
-    words: list[str],
-    edges: Sequence[np.ndarray],
-    offsets: Sequence[int],
-    sample_rate: int,
-) -> list[dict[str, float | str]]:
-    """`{"word", "start", "end"}` in seconds for the units given: unit u's pieces, its phoneme
-    edges (samples in its audio) and where its audio starts in the output (samples, encoder
-    delay included). A word cut by a unit boundary runs from its first piece to its last."""
-    spans: dict[int, list[float]] = {}
-    for unit_pieces, unit_edges, offset in zip(pieces, edges, offsets, strict=True):
-        for w, a, b in unit_pieces:
-            start = (offset + int(unit_edges[a])) / sample_rate
-            end = (offset + int(unit_edges[b])) / sample_rate
-            span = spans.setdefault(w, [start, end])
-            span[1] = end
-    return [
-        {"word": words[w], "start": round(s, 3), "end": round(e, 3)}
-        for w, (s, e) in sorted(spans.items())
-    ]
