@@ -81,8 +81,8 @@ def test_japanese_words_are_the_g2p_words_with_their_own_phonemes(tok: Tokenizer
     found = _mapped(tok, "今日は晴れです。Pythonで書きました！", "ja")
     pairs = [(w, found.phonemes[a:b]) for w, (a, b) in zip(found.words, found.spans, strict=True)]
     assert pairs == [
-        ("今日", "kʲoː"), ("は", "βa"), ("晴れ", "haɾe"), ("です", "desɨ"),
-        ("Python", "pˈaɪθən"), ("で", "de"), ("書き", "kakʲi"), ("ました", "maɕita"),
+        ("今日", "kʲoː"), ("は", "βa"), ("晴れ", "haɾe"), ("です。", "desɨ"),
+        ("Python", "pˈaɪθən"), ("で", "de"), ("書き", "kakʲi"), ("ました!", "maɕita"),
     ]  # fmt: skip
 
 
@@ -145,7 +145,8 @@ def test_english_corpus_every_written_word_is_mapped(tok: Tokenizer) -> None:
 def test_japanese_corpus_every_word_is_mapped(tok: Tokenizer) -> None:
     for sentence in JAPANESE:
         found = _mapped(tok, sentence, "ja")
-        assert "".join(found.words) == _key(sentence), sentence
+        assert _key("".join(found.words)) == _key(sentence), sentence
+        assert found.words[-1][-1] in "。?", sentence  # a word ends with its sentence's mark
         assert all(a < b for a, b in found.spans), sentence
         assert japanese.phonemize_words(sentence, lambda s: (s, []))[0] == japanese.phonemize(
             sentence, lambda s: s

@@ -215,12 +215,16 @@ def english_map(
 
 def chunk_map(phonemes: str, chunks: list[tuple[str, str]]) -> WordMap:
     """Words given with their own phonemes, in order (the Japanese G2P's), found in `phonemes`
-    (which joins them with other spacing); punctuation-only words are left out."""
-    words, spans = [], []
+    (which joins them with other spacing); punctuation is no word of its own but ends the word
+    before it."""
+    words: list[str] = []
+    spans: list[tuple[int, int]] = []
     pos = 0
     for word, ph in chunks:
         if not any(ch.isalnum() for ch in word) or not any(map(_letter, ph)):
             pos = _skip(phonemes, pos, ph)
+            if words and not word.isspace():  # 。 and 、 end the word before, as `.` would
+                words[-1] += word.strip()
             continue
         start, end = _find(phonemes, pos, ph)
         if start is None:
