@@ -164,20 +164,33 @@ def spoken_spans(
     out: list[tuple[int, int] | None] = [None] * len(spoken)
     if len(tokens) == len(words):
         for i, (a, b) in zip(words, tokens, strict=True):
-            letters = [k for k in range(a, b) if _letter(phonemes[k])]
-            out[i] = _widen(phonemes, letters[0], letters[-1] + 1)
+            out[i] = _letter_span(phonemes, range(a, b))
         return out
-    alone = phonemize_words([spoken[i] for i in words])
-    labels = [w for w, ph in zip(words, alone, strict=True) for ch in ph if _letter(ch)]
-    q = "".join(ch for ph in alone for ch in ph if _letter(ch))
-    at = [k for k, ch in enumerate(phonemes) if _letter(ch)]
-    r = "".join(phonemes[k] for k in at)
-    owner = _align(q, r, labels)
-    for w in words:
-        mine = [at[k] for k, o in enumerate(owner) if o == w]
-        if mine:
-            out[w] = _widen(phonemes, mine[0], mine[-1] + 1)
+    # Phoneme words first (cheap: whole words compared), letters only where they differ.
+    alone = ["".join(filter(_letter, ph)) for ph in phonemize_words([spoken[i] for i in words])]
+    keys = ["".join(filter(_letter, phonemes[a:b])) for a, b in tokens]
+    for tag, i1, i2, j1, j2 in SequenceMatcher(None, alone, keys, autojunk=False).get_opcodes():
+        if tag == "equal":
+            for k in range(i2 - i1):
+                out[words[i1 + k]] = _letter_span(phonemes, range(*tokens[j1 + k]))
+        elif i2 > i1 and j2 > j1:  # joined or changed in context: align their letters
+            at = [k for a, b in tokens[j1:j2] for k in range(a, b) if _letter(phonemes[k])]
+            labels = [words[i] for i in range(i1, i2) for _ in alone[i]]
+            owner = _align("".join(alone[i1:i2]), "".join(phonemes[k] for k in at), labels)
+            first: dict[int, int] = {}
+            last: dict[int, int] = {}
+            for k, w in zip(at, owner, strict=True):
+                first.setdefault(w, k)
+                last[w] = k
+            for w in first:
+                if w >= 0:  # -1: letters of words espeak gave nothing alone
+                    out[w] = _widen(phonemes, first[w], last[w] + 1)
     return out
+
+
+def _letter_span(phonemes: str, where: range) -> tuple[int, int] | None:
+    letters = [k for k in where if _letter(phonemes[k])]
+    return _widen(phonemes, letters[0], letters[-1] + 1) if letters else None
 
 
 def _align(q: str, r: str, labels: list[int]) -> list[int]:
