@@ -203,6 +203,28 @@ def test_pull_derives_the_variant_offline_and_records_it(tmp_path: Path) -> None
     assert store.verify_variants("kokoro") == {"cpu": None, "gpu": None}
 
 
+def linked_models(tmp_path: Path, broken: str | None = None, missing: bool = False) -> Settings:
+    """Settings for a models folder that links the real files, except the Kokoro file `broken`:
+    replaced by same-size zeros, or absent with `missing`."""
+    src = MODELS_DIR / "kokoro"
+    if not (src / VARIANT.name).is_file() or not (src / TIMED.name).is_file():
+        missing_tool("the Kokoro lane variants are not made (gateway models pull kokoro)")
+    dest = tmp_path / "kokoro"
+    dest.mkdir(parents=True)
+    for model in ("whisper-base", "whisper-tiny.en"):
+        (tmp_path / model).symlink_to(MODELS_DIR / model)
+    shutil.copy(src / RECORD, dest / RECORD)
+    for name in ("model.onnx", "voices.npz", TIMED.name, VARIANT.name):
+        if name != broken:
+            (dest / name).symlink_to(src / name)
+        elif not missing:
+            with open(dest / name, "wb") as fh:
+                fh.truncate((src / name).stat().st_size)  # the right size, the wrong bytes
+    settings = Settings()
+    settings.models.dir = tmp_path
+    return settings
+
+
 def _gateway_with_variant(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, corrupt: bool,
                           missing: bool = False):  # type: ignore[no-untyped-def]  # fmt: skip
     """A Gateway on a SIMULATED GPU whose models folder links the real files, with the Kokoro
@@ -210,24 +232,9 @@ def _gateway_with_variant(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, corru
     from gateway.scheduler import SimulatedGpu
     from gateway.service import Gateway
 
-    src = MODELS_DIR / "kokoro"
-    if not (src / VARIANT.name).is_file():
-        missing_tool("the Kokoro GPU variant is not made (gateway models pull kokoro)")
-    for model in ("whisper-base", "whisper-tiny.en"):
-        (tmp_path / model).symlink_to(MODELS_DIR / model)
-    dest = tmp_path / "kokoro"
-    dest.mkdir()
-    shutil.copy(src / RECORD, dest / RECORD)
-    for name in ("model.onnx", "voices.npz", TIMED.name):
-        (dest / name).symlink_to(src / name)
-    if corrupt:
-        with open(dest / VARIANT.name, "wb") as fh:
-            fh.truncate(VARIANT.size or 0)  # the right size, the wrong bytes
-    elif not missing:
-        (dest / VARIANT.name).symlink_to(src / VARIANT.name)
+    broken = VARIANT.name if corrupt or missing else None
+    settings = linked_models(tmp_path, broken, missing)
     monkeypatch.setattr(KokoroEngine, "gpu_support", lambda self: (True, "simulated CUDA"))
-    settings = Settings()
-    settings.models.dir = tmp_path
     return Gateway(settings, gpu=SimulatedGpu(total_mib=16384))
 
 
