@@ -50,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--speed", type=float, default=1.0)
     sp.add_argument("--model", default="tts-1")
     sp.add_argument("--lang", default=None)
+    sp.add_argument(
+        "--captions", type=Path, default=None,
+        help="also write captions of the words' timings (.srt or .vtt; the model needs durations)",
+    )  # fmt: skip
 
     tr = sub.add_parser("transcribe", help="transcribe an audio file, without HTTP")
     tr.add_argument("file", type=Path)
@@ -204,11 +208,19 @@ def _cmd_speak(args: argparse.Namespace, settings: Settings) -> int:
     from .local import speak
 
     fmt = args.format or (args.output.suffix.lstrip(".") or "mp3")
-    data = asyncio.run(
-        speak(settings, args.text, args.voice, fmt, args.speed, args.model, args.lang)
+    kind = None
+    if args.captions is not None:
+        kind = args.captions.suffix.lstrip(".").lower()
+        if kind not in ("srt", "vtt"):
+            raise SystemExit(f"--captions {args.captions}: name a .srt or .vtt file")
+    data, captions = asyncio.run(
+        speak(settings, args.text, args.voice, fmt, args.speed, args.model, args.lang, kind)
     )
     args.output.write_bytes(data)
     print(f"wrote {len(data)} bytes to {args.output}", file=sys.stderr)
+    if args.captions is not None and captions is not None:
+        args.captions.write_text(captions, "utf-8")
+        print(f"wrote captions to {args.captions}", file=sys.stderr)
     return 0
 
 

@@ -22,7 +22,7 @@ from .config_realtime import RealtimeSettings
 from .config_scheduler import QueuePolicy as QueuePolicy
 from .config_scheduler import SchedulerSettings
 from .config_wyoming import WyomingSettings
-from .engines.languages import LANGUAGE_NAMES
+from .text.languages import LANGUAGE_NAMES
 
 
 class Placement(str, Enum):

@@ -3,11 +3,13 @@ CLI validates, schedules and formats exactly as the HTTP API does."""
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import httpx
 
 from .app import create_app
+from .audio.subtitles import to_srt, to_vtt, word_cues
 from .config import Settings
 
 
@@ -28,12 +30,28 @@ async def _call(settings: Settings, method: str, path: str, **kwargs: Any) -> ht
 
 
 async def speak(
-    settings: Settings, text: str, voice: str, fmt: str, speed: float, model: str, lang: str | None
-) -> bytes:
-    body = {"model": model, "input": text, "voice": voice, "response_format": fmt, "speed": speed}
+    settings: Settings,
+    text: str,
+    voice: str,
+    fmt: str,
+    speed: float,
+    model: str,
+    lang: str | None,
+    captions: str | None = None,
+) -> tuple[bytes, str | None]:
+    """The audio, and with `captions` ("srt" or "vtt") its captions from the words' timings
+    (one synthesis: the JSON form of `timestamps: true`)."""
+    body: dict[str, Any] = {
+        "model": model, "input": text, "voice": voice, "response_format": fmt, "speed": speed,
+    }  # fmt: skip
     if lang:
         body["lang"] = lang
-    return (await _call(settings, "POST", "/v1/audio/speech", json=body)).content
+    if captions is None:
+        return (await _call(settings, "POST", "/v1/audio/speech", json=body)).content, None
+    body["timestamps"] = True
+    timed = (await _call(settings, "POST", "/v1/audio/speech", json=body)).json()
+    cues = word_cues(timed["words"])
+    return base64.b64decode(timed["audio"]), to_srt(cues) if captions == "srt" else to_vtt(cues)
 
 
 async def transcribe(

@@ -1,5 +1,5 @@
 """Structural rules of the package: front doors (api/, wyoming/, realtime/) never import engines,
-no import circle, short files."""
+the text side (text/) imports no layer above it, no import circle, short files."""
 
 from __future__ import annotations
 
@@ -103,6 +103,28 @@ def test_front_door_rule_catches_an_engine_import() -> None:
     seen = {"gateway.engines.kokoro", "gateway.scheduler.core", "gateway.scheduler",
             "gateway.scheduler.Level", "gateway.tasks.speech"}  # fmt: skip
     assert _violations(seen, modules) == {"gateway.engines.kokoro", "gateway.scheduler.core"}
+
+
+TEXT_FORBIDDEN = ("gateway.engines", "gateway.scheduler", "gateway.tasks", "gateway.api",
+                  "gateway.wyoming", "gateway.realtime")  # fmt: skip
+
+
+def _text_violations(imports: set[str]) -> set[str]:
+    """The text side (normalization, G2P, the word map) is pure text: engines and tasks use it,
+    it uses none of them."""
+    return {i for i in imports if i.startswith(TEXT_FORBIDDEN)}
+
+
+def test_text_package_imports_no_engine_scheduler_task_or_front_door() -> None:
+    paths = list((ROOT / "text").glob("*.py"))
+    assert {"normalize.py", "japanese.py", "text.py", "languages.py"} <= {p.name for p in paths}
+    bad = {p.name: v for p in paths if (v := _text_violations(_imports(p)))}
+    assert not bad, bad
+
+
+def test_text_rule_catches_an_engine_import() -> None:
+    seen = {"gateway.engines.kokoro", "gateway.tasks", "gateway.text.numbers", "gateway.errors"}
+    assert _text_violations(seen) == {"gateway.engines.kokoro", "gateway.tasks"}
 
 
 def test_no_import_circle() -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import pyopenjtalk
 from kokoro_onnx.tokenizer import Tokenizer
 
-from gateway.engines.japanese import MAX_PIECE_CHARS, JapaneseG2P, phonemize, pieces, split_runs
+from gateway.text.japanese import MAX_PIECE_CHARS, JapaneseG2P, phonemize, pieces, split_runs
 
 from .roundtrip import kokoro, speak, transcribe
 

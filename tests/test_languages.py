@@ -21,10 +21,10 @@ from pydantic import ValidationError
 from gateway.app import create_app
 from gateway.config import Settings, WhisperSettings, env_vars
 from gateway.engines.base import Device
-from gateway.engines.languages import Detection
 from gateway.engines.whisper import TranscribeUnit, WhisperEngine, detect
 from gateway.service import Gateway
 from gateway.tasks import transcription as stt
+from gateway.text.languages import Detection
 
 from .conftest import encode, models_dir, run_asgi, spoken_16k, wer
 

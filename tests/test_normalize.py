@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.engines.normalize import SpokenTooLong, normalize_text
-from gateway.engines.text import split_sentences
+from gateway.text.normalize import SpokenTooLong, normalize_text
+from gateway.text.text import split_sentences
 
 from .conftest import wer
 from .roundtrip import speak, transcribe

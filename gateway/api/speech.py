@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..audio.encode import FORMATS, StreamEncoder, WholeEncoder
 from ..scheduler import Level
 from ..tasks import speech
+from . import speech_timings as timings
 from .deps import (
     ERRORS,
     GatewayDep,
@@ -46,9 +47,12 @@ from .deps import (
 
 router = APIRouter(prefix="/v1/audio", tags=["speech"], dependencies=[Depends(require_key)])
 
-SpeechFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm"]
+SpeechFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm", "srt", "vtt"]
 AUDIO_CONTENT: dict[str, dict] = {f.media_type: {} for f in FORMATS.values()} | {
-    "text/event-stream": {}
+    "text/event-stream": {},
+    "application/json": {},  # timestamps: true
+    "text/plain": {},  # srt
+    "text/vtt": {},
 }
 
 
@@ -79,7 +83,11 @@ class SpeechRequest(BaseModel):
         description="An OpenAI voice name (`alloy` ... `marin`, `cedar`), an installed voice id, "
         'or a mix `a+b` / `a(2)+b(1)`; or any of them as `{"id": ...}`.',
     )
-    response_format: SpeechFormat = "mp3"
+    response_format: SpeechFormat = Field(
+        "mp3",
+        description="An audio format; `srt` and `vtt` (with `timestamps: true`) are captions "
+        "of the speech instead of its audio.",
+    )
     speed: float = Field(1.0, ge=0.25, le=4.0, allow_inf_nan=False)
     stream: bool = Field(
         False,
@@ -104,6 +112,13 @@ class SpeechRequest(BaseModel):
         description="Extension: read Markdown, emoji, URLs and (in English) numbers, dates "
         "and units as a person would; `false` speaks the text as given.",
     )
+    timestamps: bool = Field(
+        False,
+        description="Extension: word timings from the model's phoneme durations. Not streamed: "
+        'JSON `{"audio": base64, "format", "duration", "words": [{"word", "start", "end"}]}` '
+        "(`srt`/`vtt`: the captions alone); with `stream_format: sse` each "
+        "`speech.audio.delta` carries its `words`; raw streamed audio cannot carry them (400).",
+    )
 
 
 @router.post(
@@ -122,18 +137,30 @@ async def create_speech(
     timeout_s: Annotated[float | None, Depends(queue_timeout)] = None,
 ) -> Response:
     streaming = body.stream or "stream_format" in body.model_fields_set
+    fmt = body.response_format
+    sse_out = body.stream_format == "sse"
+    timed = body.timestamps
+    timings.check(timed, fmt, streaming, sse_out)
     voice = body.voice.id if isinstance(body.voice, VoiceId) else body.voice
     plan = await speech.plan(
         gw,
         speech.SpeechInput(
-            body.model, body.input, voice, body.speed, body.lang, body.normalize, streaming
+            body.model, body.input, voice, body.speed, body.lang, body.normalize, streaming, timed
         ),
     )
-    fmt = body.response_format
-    sse_out = body.stream_format == "sse"
-    media = "text/event-stream" if sse_out else FORMATS[fmt].media_type
+    quality = gw.settings.server.mp3_quality
     async with speech.start(gw, plan, level, timeout_s) as job:
         headers = {"X-Model": job.model, "X-Priority": job.level.name}
+        if timed and not streaming:
+            return await timings.whole(job, request, fmt, quality, headers)
+        if timed:
+            first_timed = await until_disconnect(request, job.first_timed())
+            samples: list[int] = []
+            usage = _Usage(speech.input_tokens(plan), samples, job.sample_rate)
+            events = timings.sse_events(job, first_timed, fmt, quality, samples)
+            chunks = sse_or_error(_done(events, usage), request.url.path)
+            return StreamingResponse(chunks, media_type="text/event-stream", headers=headers)
+        media = "text/event-stream" if sse_out else FORMATS[fmt].media_type
         if not streaming:
             # each unit is encoded while the next one runs
             encoder = WholeEncoder(fmt, job.sample_rate, gw.settings.server.mp3_quality)
@@ -141,7 +168,7 @@ async def create_speech(
             data = await asyncio.to_thread(encoder.finish)
             return Response(data, media_type=media, headers=headers)
         first = await until_disconnect(request, job.first())
-        samples: list[int] = []
+        samples = []
         stream_enc = StreamEncoder(fmt, job.sample_rate, gw.settings.server.mp3_quality)
         chunks = _stream(first, job.rest(), stream_enc, samples)
         if sse_out:
@@ -193,4 +220,10 @@ class _Usage:
 async def _sse(chunks: AsyncIterator[bytes], usage: _Usage) -> AsyncIterator[bytes]:
     async for chunk in chunks:
         yield sse({"type": "speech.audio.delta", "audio": base64.b64encode(chunk).decode()})
+    yield sse({"type": "speech.audio.done", "usage": usage.as_dict()})
+
+
+async def _done(events: AsyncIterator[bytes], usage: _Usage) -> AsyncIterator[bytes]:
+    async for event in events:
+        yield event
     yield sse({"type": "speech.audio.done", "usage": usage.as_dict()})

@@ -16,7 +16,7 @@ import av
 import numpy as np
 from av.audio.stream import AudioStream
 
-from .mp3 import Mp3Encoder, info_frame, to_s16
+from .mp3 import ENCODER_DELAY, Mp3Encoder, info_frame, to_s16
 
 MP3_QUALITY = 3  # LAME's default (and ffmpeg's): 2 is best, 7 fastest
 
@@ -39,6 +39,21 @@ FORMATS: dict[str, Format] = {
     "wav": Format("wav", "audio/wav", None, None, None),
     "pcm": Format("pcm", "audio/pcm", None, None, None),
 }
+
+
+# Where a decoder puts the first input sample, measured with ffmpeg's decoders through PyAV
+# (tests/test_word_timings.py checks each): a whole MP3's gapless tag has the decoder skip LAME's
+# delay; a streamed MP3 has no tag, so LAME's 576 samples and the decoder's own 529 come first;
+# ADTS cannot state AAC's 1024 priming samples; Ogg Opus's pre-skip is honoured; the rest are
+# sample for sample.
+MP3_DECODER_DELAY = 529
+
+
+def decoder_delay(fmt: str, streamed: bool) -> int:
+    """Samples a decoder plays before the first sample given to the encoder."""
+    if fmt == "mp3":
+        return ENCODER_DELAY + MP3_DECODER_DELAY if streamed else 0
+    return 1024 if fmt == "aac" else 0
 
 
 def wav_header(sample_rate: int, n_samples: int | None) -> bytes:

@@ -1,4 +1,4 @@
-"""SRT and WebVTT from transcription segments."""
+"""SRT and WebVTT from transcription segments, or from spoken words' timings."""
 
 from __future__ import annotations
 
@@ -28,3 +28,28 @@ def to_vtt(segments: Iterable[dict[str, Any]]) -> str:
         start, end = _ts(seg["start"], "."), _ts(seg["end"], ".")
         cues.append(f"{start} --> {end}\n{seg['text'].strip()}\n")
     return "\n".join(cues)
+
+
+CUE_CHARS = 42  # a subtitle line's usual most
+
+
+def word_cues(words: Iterable[dict[str, Any]], most: int = CUE_CHARS) -> list[dict[str, Any]]:
+    """Words with times -> caption cues of at most `most` characters, a new cue after each
+    sentence end; each cue from its first word's start to its last word's end."""
+    cues: list[dict[str, Any]] = []
+    line: list[dict[str, Any]] = []
+
+    def close() -> None:
+        if line:
+            text = " ".join(str(w["word"]) for w in line)
+            cues.append({"start": line[0]["start"], "end": line[-1]["end"], "text": text})
+            line.clear()
+
+    for word in words:
+        if line and len(" ".join(str(w["word"]) for w in [*line, word])) > most:
+            close()
+        line.append(word)
+        if str(word["word"])[-1:] in ".!?。！？…":
+            close()
+    close()
+    return cues

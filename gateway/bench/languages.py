@@ -111,7 +111,7 @@ def run(say: Any, logs: Path, quick: bool = False) -> dict[str, Any]:
     library."""
     from faster_whisper import WhisperModel
 
-    from ..engines.languages import LANGUAGE_NAMES
+    from ..text.languages import LANGUAGE_NAMES
 
     codes = {name: code for code, name in LANGUAGE_NAMES.items()}
     items = corpus(quick)

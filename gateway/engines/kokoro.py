@@ -16,7 +16,7 @@ import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import onnxruntime as ort
@@ -25,12 +25,13 @@ from kokoro_onnx.chunker import pause_after, split_phonemes
 from kokoro_onnx.config import MAX_PHONEME_LENGTH, SAMPLE_RATE
 from kokoro_onnx.tokenizer import Tokenizer
 
-from . import japanese
+from ..text.normalize import SpokenTooLong
+from ..text.text import detect_lang
+from ..text.words import WordMap
+from . import kokoro_text
 from .base import Device
 from .cuda import high_priority_stream
 from .memory import release_free_memory
-from .normalize import normalize_text
-from .text import detect_lang
 from .timing import TimedAudio, char_edges, has_durations
 
 OPENAI_VOICES = (
@@ -265,21 +266,56 @@ class KokoroEngine:
 
         The model takes up to 510 phonemes, but its activations grow with the batch: 250-phoneme
         units peak about 0.5 GiB lower on a long text, and yield the lane sooner."""
+        args = (text, voice, speed, lang, normalize, first_alone, max_spoken_chars)
+        return self._plan(*args, timed=timed, words=False)[0]
+
+    def plan_words(
+        self,
+        text: str,
+        voice: str,
+        speed: float,
+        lang: str | None = None,
+        *,
+        normalize: bool = True,
+        first_alone: bool = False,
+        max_spoken_chars: int | None = None,
+    ) -> tuple[list[SpeechUnit], WordMap]:
+        """`plan(timed=True)` (the same units), and the map of their phonemes to the words
+        of `text` as written (text/words.py)."""
+        args = (text, voice, speed, lang, normalize, first_alone, max_spoken_chars)
+        units, words = self._plan(*args, timed=True, words=True)
+        return units, cast(WordMap, words)
+
+    def _plan(
+        self,
+        text: str,
+        voice: str,
+        speed: float,
+        lang: str | None,
+        normalize: bool,
+        first_alone: bool,
+        max_spoken_chars: int | None,
+        *,
+        timed: bool,
+        words: bool,
+    ) -> tuple[list[SpeechUnit], WordMap | None]:
         if timed and not self.timings_available:
             raise NoTimings(f"the model of {self.model_id} reports no phoneme durations")
         ids, style = self.resolve_voice(voice)
         language = detect_lang(text, ids, self.default_lang, lang)
-        if normalize:
-            text = normalize_text(text, language, max_spoken_chars)
-        text = " ".join(text.split())
         try:
-            if language.startswith("ja"):
-                phonemes = japanese.phonemize(text, self._english)
-            else:
-                phonemes = self.tokenizer().phonemize(text, language)
+            phonemes, word_map = kokoro_text.phonemize(
+                self.tokenizer(),
+                text,
+                language,
+                normalize=normalize,
+                max_spoken_chars=max_spoken_chars,
+                words=words,
+            )
+        except SpokenTooLong:
+            raise
         except (RuntimeError, ValueError) as exc:
             raise NothingToSpeak(f"cannot phonemize for language {language!r}: {exc}") from exc
-        phonemes = " ".join(phonemes.split())
         if not any(ch.isalpha() for ch in phonemes):
             raise NothingToSpeak("input has nothing to speak")
         parts = _SENTENCE_SPLIT.split(phonemes, maxsplit=1) if first_alone else [phonemes]
@@ -289,11 +325,7 @@ class KokoroEngine:
             last = i == len(batches) - 1
             pause = 0.0 if last else pause_after(batch, self.sentence_pause_s, 0.1)
             units.append(SpeechUnit(batch, style, speed, pause, language, timed))
-        return units
-
-    def _english(self, text: str) -> str:
-        """Latin words inside Japanese text: English espeak."""
-        return str(self.tokenizer().phonemize(text, "en-us"))
+        return units, word_map
 
     # -- runtime --------------------------------------------------------------------------------
 

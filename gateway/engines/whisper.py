@@ -25,8 +25,8 @@ from faster_whisper.transcribe import Segment
 from faster_whisper.vad import VadOptions, get_speech_timestamps
 
 from ..audio.decode import TARGET_RATE as SAMPLE_RATE  # Whisper hears 16 kHz, as decoded
+from ..text.languages import Detection
 from .base import Device
-from .languages import Detection
 from .memory import release_free_memory
 from .whisper_batch import decode_clips
 

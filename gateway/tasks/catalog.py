@@ -7,10 +7,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..engines.kokoro import OPENAI_VOICES, KokoroEngine
-from ..engines.text import VOICE_LANG, complete_sentences
 from ..engines.whisper import LANGUAGES
 from ..errors import ModelLookupError
 from ..service import Gateway
+from ..text.text import VOICE_LANG, complete_sentences
 
 
 @dataclass(frozen=True)

@@ -24,10 +24,11 @@ from ..engines.kokoro import (
     TimedAudio,
     VoiceError,
 )
-from ..engines.normalize import SpokenTooLong
 from ..errors import ModelLookupError, bad_request
 from ..scheduler import Job, Level
 from ..service import Gateway
+from ..text.normalize import SpokenTooLong
+from ..text.words import WordMap
 
 # Read aloud, text grows (`$1,234,567` is 10 characters, its words 78; a digit read alone, 5):
 # the words may be this many times the input limit, so the work a request can ask for stays
@@ -53,6 +54,8 @@ class SpeechPlan:
     model: str
     units: list[SpeechUnit]
     sample_rate: int
+    # timed plans: which phoneme characters of the units belong to which written word
+    words: WordMap | None = None
 
 
 def clean_text(text: str) -> str:
@@ -90,16 +93,8 @@ async def plan(gw: Gateway, req: SpeechInput) -> SpeechPlan:
         raise bad_request("input is empty", "input", "empty_input")
     engine = _engine(gw, model)
     try:
-        units = await asyncio.to_thread(
-            engine.plan,
-            text,
-            req.voice,
-            req.speed,
-            req.lang,
-            normalize=req.normalize,
-            first_alone=req.stream,
-            max_spoken_chars=SPOKEN_CHARS_PER_INPUT_CHAR * limit,
-            timed=req.timed,
+        units, words = await asyncio.to_thread(
+            _plan_units, engine, text, req, SPOKEN_CHARS_PER_INPUT_CHAR * limit
         )
     except SpokenTooLong as exc:
         raise bad_request(
@@ -116,7 +111,22 @@ async def plan(gw: Gateway, req: SpeechInput) -> SpeechPlan:
         if req.lang and exc.__cause__ is not None:  # the phonemizer refused the given language
             raise bad_request(str(exc), "lang", "invalid_lang") from None
         raise bad_request(str(exc), "input", "nothing_to_speak") from None
-    return SpeechPlan(model, units, engine.sample_rate)
+    return SpeechPlan(model, units, engine.sample_rate, words)
+
+
+def _plan_units(
+    engine: KokoroEngine, text: str, req: SpeechInput, most: int
+) -> tuple[list[SpeechUnit], WordMap | None]:
+    if req.timed:
+        return engine.plan_words(
+            text, req.voice, req.speed, req.lang,
+            normalize=req.normalize, first_alone=req.stream, max_spoken_chars=most,
+        )  # fmt: skip
+    units = engine.plan(
+        text, req.voice, req.speed, req.lang,
+        normalize=req.normalize, first_alone=req.stream, max_spoken_chars=most,
+    )  # fmt: skip
+    return units, None
 
 
 def input_tokens(plan: SpeechPlan) -> int:

@@ -19,7 +19,6 @@ import numpy as np
 from ..audio.budget import AudioBudgetFull, Hold
 from ..audio.decode import TARGET_RATE, AudioDecodeError, AudioFile
 from ..config import WhisperSettings, csv
-from ..engines.languages import LANGUAGE_NAMES, Detection
 from ..engines.whisper import (
     LANGUAGES,
     WHISPER_INPUT,
@@ -30,6 +29,7 @@ from ..engines.whisper import (
 from ..errors import bad_request
 from ..scheduler import Job, Level, QueueFull
 from ..service import Gateway
+from ..text.languages import LANGUAGE_NAMES, Detection
 
 NO_SPACE_LANGS = {"ja", "zh", "th", "lo", "my", "km", "yue", "bo"}
 MIN_AUDIO_S = 0.1  # OpenAI's minimum: shorter audio is a 400 `audio_too_short`

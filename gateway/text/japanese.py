@@ -49,6 +49,7 @@ class _Word:
     feature: _Feature
     char_type: int = 6  # 6: read the word from its kana
     is_unk: bool = False
+    written: str = ""  # the text as analysed (the surface of a number is its reading)
 
 
 class _OpenJTalkTagger:
@@ -71,7 +72,7 @@ class _OpenJTalkTagger:
                 # Cutlet expects digits to be spelled out before tagging; the reading is what
                 # it romanizes, so the surface can carry the reading too.
                 surface = reading
-            words.append(_Word(surface, _Feature(reading, reading)))
+            words.append(_Word(surface, _Feature(reading, reading), written=node["string"]))
         return words
 
 
@@ -96,7 +97,47 @@ def _romanizer() -> Any:
             text = mojimoji.zen_to_han(text, kana=False)
             return str(mojimoji.han_to_zen(text, digit=False, ascii=False))
 
+        def words(self, text: str) -> tuple[str, list[tuple[str, str]]]:
+            """`self(text)`'s phonemes, and each word as the analyser segments it with the
+            romanization it got (Cutlet's `__call__`, keeping the words)."""
+            if not text:
+                return "", []
+            tagged = self.tagger(self._normalize_text(text))
+            words = [
+                cutlet.Word(
+                    w.surface,
+                    cutlet.jaconv.kata2hira(w.feature.pron or w.feature.kana or w.surface),
+                    6 if w.char_type == 7 or not w.is_unk else w.char_type,
+                )
+                for w in tagged
+            ]
+            tokens = self._romaji_tokens(words)
+            out = "".join(str(tok) for tok in tokens)
+            ps = re.sub(r"\s+", " ", out.strip()).replace("(", "«").replace(")", "»")
+            ps = re.sub(r'(?<![!",.:;?»—…”]) (?=ʔ)|(?<=ʔ) (?!["«“])', "", ps)
+            written = [unicodedata.normalize("NFKC", w.written or w.surface) for w in tagged]
+            groups = _groups([w.surface for w in words], [w.char_type for w in words])
+            chunks = [
+                ("".join(written[i:j]), tok.surface.replace("(", "«").replace(")", "»"))
+                for (i, j), tok in zip(groups, tokens, strict=True)
+            ]
+            return ps, chunks
+
     return Romanizer()
+
+
+def _groups(surfaces: list[str], types: list[int]) -> list[tuple[int, int]]:
+    """The runs of analyser words Cutlet romanizes as one (its `_romaji_tokens` grouping: the
+    longest run of one character type that is a word of its dictionary)."""
+    from misaki.cutlet import JA_WORDS
+
+    out, i = [], 0
+    while i < len(surfaces):
+        z = next((z for z in range(i + 1, len(surfaces)) if types[z] != types[i]), len(surfaces))
+        j = next((j for j in range(z, i, -1) if "".join(surfaces[i:j]) in JA_WORDS), i + 1)
+        out.append((i, j))
+        i = j
+    return out
 
 
 class JapaneseG2P:
@@ -118,6 +159,33 @@ class JapaneseG2P:
                 self._romanizer = _romanizer()
             phonemes, _ = self._romanizer(text)
         return str(phonemes)
+
+    def words(self, text: str) -> tuple[str, list[tuple[str, str]]]:
+        """`phonemize(text)`, and each word as the analyser segments it with its phonemes."""
+        if not any(ch.isalnum() for ch in text):
+            return self.phonemize(text), []
+        out, chunks = [], []
+        for piece in pieces(text):
+            with self._lock:
+                if self._romanizer is None:
+                    self._romanizer = _romanizer()
+                phonemes, mine = self._romanizer.words(piece)
+            out.append(str(phonemes))
+            chunks += mine
+        return " ".join(out), chunks
+
+    def words_mixed(
+        self, text: str, latin: Callable[[str], tuple[str, list[tuple[str, str]]]]
+    ) -> tuple[str, list[tuple[str, str]]]:
+        """`phonemize_mixed`, with each word and its phonemes; `latin` gives a Latin run's
+        phonemes and its words."""
+        parts, chunks = [], []
+        for run, is_latin in split_runs(text):
+            phonemes, mine = latin(run) if is_latin else self.words(run)
+            if phonemes:
+                parts.append(phonemes)
+                chunks += mine
+        return " ".join(" ".join(parts).split()), chunks
 
     def phonemize_mixed(self, text: str, latin: Callable[[str], str]) -> str:
         """Japanese text that may hold Latin words: each run gets its own phonemizer."""
@@ -172,3 +240,11 @@ _G2P = JapaneseG2P()
 def phonemize(text: str, latin: Callable[[str], str]) -> str:
     """Japanese (or mixed Japanese and Latin) text -> Kokoro phonemes."""
     return _G2P.phonemize_mixed(text, latin)
+
+
+def phonemize_words(
+    text: str, latin: Callable[[str], tuple[str, list[tuple[str, str]]]]
+) -> tuple[str, list[tuple[str, str]]]:
+    """`phonemize`, with each word as the Japanese G2P segments it (Latin runs: as `latin`
+    segments them) and the phonemes it got, in order."""
+    return _G2P.words_mixed(text, latin)
