@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.bench import report, sharing
+from gateway.bench import report, sharing, timings
 from gateway.bench.client import BatchLoop, JobRecord, summary
 from gateway.bench.server import CpuTimes, cpu_busy, machine_info, proc_memory
 
@@ -98,6 +98,9 @@ def test_verdict_and_render_from_fake_numbers(tmp_path: Path) -> None:
     res["realtime"] = {"turn_s": 3.0, "text": "Turn it down.", "realtime": summary([0.9, 1.0]),
                        "http": summary([1.0, 1.0]), "loaded": summary([1.2, 1.5]),
                        "ratio_http_p50": 0.95, "ratio_loaded_p95": 1.5 / 0.995}  # fmt: skip
+    forms = dict.fromkeys(timings.FORMS, [2.0])
+    res["timings"] = {"rounds": 1, "times": forms, "median": dict.fromkeys(forms, 2.0),
+                      "ratio_json": 1.02, "ratio_sse": 1.04}  # fmt: skip
     v = res["sharing"]["verdict"]
     assert v["priority_ratio_within_target"] and v["priority_better_than_others"]
     md_path = report.write(res, tmp_path)
@@ -123,6 +126,8 @@ def test_verdict_and_render_from_fake_numbers(tmp_path: Path) -> None:
     assert "**not met**" in md
     assert "## 7. Wyoming" in md  # first audio Wyoming vs HTTP met; STT under load not met
     assert "Wyoming / HTTP (p50): 1.05x; goal <= 1.05x: met" in md
+    # word timings: the worse of the two forms decides (SSE 1.04x > 1.03x)
+    assert "timestamps SSE / plain SSE: 1.04x; goal <= 1.03x: **not met**" in md
     assert "p95 under batch load / idle: 1.33x; goal <= 1.1x: **not met**" in md
     assert "## 9. Realtime" in md  # realtime vs HTTP met; loaded vs idle not met
     assert "| realtime turn, idle | 0.950 | 0.995 | 2 |" in md
@@ -188,6 +193,9 @@ def test_quick_report_end_to_end(tmp_path: Path) -> None:
     assert rt["realtime"]["n"] == rt["http"]["n"] == rt["loaded"]["n"] >= 2
     assert all("volume" in t.lower() for t in rt["transcripts"]), rt["transcripts"]
     assert "## 9. Realtime" in md
+    tm = raw["timings"]  # every form ran and was timed
+    assert all(len(tm["times"][form]) == 1 for form in timings.FORMS) and tm["ratio_json"] > 0
+    assert "## 10. Word timings" in md
     mp3 = raw["overhead"]["mp3_encoding"]  # both encoders timed on the same audio
     assert mp3["audio_s"] > 1 and len(mp3["lame"]) == len(mp3["pyav"]) >= 3
     assert "LAME through `lameenc`" in md

@@ -3,7 +3,7 @@
 Sections: (1) overhead against the raw libraries, (2) sharing (the `sharing` benchmark),
 (3) throughput against concurrency, (4) memory, (5) streaming, (6) accuracy of long
 transcriptions, (7) Wyoming, (8) spoken-language detection, (9) realtime transcription over
-the WebSocket. `--quick` uses tiny inputs and few runs and writes to `--out` or a temporary
+the WebSocket, (10) the cost of word timings. `--quick` uses tiny inputs and few runs and writes to `--out` or a temporary
 folder, never to docs/.
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 
 from ..config import Settings
-from . import accuracy, goals, languages, measure, realtime, sharing, wyoming
+from . import accuracy, goals, languages, measure, realtime, sharing, timings, wyoming
 from .client import speech, transcribe
 from .server import GatewayProcess, load_average, machine_info
 
@@ -81,6 +81,7 @@ def run_report(
     res["wyoming"] = wyoming.run(quick, logs, say)  # a gateway of its own, before sharing's
     res["languages"] = languages.run(say, logs, quick)  # gateways of their own, one per setting
     res["realtime"] = realtime.run(quick, logs, say)  # a gateway of its own
+    res["timings"] = timings.run(quick, say)  # in this process; no other gateway is running
     res["sharing"] = sharing.run_sharing(quick, logs, say)
     res["load_after"] = load_average()
     res["elapsed_s"] = time.time() - started
@@ -146,6 +147,7 @@ def render(res: dict[str, Any], img: str = "img") -> str:
     out += wyoming.render(res.get("wyoming"))
     out += languages.render(res)
     out += realtime.render(res.get("realtime"))
+    out += timings.render(res.get("timings"))
     return "\n".join(out) + "\n"
 
 
