@@ -105,14 +105,18 @@ async def sse_events(
         async for result in job.rest_timed():
             yield result
 
+    def step(result: TimedAudio) -> tuple[list[dict[str, Any]], bytes]:
+        # the word clock reads the unit's loudness frame by frame: numpy work, off the loop
+        return clock.add(result), encoder.encode(result.audio)
+
     words: list[dict[str, Any]] = []
     async for result in results():
         samples.append(len(result.audio))
         try:
-            words += clock.add(result)
+            done, data = await asyncio.to_thread(step, result)
         except TimingsUnavailable as exc:
             raise unavailable(exc) from None
-        data = await asyncio.to_thread(encoder.encode, result.audio)
+        words += done
         if data:  # an encoder holding the audio back keeps its words for the next event
             yield _delta(data, words)
             words = []
