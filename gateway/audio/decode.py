@@ -22,6 +22,9 @@ TARGET_RATE = 16000
 UNKNOWN_FIRST_S = 60.0
 # A header's duration is believed up to this (or the caller's limit) for the first allocation.
 GUESS_MAX_S = 4 * 3600.0
+# Below this a header's sample rate is a lie or a joke (telephone audio is 8 kHz): 8 kB of
+# μ-law "at 1 Hz" would be over two hours of 16 kHz samples to hold and run the VAD over.
+MIN_RATE = 1000
 # Demuxers we accept (FFmpeg names; several are comma-joined aliases).
 ALLOWED_FORMATS = {
     "matroska,webm",
@@ -66,6 +69,11 @@ class AudioFile:
                 raise AudioDecodeError(f"container {fmt!r} is not a supported audio format")
             if not self._container.streams.audio:
                 raise AudioDecodeError("the file has no audio stream")
+            rate = self._container.streams.audio[0].rate or 0
+            if rate < MIN_RATE:
+                raise AudioDecodeError(
+                    f"the audio's sample rate ({rate} Hz) is below {MIN_RATE} Hz: not real audio"
+                )
         except BaseException:
             self.close()
             raise
