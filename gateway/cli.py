@@ -89,6 +89,12 @@ def main(argv: list[str] | None = None) -> int:
     return int(handler(args, settings) or 0)
 
 
+def bind_address(args: argparse.Namespace, settings: Settings) -> tuple[str, int]:
+    """Where `gateway serve` listens: a flag given on the command line, else the setting (so an
+    image or pod that passes no flags is moved by GATEWAY_SERVER__HOST/PORT alone)."""
+    return args.host or settings.server.host, args.port or settings.server.port
+
+
 def _cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import logging
     import math
@@ -147,10 +153,11 @@ def _cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
                 self.config.timeout_graceful_shutdown = max(1, math.ceil(left))
                 self.should_exit = True
 
+    host, port = bind_address(args, settings)
     config = uvicorn.Config(
         app,
-        host=args.host or settings.server.host,
-        port=args.port or settings.server.port,
+        host=host,
+        port=port,
         log_config=None,
         timeout_graceful_shutdown=int(grace) + 1,
         # the largest realtime append (base64 audio) fits one WebSocket message, with its JSON

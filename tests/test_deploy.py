@@ -23,8 +23,11 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -382,6 +385,98 @@ def test_wyoming_port_is_served_exposed_and_admitted_only_to_home_assistant(rend
     assert all(f.get("podSelector", {}).get("matchLabels") for f in rule["from"])
 
 
+def _serve_binds(argv: list[str], settings: Any) -> tuple[str, int]:
+    """Where `gateway <argv>` (a serve command) listens under `settings`, by the CLI's own rule."""
+    from gateway.cli import bind_address, build_parser
+
+    args = build_parser().parse_args(argv)
+    assert args.command == "serve", argv
+    return bind_address(args, settings)
+
+
+def _health_check_port(path: Path, env: dict[str, str]) -> int:
+    """The port the Dockerfile's HEALTHCHECK probes under `env`, by running its Python with
+    urlopen caught (the command is `python -c CODE`)."""
+    command = _docker_json(path, "HEALTHCHECK")
+    assert command[:2] == ["python", "-c"], command
+    opened: list[str] = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(os, "environ", dict(env))
+        mp.setattr(urllib.request, "urlopen", lambda url, **_: opened.append(url))
+        exec(command[2], {})  # the image's own health check, against no server
+    assert len(opened) == 1, opened
+    port = urlsplit(opened[0]).port
+    assert port is not None, opened
+    return port
+
+
+@pytest.mark.parametrize("port", ["8000", "9000"])
+def test_dockerfile_serves_where_its_health_check_probes(port: str, monkeypatch) -> None:
+    """`docker run -e GATEWAY_SERVER__PORT=9000`: the default command listens on 9000, the port the
+    health check probes (a `--port 8000` in CMD won over the setting and the container turned
+    unhealthy)."""
+    from gateway.config import Settings
+
+    for path in DOCKERFILES.values():
+        for key in [k for k in os.environ if k.startswith("GATEWAY_")]:
+            monkeypatch.delenv(key)
+        env = {**_docker_env(path), "GATEWAY_SERVER__PORT": port}
+        for key, value in env.items():
+            if key.startswith("GATEWAY_"):
+                monkeypatch.setenv(key, value)
+        settings = Settings(_env_file=None)
+        host, served = _serve_binds(_docker_json(path, "CMD"), settings)
+        assert (host, served) == ("0.0.0.0", int(port)), path.name
+        assert _health_check_port(path, env) == served, path.name
+
+
+@pytest.mark.parametrize("target", GATEWAY_TARGETS)
+def test_pod_serves_on_the_configmap_port(render, target, monkeypatch) -> None:
+    """The pod's command passes no flag that hides the ConfigMap's GATEWAY_SERVER__HOST/PORT:
+    changed there, the server moves with it."""
+    from gateway.config import Settings
+
+    docs = render(target)
+    main = _main(_pod(docs))
+    for key in [k for k in os.environ if k.startswith("GATEWAY_")]:
+        monkeypatch.delenv(key)
+    env = {**_configmap_env(docs), **_literal_env(main)}
+    env.update(GATEWAY_SERVER__PORT="9000", GATEWAY_SERVER__HOST="10.1.2.3")
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    settings = Settings(_env_file=None)
+    assert _serve_binds(main["command"][1:] + main["args"], settings) == ("10.1.2.3", 9000)
+
+
+def test_serve_without_flags_listens_on_the_port_setting(tmp_path: Path) -> None:
+    """A real `gateway serve` started as the image starts it (its CMD, no flags) with
+    GATEWAY_SERVER__PORT set, then the image's health check run as the container runs it."""
+    from .conftest import free_port
+
+    port = str(free_port())
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_SERVER__")}
+    env.update(GATEWAY_SERVER__PORT=port, GATEWAY_SERVER__HOST="127.0.0.1",
+               GATEWAY_WYOMING__PORT="0")  # fmt: skip
+    gateway = Path(sys.executable).parent / "gateway"
+    cmd = [str(gateway), *_docker_json(DOCKERFILES["cpu"], "CMD")]
+    health = [sys.executable, *_docker_json(DOCKERFILES["cpu"], "HEALTHCHECK")[1:]]
+    log = (tmp_path / "serve.log").open("wb")
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            check = subprocess.run(health, env=env, capture_output=True, timeout=30)
+            if check.returncode == 0:
+                break
+            assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-2000:]
+            assert time.monotonic() < deadline, check.stderr.decode()[-2000:]
+            time.sleep(0.5)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+        log.close()
+
+
 def test_dockerfile_healthcheck_hits_a_served_route(serves) -> None:
     for path in DOCKERFILES.values():
         command = " ".join(_docker_json(path, "HEALTHCHECK"))
@@ -446,7 +541,7 @@ def test_settings_values_validate_and_match_the_pod(render, target, monkeypatch)
 
     assert settings.server.host == "0.0.0.0"
     assert settings.server.port == main["ports"][0]["containerPort"]
-    assert main["args"][main["args"].index("--port") + 1] == str(settings.server.port)
+    assert _serve_binds(main["command"][1:] + main["args"], settings)[1] == settings.server.port
     mounts = {m["name"]: m["mountPath"] for m in main["volumeMounts"]}
     assert str(settings.models.dir) == mounts["models"]
     assert settings.server.api_keys_file is not None
