@@ -172,13 +172,15 @@ class KokoroSettings(BaseModel):
     default_lang: str = Field(
         "en-us",
         description="Phonemizer language for Latin-script text when the voice's own language "
-        "is not a Latin-script one.",
+        "is not a Latin-script one, and for text with no letters at all (digits, prices, "
+        "symbols) when the request names no `lang`.",
     )
     sentence_pause_s: float = Field(
         0.25,
         ge=0,
         description="Silence after a work unit that ends a sentence (sentences inside one unit "
-        "get the model's own pause).",
+        "get the model's own pause); also the answer, at least 50 ms, to text with nothing to "
+        "say (`---`, an emoji alone).",
     )
     max_unit_phonemes: int = Field(
         250,

@@ -35,6 +35,8 @@ from ..text.words import WordMap
 # bounded by the limit callers see. The chat replies in tests/data grow 1.3x, a table of prices
 # with cents 4.3x; 4096 digits (20,475 characters read one by one) are refused.
 SPOKEN_CHARS_PER_INPUT_CHAR = 4
+# The shortest answer to text with nothing to say: some players refuse a file of no samples.
+MIN_QUIET_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -110,8 +112,21 @@ async def plan(gw: Gateway, req: SpeechInput) -> SpeechPlan:
     except NothingToSpeak as exc:
         if req.lang and exc.__cause__ is not None:  # the phonemizer refused the given language
             raise bad_request(str(exc), "lang", "invalid_lang") from None
-        raise bad_request(str(exc), "input", "nothing_to_speak") from None
+        if exc.__cause__ is not None:
+            raise bad_request(str(exc), "input", "nothing_to_speak") from None
+        # `---`, `...`, `$`, emoji: chat clients read a reply aloud piece by piece, and such a
+        # piece is part of a reply, not a mistake. It is a short pause, like a sentence's end.
+        return _quiet_plan(engine, req, model)
     return SpeechPlan(model, units, engine.sample_rate, words)
+
+
+def _quiet_plan(engine: KokoroEngine, req: SpeechInput, model: str) -> SpeechPlan:
+    """One unit with no phonemes: `SpeechJob` answers it with silence and no words, without
+    queueing it (nothing for the model to do)."""
+    pause = max(engine.sentence_pause_s, MIN_QUIET_S)
+    unit = SpeechUnit("", np.zeros(0, np.float32), req.speed, pause, req.lang or "", req.timed)
+    words = WordMap("", [], []) if req.timed else None
+    return SpeechPlan(model, [unit], engine.sample_rate, words)
 
 
 def _plan_units(
@@ -167,6 +182,9 @@ class SpeechJob:
                 pending.cancel()
 
     async def _run(self, unit: SpeechUnit) -> TimedAudio:
+        if not unit.phonemes:  # a quiet plan's unit (see `_quiet_plan`)
+            quiet = np.zeros(round(unit.pause_s * self.sample_rate), np.float32)
+            return TimedAudio(quiet, np.zeros(1, np.int64) if unit.timed else None)
         result = await self.job.run(unit)
         return result if isinstance(result, TimedAudio) else TimedAudio(result, None)
 
