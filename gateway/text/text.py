@@ -50,10 +50,15 @@ def scripts(text: str) -> set[str]:
 
 
 def detect_lang(text: str, voice_ids: list[str], default_lang: str, explicit: str | None) -> str:
-    """Explicit `lang` wins; then the text's script where it is unambiguous; then the voice."""
+    """Explicit `lang` wins; then the text's script where it is unambiguous; then the voice;
+    text with no letters at all gets `default_lang`."""
     if explicit:
         return explicit
     found = scripts(text)
+    if not found:
+        # No letters (digits, prices, symbols): no script names a language, and the voice's own
+        # is no better a guess (a Japanese voice would read `$1,234.56` as Japanese).
+        return default_lang
     for script, lang in _SCRIPT_LANG:
         if script in found:
             return lang
