@@ -111,12 +111,12 @@ def plan_windows(audio: np.ndarray, window_s: float) -> list[Window]:
             start += limit
         if end > start:
             regions.append((start, end))
+    if not regions:
+        return []  # no speech anywhere: no unit to run, an empty transcript
     # As few windows as leave Whisper its margin. The first is filled (the language is detected
     # on it, and Whisper detects it more reliably on more speech, as the raw call hears 30 s);
     # the rest share their speech evenly: the smallest fill that packs them into no more
     # windows than the margin's fill does.
-    if not regions:
-        return []  # no speech anywhere: no unit to run, an empty transcript
     fill = limit - int(MARGIN_S * SAMPLE_RATE)
     first, *rest = _pack(regions, fill)
     regions = [r for r in regions if r[0] >= first.end]
