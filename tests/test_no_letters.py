@@ -42,9 +42,10 @@ def test_a_price_alone_is_read_in_english(server: LiveServer) -> None:
 
 @pytest.mark.parametrize(
     "over",
-    [{}, {"stream_format": "sse"}, {"stream": True}, {"timestamps": True}],
-    ids=["whole", "sse", "stream", "timestamps"],
-)
+    [{}, {"stream_format": "sse"}, {"stream": True}, {"timestamps": True}, {"lang": "ja"},
+     {"lang": "ja", "timestamps": True}],
+    ids=["whole", "sse", "stream", "timestamps", "lang-ja", "lang-ja-timestamps"],
+)  # fmt: skip
 def test_digits_alone_are_held_to_the_spoken_length_cap(server: LiveServer, over: dict) -> None:
     r = _speech(server, DIGITS, **over)
     assert r.status_code == 400, r.text[:300]
@@ -70,3 +71,15 @@ def test_no_letters_follow_the_request_then_the_deployment_default() -> None:
     # text with letters still follows its script, then the voice
     assert detect_lang("3がつ", ["af_heart"], "en-us", None) == "ja"
     assert detect_lang("Hello 3", ["ff_siwis"], "en-us", None) == "fr-fr"
+
+
+def test_japanese_prose_at_the_limit_is_within_the_cap(server: LiveServer) -> None:
+    """The Japanese reading is measured by its phonemes (no spoken text to count): 4,096
+    characters of prose, even of kanji compounds, stay under 4x; digits (4.5 a digit) do not."""
+    engine = server.gateway.models["kokoro"].engine
+    prose = "今日は朝から雨が降っていたので、私は図書館で本を読むことにしました。"
+    kanji = "東京都庁舎建設計画審議委員会議事録要約報告書提出期限延長申請手続説明会開催案内。"
+    for text in (prose, kanji):
+        text = (text * (4096 // len(text) + 1))[:4096]
+        units = engine.plan(text, "jf_alpha", 1.0, "ja", max_spoken_chars=4 * 4096)
+        assert sum(len(u.phonemes) for u in units) > 2 * 4096  # really read, really long

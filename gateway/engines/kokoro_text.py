@@ -10,7 +10,7 @@ import phonemizer
 from kokoro_onnx.tokenizer import Tokenizer, _espeak_lock
 
 from ..text import japanese
-from ..text.normalize import normalize_text
+from ..text.normalize import SpokenTooLong, normalize_text
 from ..text.words import WordMap, chunk_map, english_map
 
 
@@ -37,8 +37,10 @@ def phonemize(
             word_map = chunk_map(phonemes, chunks)
         else:
             phonemes = " ".join(japanese.phonemize(spoken, english.phonemes).split())
-        return phonemes, word_map
+        return _bounded(phonemes, max_spoken_chars), word_map
     phonemes = " ".join(tokenizer.phonemize(spoken, language).split())
+    if not normalize:
+        _bounded(phonemes, max_spoken_chars)
     if words:
 
         def alone(word: str) -> str:
@@ -81,3 +83,12 @@ class _English:
             (w, found.phonemes[a:b]) for w, (a, b) in zip(found.words, found.spans, strict=True)
         ]
         return phonemes, chunks
+
+
+def _bounded(phonemes: str, limit: int | None) -> str:
+    """Where no spoken text was measured against `limit` (the Japanese G2P reads numbers itself,
+    and `normalize` off leaves them to espeak), the phonemes are: 4,096 characters of Japanese
+    prose are 2.8 phonemes a character, of kanji compounds 3.5, of digits 4.5."""
+    if limit is not None and len(phonemes) > limit:
+        raise SpokenTooLong(limit)
+    return phonemes
