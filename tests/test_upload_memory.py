@@ -23,6 +23,7 @@ from gateway.app import create_app
 from gateway.audio import decode as decoder
 from gateway.audio.decode import TARGET_RATE, AudioFile, decode_audio
 from gateway.config import Settings
+from gateway.engines import vad
 from gateway.tasks import transcription as stt
 
 from .conftest import metric, run_asgi, tone_wav
@@ -118,6 +119,22 @@ def test_upload_without_duration_grows_one_array(monkeypatch: pytest.MonkeyPatch
     audio, peak = decode_peak(data)
     assert abs(len(audio) / TARGET_RATE - 120) < 1
     assert peak <= audio.nbytes * 1.5 + 2 * MIB, (peak / MIB, audio.nbytes / MIB)
+
+
+def test_vad_pass_over_a_long_upload_holds_a_slice_not_copies() -> None:
+    """The VAD that plans a long upload's windows (engines/vad.py) holds a few MiB whatever the
+    length; faster-whisper's pass padded a copy of the array and built a second one with each
+    window's context (over two arrays: 1.1 GiB beside a two-hour upload)."""
+    audio = _segment(TARGET_RATE, 600.0)  # ten minutes, 37 MiB
+    vad.get_speech_timestamps(audio[:TARGET_RATE])  # the model's session, once for the process
+    tracemalloc.start()
+    try:
+        vad.get_speech_timestamps(audio)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    probabilities = len(audio) // 512 * 4
+    assert peak <= probabilities + 2 * MIB, (peak / MIB, audio.nbytes / MIB)
 
 
 class Spy:
