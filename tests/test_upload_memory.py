@@ -24,6 +24,8 @@ from gateway.audio import decode as decoder
 from gateway.audio.decode import TARGET_RATE, AudioFile, decode_audio
 from gateway.config import Settings
 from gateway.engines import vad
+from gateway.engines import whisper as whisper_mod
+from gateway.service import Gateway
 from gateway.tasks import transcription as stt
 
 from .conftest import metric, run_asgi, tone_wav
@@ -135,6 +137,55 @@ def test_vad_pass_over_a_long_upload_holds_a_slice_not_copies() -> None:
         tracemalloc.stop()
     probabilities = len(audio) // 512 * 4
     assert peak <= probabilities + 2 * MIB, (peak / MIB, audio.nbytes / MIB)
+
+
+def test_windows_of_a_long_upload_join_their_audio_one_at_a_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ten minutes that the VAD finds all speech (4.4 s phrases every 5 s): planning the
+    windows holds no copy of their audio (joined for all windows at once, they were as much
+    again as the array until the response ended); each unit joins its own when taken, and
+    that audio is its window's regions back to back."""
+    sr = TARGET_RATE
+    audio = _segment(sr, 600.0)
+    chunks = [(int(i * 5.0 * sr), int((i * 5.0 + 4.4) * sr)) for i in range(120)]
+    monkeypatch.setattr(whisper_mod, "get_speech_timestamps",
+                        lambda audio, options: [{"start": a, "end": b} for a, b in chunks])  # fmt: skip
+    gw = Gateway(Settings())
+    plan = stt.check(gw, stt.TranscriptionInput("whisper-1", language="en"))
+    data = tone_wav(1.0)
+    monkeypatch.setattr(stt, "AudioFile", lambda data, limit: _Decoded(audio))
+    tracemalloc.start()
+    try:
+        work = asyncio.run(stt.prepare(gw, plan, data))
+        planned = tracemalloc.get_traced_memory()[1]
+        tracemalloc.reset_peak()
+        units = work.units
+        assert len(units) >= 20
+        for i in range(len(units)):
+            unit = units[i]
+            pieces = [audio[a : a + n] for a, n in unit.pieces]
+            assert np.array_equal(unit.audio, np.concatenate(pieces))
+            del unit, pieces
+        taken = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert planned <= 2 * MIB, planned / MIB  # the array was decoded before tracing started
+    assert taken <= 3 * 30 * sr * 4, taken / MIB  # one window (and its check) at a time
+
+
+class _Decoded:
+    """An AudioFile that hands over an array already decoded."""
+
+    def __init__(self, audio: np.ndarray) -> None:
+        self.audio, self.seconds = audio, len(audio) / TARGET_RATE
+        self.capacity = len(audio)
+
+    def close(self) -> None:
+        pass
+
+    def decode(self, grow: Any = None) -> np.ndarray:
+        return self.audio
 
 
 class Spy:
