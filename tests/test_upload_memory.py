@@ -21,10 +21,12 @@ import pytest
 
 from gateway.app import create_app
 from gateway.audio import decode as decoder
+from gateway.audio.budget import beside
 from gateway.audio.decode import TARGET_RATE, AudioFile, decode_audio
 from gateway.config import Settings
 from gateway.engines import vad
 from gateway.engines import whisper as whisper_mod
+from gateway.engines.whisper import WHISPER_INPUT
 from gateway.service import Gateway
 from gateway.tasks import transcription as stt
 
@@ -288,11 +290,20 @@ def test_full_queue_refuses_upload_before_decoding(
 
 
 def test_decoded_audio_cap_refuses_with_429(monkeypatch: pytest.MonkeyPatch) -> None:
-    """`max_queued_audio_s` = 30: with a 20 s clip held (its window running), another 20 s clip
-    is refused (429, Retry-After) before it is decoded, while a 5 s one fits and is admitted.
-    When the responses end (one of them streamed) the budget is back to zero."""
+    """The cap holds a 20 s clip and a 5 s one, each with what it holds beside its samples
+    (its bytes, its windows in flight and the language probe): with the 20 s clip held (its
+    window running), another 20 s clip is refused (429, Retry-After) before it is decoded,
+    while the 5 s one fits and is admitted. When the responses end (one of them streamed) the
+    budget is back to zero."""
     settings = Settings()
-    settings.server.max_queued_audio_s = 30
+    windows = 2 + settings.whisper.language_segments  # CPU: one window of a job at a time
+
+    def held_s(seconds: float) -> float:
+        extra = beside(len(tone_wav(seconds)), windows, WHISPER_INPUT)
+        return seconds + extra / TARGET_RATE
+
+    cap_s = held_s(20) + held_s(5) + 5  # the 5 s clip takes its estimate (+1 %, +1 s) to decode
+    settings.server.max_queued_audio_s = cap_s
     app = create_app(settings)
     gw = app.state.gateway
     gate, started = _blocked(gw.models["whisper-base"].engine)
@@ -324,14 +335,14 @@ def test_decoded_audio_cap_refuses_with_429(monkeypatch: pytest.MonkeyPatch) -> 
         out = run_asgi(app, work)
     finally:
         gate.set()
-    assert out["held_first"] == pytest.approx(20, abs=0.01)
+    assert out["held_first"] == pytest.approx(held_s(20), abs=0.01)
     err = assert_openai_error(out["over"], 429)
     assert err["type"] == "rate_limit_error" and err["code"] == "queue_full", err
-    assert "decoded audio" in err["message"] and "30 s" in err["message"], err
+    assert "decoded audio" in err["message"] and f"{cap_s:.0f} s" in err["message"], err
     assert int(out["over"].headers["Retry-After"]) >= 1
     assert out["after_over"] == (2, 1)  # opened for its duration; only the first was decoded
-    assert out["held_both"] == pytest.approx(25, abs=0.01)
+    assert out["held_both"] == pytest.approx(held_s(20) + held_s(5), abs=0.01)
     assert metric(out["metrics"], "gateway_rejections_total", reason="audio_held") == 1
     assert out["first"].status_code == 200 and out["fits"].status_code == 200
     assert "transcript.text.done" in out["fits"].text
-    assert budget.held == 0 and budget.peak <= 30 * TARGET_RATE
+    assert budget.held == 0 and budget.peak <= cap_s * TARGET_RATE

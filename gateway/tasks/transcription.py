@@ -16,11 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from ..audio.budget import AudioBudgetFull, Hold
+from ..audio.budget import AudioBudgetFull, Hold, beside
 from ..audio.decode import TARGET_RATE, AudioDecodeError, AudioFile
 from ..config import WhisperSettings, csv
 from ..engines.whisper import (
     LANGUAGES,
+    WHISPER_INPUT,
     TranscribeResult,
     TranscribeUnit,
     plan_windows,
@@ -172,10 +173,13 @@ def _audio_full(gw: Gateway, level: Level | None, exc: AudioBudgetFull) -> Queue
     return QueueFull(str(exc), gw.scheduler.estimates.retry_after(gw.scheduler.queued()))
 
 
-async def _decode(gw: Gateway, data: bytes, level: Level | None) -> tuple[np.ndarray, Hold]:
-    """The upload's samples, and its hold on the audio budget. A full queue (or budget) refuses
-    the job before the decode where the container states its duration; without one (browsers'
-    WebM) the queue decides at submit, and the budget as the array grows."""
+async def _decode(
+    gw: Gateway, data: bytes, level: Level | None, extra: int
+) -> tuple[np.ndarray, Hold]:
+    """The upload's samples, and its hold on the audio budget (with `extra` samples beside
+    them). A full queue (or budget) refuses the job before the decode where the container states
+    its duration; without one (browsers' WebM) the queue decides at submit, and the budget as
+    the array grows."""
     try:
         upload = await asyncio.to_thread(AudioFile, data, gw.settings.server.max_audio_s)
     except AudioDecodeError as exc:
@@ -184,7 +188,7 @@ async def _decode(gw: Gateway, data: bytes, level: Level | None) -> tuple[np.nda
     try:
         if level is None and upload.seconds is not None:
             gw.scheduler.admit(default_level(gw, upload.seconds))
-        hold.take(upload.capacity)
+        hold.take(upload.capacity + extra)
     except BaseException as exc:
         upload.close()
         hold.release()
@@ -200,7 +204,7 @@ async def _decode(gw: Gateway, data: bytes, level: Level | None) -> tuple[np.nda
         if isinstance(exc, AudioBudgetFull):
             raise _audio_full(gw, level, exc) from None
         raise
-    hold.keep(len(audio))
+    hold.keep(len(audio) + extra)
     return audio, hold
 
 
@@ -211,7 +215,9 @@ async def prepare(
     a `level` the caller chose is refused (429) when that queue is full before anything else."""
     if level is not None:
         gw.scheduler.admit(level)
-    audio, hold = await _decode(gw, data, level)
+    # the windows of this job in flight at once, each joined and padded, and the language probe
+    windows = 2 * gw.scheduler.parallel_units(plan.model) + gw.settings.whisper.language_segments
+    audio, hold = await _decode(gw, data, level, beside(len(data), windows, WHISPER_INPUT))
     try:
         work = await _cut(gw, plan, audio)
     except BaseException:
