@@ -180,13 +180,13 @@ def test_vad_in_slices_finds_the_regions_of_the_whole_array_pass(
     """The VAD that plans a long upload's windows runs over slices of the clip (bounded memory)
     and finds exactly the regions faster-whisper's pass over the whole array finds, with its
     defaults and with `plan_windows`' options, on speech at several loudnesses, slices cut
-    inside phrases, a clip that ends on a whole 512-sample window and one that does not."""
-    audio = clip[0]
-    loud = np.concatenate([audio, 0.3 * audio, 2.0 * audio]).astype(np.float32)
-    if cut == "whole windows":
-        loud = loud[: len(loud) // 512 * 512]
-    else:
-        loud = loud[: len(loud) // 512 * 512 + 37]
+    inside phrases, a clip that ends (in a phrase) on a whole 512-sample window and one that
+    ends 12 samples short of one (faster-whisper's pass zeroes the last 64 samples it hears)."""
+    audio, _, places = clip
+    mid = int(sum(places[3]) / 2 * SAMPLE_RATE)  # in the fourth sentence
+    loud = np.concatenate([audio, 0.3 * audio, 2.0 * audio[:mid]]).astype(np.float32)
+    loud = loud[: len(loud) // 512 * 512 - (12 if cut == "as spoken" else 0)]
+    assert np.abs(loud[-64:]).max() > 0.01
     monkeypatch.setattr(vad, "SLICE", 7)  # 0.22 s: every phrase spans several slices
     probabilities = vad.speech_probabilities(loud)
     padded = np.pad(loud, (0, 512 - len(loud) % 512))
