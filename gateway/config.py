@@ -65,10 +65,12 @@ class ServerSettings(BaseModel):
     max_queued_audio_s: float = Field(
         8 * 3600.0,
         ge=0,
-        description="Decoded audio in seconds that transcriptions hold together, from their "
-        "decode until their response ends (16 kHz float32: 0.23 GiB per hour). An upload that "
-        "would pass it gets 429 with Retry-After, before decoding where the container states "
-        "its duration; one upload alone always passes. 0: no cap.",
+        description="Memory that transcriptions hold together, from their decode until their "
+        "response ends, in seconds of 16 kHz float32 audio (0.23 GiB per hour). Each counts its "
+        "peak: its decoded audio, its upload's bytes, and its windows in flight with the "
+        "language probe ((2 x windows queued at once + `whisper.language_segments`) x 30 s). "
+        "An upload that would pass it gets 429 with Retry-After, before decoding where the "
+        "container states its duration; one upload alone always passes. 0: no cap.",
     )
     max_input_chars: int = Field(
         4096, ge=1, description="Longest speech `input` in characters; longer gets 400."

@@ -21,8 +21,13 @@ import pytest
 
 from gateway.app import create_app
 from gateway.audio import decode as decoder
+from gateway.audio.budget import beside
 from gateway.audio.decode import TARGET_RATE, AudioFile, decode_audio
 from gateway.config import Settings
+from gateway.engines import vad
+from gateway.engines import whisper as whisper_mod
+from gateway.engines.whisper import WHISPER_INPUT
+from gateway.service import Gateway
 from gateway.tasks import transcription as stt
 
 from .conftest import metric, run_asgi, tone_wav
@@ -118,6 +123,71 @@ def test_upload_without_duration_grows_one_array(monkeypatch: pytest.MonkeyPatch
     audio, peak = decode_peak(data)
     assert abs(len(audio) / TARGET_RATE - 120) < 1
     assert peak <= audio.nbytes * 1.5 + 2 * MIB, (peak / MIB, audio.nbytes / MIB)
+
+
+def test_vad_pass_over_a_long_upload_holds_a_slice_not_copies() -> None:
+    """The VAD that plans a long upload's windows (engines/vad.py) holds a few MiB whatever the
+    length; faster-whisper's pass padded a copy of the array and built a second one with each
+    window's context (over two arrays: 1.1 GiB beside a two-hour upload)."""
+    audio = _segment(TARGET_RATE, 600.0)  # ten minutes, 37 MiB
+    vad.get_speech_timestamps(audio[:TARGET_RATE])  # the model's session, once for the process
+    tracemalloc.start()
+    try:
+        vad.get_speech_timestamps(audio)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    probabilities = len(audio) // 512 * 4
+    assert peak <= probabilities + 2 * MIB, (peak / MIB, audio.nbytes / MIB)
+
+
+def test_windows_of_a_long_upload_join_their_audio_one_at_a_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ten minutes that the VAD finds all speech (4.4 s phrases every 5 s): planning the
+    windows holds no copy of their audio (joined for all windows at once, they were as much
+    again as the array until the response ended); each unit joins its own when taken, and
+    that audio is its window's regions back to back."""
+    sr = TARGET_RATE
+    audio = _segment(sr, 600.0)
+    chunks = [(int(i * 5.0 * sr), int((i * 5.0 + 4.4) * sr)) for i in range(120)]
+    monkeypatch.setattr(whisper_mod, "get_speech_timestamps",
+                        lambda audio, options: [{"start": a, "end": b} for a, b in chunks])  # fmt: skip
+    gw = Gateway(Settings())
+    plan = stt.check(gw, stt.TranscriptionInput("whisper-1", language="en"))
+    data = tone_wav(1.0)
+    monkeypatch.setattr(stt, "AudioFile", lambda data, limit: _Decoded(audio))
+    tracemalloc.start()
+    try:
+        work = asyncio.run(stt.prepare(gw, plan, data))
+        planned = tracemalloc.get_traced_memory()[1]
+        tracemalloc.reset_peak()
+        units = work.units
+        assert len(units) >= 20
+        for i in range(len(units)):
+            unit = units[i]
+            pieces = [audio[a : a + n] for a, n in unit.pieces]
+            assert np.array_equal(unit.audio, np.concatenate(pieces))
+            del unit, pieces
+        taken = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert planned <= 2 * MIB, planned / MIB  # the array was decoded before tracing started
+    assert taken <= 3 * 30 * sr * 4, taken / MIB  # one window (and its check) at a time
+
+
+class _Decoded:
+    """An AudioFile that hands over an array already decoded."""
+
+    def __init__(self, audio: np.ndarray) -> None:
+        self.audio, self.seconds = audio, len(audio) / TARGET_RATE
+        self.capacity = len(audio)
+
+    def close(self) -> None:
+        pass
+
+    def decode(self, grow: Any = None) -> np.ndarray:
+        return self.audio
 
 
 class Spy:
@@ -220,11 +290,20 @@ def test_full_queue_refuses_upload_before_decoding(
 
 
 def test_decoded_audio_cap_refuses_with_429(monkeypatch: pytest.MonkeyPatch) -> None:
-    """`max_queued_audio_s` = 30: with a 20 s clip held (its window running), another 20 s clip
-    is refused (429, Retry-After) before it is decoded, while a 5 s one fits and is admitted.
-    When the responses end (one of them streamed) the budget is back to zero."""
+    """The cap holds a 20 s clip and a 5 s one, each with what it holds beside its samples
+    (its bytes, its windows in flight and the language probe): with the 20 s clip held (its
+    window running), another 20 s clip is refused (429, Retry-After) before it is decoded,
+    while the 5 s one fits and is admitted. When the responses end (one of them streamed) the
+    budget is back to zero."""
     settings = Settings()
-    settings.server.max_queued_audio_s = 30
+    windows = 2 + settings.whisper.language_segments  # CPU: one window of a job at a time
+
+    def held_s(seconds: float) -> float:
+        extra = beside(len(tone_wav(seconds)), windows, WHISPER_INPUT)
+        return seconds + extra / TARGET_RATE
+
+    cap_s = held_s(20) + held_s(5) + 5  # the 5 s clip takes its estimate (+1 %, +1 s) to decode
+    settings.server.max_queued_audio_s = cap_s
     app = create_app(settings)
     gw = app.state.gateway
     gate, started = _blocked(gw.models["whisper-base"].engine)
@@ -256,14 +335,14 @@ def test_decoded_audio_cap_refuses_with_429(monkeypatch: pytest.MonkeyPatch) -> 
         out = run_asgi(app, work)
     finally:
         gate.set()
-    assert out["held_first"] == pytest.approx(20, abs=0.01)
+    assert out["held_first"] == pytest.approx(held_s(20), abs=0.01)
     err = assert_openai_error(out["over"], 429)
     assert err["type"] == "rate_limit_error" and err["code"] == "queue_full", err
-    assert "decoded audio" in err["message"] and "30 s" in err["message"], err
+    assert "decoded audio" in err["message"] and f"{cap_s:.0f} s" in err["message"], err
     assert int(out["over"].headers["Retry-After"]) >= 1
     assert out["after_over"] == (2, 1)  # opened for its duration; only the first was decoded
-    assert out["held_both"] == pytest.approx(25, abs=0.01)
+    assert out["held_both"] == pytest.approx(held_s(20) + held_s(5), abs=0.01)
     assert metric(out["metrics"], "gateway_rejections_total", reason="audio_held") == 1
     assert out["first"].status_code == 200 and out["fits"].status_code == 200
     assert "transcript.text.done" in out["fits"].text
-    assert budget.held == 0 and budget.peak <= 30 * TARGET_RATE
+    assert budget.held == 0 and budget.peak <= cap_s * TARGET_RATE

@@ -11,9 +11,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from faster_whisper import transcribe as fw_transcribe
+from faster_whisper import vad as fw_vad
+from faster_whisper.vad import VadOptions
 
 from gateway.bench.clips import POOL
 from gateway.config import Settings
+from gateway.engines import vad
 from gateway.engines import whisper as whisper_mod
 from gateway.engines.base import Device
 from gateway.engines.whisper import SAMPLE_RATE, TranscribeUnit, WhisperEngine, plan_windows
@@ -166,3 +169,33 @@ def test_a_window_is_decoded_in_one_pass_when_it_hears_silence_after_its_speech(
     assert wer(" ".join(POOL[:5]), " ".join(s["text"] for s in result.segments)) <= 0.1
     assert len(passes) == 1
     assert result.segments[-1]["end"] <= len(audio) / SAMPLE_RATE
+
+
+@pytest.mark.parametrize("cut", ["as spoken", "whole windows"])
+def test_vad_in_slices_finds_the_regions_of_the_whole_array_pass(
+    clip: tuple[np.ndarray, str, list[tuple[float, float]]],
+    cut: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The VAD that plans a long upload's windows runs over slices of the clip (bounded memory)
+    and finds exactly the regions faster-whisper's pass over the whole array finds, with its
+    defaults and with `plan_windows`' options, on speech at several loudnesses, slices cut
+    inside phrases, a clip that ends (in a phrase) on a whole 512-sample window and one that
+    ends 12 samples short of one (faster-whisper's pass zeroes the last 64 samples it hears)."""
+    audio, _, places = clip
+    mid = int(sum(places[3]) / 2 * SAMPLE_RATE)  # in the fourth sentence
+    loud = np.concatenate([audio, 0.3 * audio, 2.0 * audio[:mid]]).astype(np.float32)
+    loud = loud[: len(loud) // 512 * 512 - (12 if cut == "as spoken" else 0)]
+    assert np.abs(loud[-64:]).max() > 0.01
+    monkeypatch.setattr(vad, "SLICE", 7)  # 0.22 s: every phrase spans several slices
+    probabilities = vad.speech_probabilities(loud)
+    padded = np.pad(loud, (0, 512 - len(loud) % 512))
+    whole = fw_vad.get_vad_model()(padded).reshape(-1)
+    assert np.array_equal(probabilities, whole)
+    plans = VadOptions(max_speech_duration_s=30.0 - whisper_mod.PAD_BEFORE_S
+                       - whisper_mod.PAD_AFTER_S - 1.0, min_silence_duration_ms=500)  # fmt: skip
+    for options in (VadOptions(), plans):
+        ours = vad.get_speech_timestamps(loud, options)
+        theirs = fw_vad.get_speech_timestamps(loud.copy(), options)
+        assert len(theirs) >= 2 * len(SENTENCES)
+        assert ours == theirs

@@ -4,6 +4,13 @@ The scheduler's queue counts work units, and a unit of a 4-hour upload is a 30 s
 array of 0.9 GiB: a queue of 16 batch jobs could hold 15 GiB of samples. Each upload takes a
 `Hold` before it decodes and grows it with its array; the hold is given back when the audio
 is dropped (the caller ties it to the object that owns the samples).
+
+An upload holds more than its array at its peak, and the hold counts it (`beside`), in samples
+of 4 bytes so that the cap bounds memory: its encoded bytes (held until it is cut into windows)
+and the windows in flight, each joined from its speech regions and then padded to Whisper's
+input, with the first one's language probe. The decoder writes into the array itself and the
+VAD runs over slices of 8 s (engines/vad.py), so they add nothing that grows with the upload.
+tests/test_upload_peak.py measures a running server against it.
 """
 
 from __future__ import annotations
@@ -11,6 +18,12 @@ from __future__ import annotations
 import threading
 
 from .decode import TARGET_RATE
+
+
+def beside(encoded_bytes: int, windows: int, window_samples: int) -> int:
+    """Samples an upload holds beside its array at its peak: its bytes, and `windows` windows
+    of `window_samples` (the windows in flight twice, joined and padded, plus the probe's)."""
+    return encoded_bytes // 4 + windows * window_samples
 
 
 class AudioBudgetFull(Exception):

@@ -22,12 +22,13 @@ import numpy as np
 from faster_whisper import WhisperModel
 from faster_whisper.tokenizer import _LANGUAGE_CODES
 from faster_whisper.transcribe import Segment
-from faster_whisper.vad import VadOptions, get_speech_timestamps
+from faster_whisper.vad import VadOptions
 
 from ..audio.decode import TARGET_RATE as SAMPLE_RATE  # Whisper hears 16 kHz, as decoded
 from ..text.languages import Detection
 from .base import Device
 from .memory import release_free_memory
+from .vad import get_speech_timestamps  # faster-whisper's, in memory bounded by a slice
 from .whisper_batch import decode_clips
 
 # ISO-639-1 codes Whisper knows (faster-whisper keeps the list private; only this module reads it).

@@ -9,14 +9,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-from ..audio.budget import AudioBudgetFull, Hold
+from ..audio.budget import AudioBudgetFull, Hold, beside
 from ..audio.decode import TARGET_RATE, AudioDecodeError, AudioFile
 from ..config import WhisperSettings, csv
 from ..engines.whisper import (
@@ -30,6 +30,7 @@ from ..errors import bad_request
 from ..scheduler import Job, Level, QueueFull
 from ..service import Gateway
 from ..text.languages import LANGUAGE_NAMES, Detection
+from .windows import WindowUnits
 
 NO_SPACE_LANGS = {"ja", "zh", "th", "lo", "my", "km", "yue", "bo"}
 MIN_AUDIO_S = 0.1  # OpenAI's minimum: shorter audio is a 400 `audio_too_short`
@@ -67,7 +68,7 @@ class Transcription:
     """A planned transcription: the decoded clip cut into units."""
 
     plan: TranscriptionPlan
-    units: list[TranscribeUnit]
+    units: Sequence[TranscribeUnit]  # made as taken (WindowUnits): take each once, when it runs
     duration: float
     default_level: Level
 
@@ -172,10 +173,13 @@ def _audio_full(gw: Gateway, level: Level | None, exc: AudioBudgetFull) -> Queue
     return QueueFull(str(exc), gw.scheduler.estimates.retry_after(gw.scheduler.queued()))
 
 
-async def _decode(gw: Gateway, data: bytes, level: Level | None) -> tuple[np.ndarray, Hold]:
-    """The upload's samples, and its hold on the audio budget. A full queue (or budget) refuses
-    the job before the decode where the container states its duration; without one (browsers'
-    WebM) the queue decides at submit, and the budget as the array grows."""
+async def _decode(
+    gw: Gateway, data: bytes, level: Level | None, extra: int
+) -> tuple[np.ndarray, Hold]:
+    """The upload's samples, and its hold on the audio budget (with `extra` samples beside
+    them). A full queue (or budget) refuses the job before the decode where the container states
+    its duration; without one (browsers' WebM) the queue decides at submit, and the budget as
+    the array grows."""
     try:
         upload = await asyncio.to_thread(AudioFile, data, gw.settings.server.max_audio_s)
     except AudioDecodeError as exc:
@@ -184,7 +188,7 @@ async def _decode(gw: Gateway, data: bytes, level: Level | None) -> tuple[np.nda
     try:
         if level is None and upload.seconds is not None:
             gw.scheduler.admit(default_level(gw, upload.seconds))
-        hold.take(upload.capacity)
+        hold.take(upload.capacity + extra)
     except BaseException as exc:
         upload.close()
         hold.release()
@@ -200,7 +204,7 @@ async def _decode(gw: Gateway, data: bytes, level: Level | None) -> tuple[np.nda
         if isinstance(exc, AudioBudgetFull):
             raise _audio_full(gw, level, exc) from None
         raise
-    hold.keep(len(audio))
+    hold.keep(len(audio) + extra)
     return audio, hold
 
 
@@ -211,7 +215,9 @@ async def prepare(
     a `level` the caller chose is refused (429) when that queue is full before anything else."""
     if level is not None:
         gw.scheduler.admit(level)
-    audio, hold = await _decode(gw, data, level)
+    # the windows of this job in flight at once, each joined and padded, and the language probe
+    windows = 2 * gw.scheduler.parallel_units(plan.model) + gw.settings.whisper.language_segments
+    audio, hold = await _decode(gw, data, level, beside(len(data), windows, WHISPER_INPUT))
     try:
         work = await _cut(gw, plan, audio)
     except BaseException:
@@ -233,6 +239,7 @@ async def _cut(gw: Gateway, plan: TranscriptionPlan, audio: np.ndarray) -> Trans
         )
     w = gw.settings.whisper
     windows = await asyncio.to_thread(plan_windows, audio, w.window_s)
+    probe = w.language_segments if plan.language is None and len(windows) > 1 else 0
     template = TranscribeUnit(
         audio=audio[:0],
         offset_s=0.0,
@@ -246,21 +253,7 @@ async def _cut(gw: Gateway, plan: TranscriptionPlan, audio: np.ndarray) -> Trans
         job=next(_job_ids),
         detection=detection(w),
     )
-    # Windows cut by the VAD are decoded as cut (no second VAD pass); a whole short clip runs it.
-    units = [
-        replace(
-            template,
-            audio=win.audio(audio),
-            offset_s=win.start / TARGET_RATE,
-            pieces=tuple((a, b - a) for a, b in win.pieces),
-            vad_filter=w.vad_filter and not win.pieces,
-        )
-        for win in windows
-    ]
-    if plan.language is None and len(units) > 1 and w.language_segments > 1:
-        # detection hears the speech of the first windows, not the first alone
-        probe = np.concatenate([u.audio for u in units[: w.language_segments]])
-        units[0] = replace(units[0], probe=probe[: w.language_segments * WHISPER_INPUT])
+    units = WindowUnits(template, audio, windows, probe)
     return Transcription(plan, units, duration, default_level(gw, duration))
 
 
@@ -291,11 +284,11 @@ class TranscriptionJob:
     ) -> AsyncIterator[list[TranscribeResult]]:
         """The windows from `start` on, in order, in groups: a batch's worth at a time where
         the model batches on the GPU, elsewhere one window after another."""
-        units = [_next_unit(u, first) for u in self.work.units[start:]]
-        i = 0
+        units, i = self.work.units, start
         while i < len(units):
-            group = units[i : i + self.job.scheduler.parallel_units(self.job.model)]
-            i += len(group)
+            end = min(i + self.job.scheduler.parallel_units(self.job.model), len(units))
+            group = [_next_unit(units[k], first) for k in range(i, end)]
+            i = end
             yield await self._group(group)
 
     async def transcript(self) -> Transcript:
@@ -305,7 +298,7 @@ class TranscriptionJob:
             # Nothing is sent before the end, so the first window need not run alone: its batch
             # detects the language once for all its windows (one job's windows batch only with
             # each other while the language is unknown), and later batches reuse that language.
-            results = await self._group(units[:n])
+            results = await self._group(list(units[:n]))
         else:
             first = await self.first()
             results = [] if first is None else [first]
