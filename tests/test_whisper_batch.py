@@ -49,10 +49,10 @@ def test_batched_windows_keep_their_own_words_times_and_order(
         said = " ".join(s["text"] for s in result.segments)
         assert wer(text, said) <= 0.1, (text, said)
         end = unit.offset_s + len(unit.audio) / 16000
-        for seg in result.segments:
-            assert unit.offset_s - 0.01 <= seg["start"] <= seg["end"] <= end + 0.5, seg
+        for seg in result.segments:  # inside its window, to the millisecond
+            assert unit.offset_s <= seg["start"] <= seg["end"] <= end, seg
             for word in seg["words"]:
-                assert unit.offset_s - 0.01 <= word["start"] <= end + 0.5, word
+                assert seg["start"] <= word["start"] <= word["end"] <= seg["end"], (seg, word)
         assert result.language == "en"
 
 
@@ -95,14 +95,18 @@ def test_overrunning_segments_stay_with_the_window_they_were_decoded_from(
 
     monkeypatch.setattr(BatchedInferencePipeline, "generate_segment_batched", overrunning)
     engine, handle = whisper
+    # Each window cut to end 0.5625 ms past a whole millisecond (9 samples of 16 per ms), where
+    # rounding to the ms goes up, whatever length this machine's Kokoro gave the speech.
+    cut = [a[: len(a) - (len(a) - 9) % 16] for a in windows]
     units = [TranscribeUnit(audio=a, offset_s=o, language="en", job=j)
-             for j, (a, o) in enumerate(zip(windows, OFFSETS, strict=True))]  # fmt: skip
+             for j, (a, o) in enumerate(zip(cut, OFFSETS, strict=True))]  # fmt: skip
     results = engine.run_batch(handle, units, 3)
     for text, unit, result in zip(TEXTS, units, results, strict=True):
         said = " ".join(s["text"] for s in result.segments)
         assert wer(text, said) <= 0.1, (text, said)  # its own words, and no one else's
         end = unit.offset_s + len(unit.audio) / 16000
-        assert result.segments[-1]["end"] <= end + 0.01  # read as the window's end
+        # <|29.00|> is read as the window's end: never past it, rounding to the ms included
+        assert end - 0.001 <= result.segments[-1]["end"] <= end, (result.segments[-1], end)
 
 
 SHORT = [
@@ -126,7 +130,7 @@ def test_short_windows_of_several_jobs_keep_their_own_words(
         assert wer(text, said) <= 0.34, (text, said)  # a word of these few may be misheard
         foreign = set(_words(" ".join(SHORT))) - set(_words(text))
         assert not foreign & set(_words(said)), (text, said)  # but none is someone else's
-        assert all(s["end"] <= len(unit.audio) / 16000 + 0.01 for s in result.segments)
+        assert all(s["end"] <= len(unit.audio) / 16000 for s in result.segments), result.segments
 
 
 def _words(text: str) -> list[str]:

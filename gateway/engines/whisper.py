@@ -12,8 +12,9 @@ inside one call. Each window's timestamps are mapped back to the file's.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
 from dataclasses import dataclass, field, replace
+from math import floor
 from pathlib import Path
 from typing import Any
 
@@ -149,32 +150,49 @@ def _pack(regions: list[tuple[int, int]], fill: int) -> list[Window]:
     return windows
 
 
-def _timeline(payload: TranscribeUnit) -> Callable[[float], float]:
-    """Seconds in the unit's audio -> seconds in the file (a time past the audio's end, as
-    Whisper may give a last segment, is read as the end)."""
-    total = len(payload.audio) / SAMPLE_RATE
-    if not payload.pieces:
-        return lambda t: min(max(t, 0.0), total) + payload.offset_s
-    # unit-time start of each piece, and how far its file time is ahead of its unit time
-    starts, shifts, at = [], [], 0
-    for start, length in payload.pieces:
-        starts.append(at / SAMPLE_RATE)
-        shifts.append((start - at) / SAMPLE_RATE)
-        at += length
+class _Timeline:
+    """Seconds in a unit's audio -> seconds in the file. A time past the audio's end (Whisper
+    pads its input to 30 s and may time a last segment up to there) is read as the end. An end
+    belongs to the piece its last instant is in, and a time never reads past its piece's end,
+    rounded to the millisecond included: a segment stays inside the window it was decoded from."""
 
-    def when(t: float) -> float:
-        t = min(max(t, 0.0), total)
-        return t + shifts[max(bisect.bisect_right(starts, t) - 1, 0)]
+    def __init__(self, payload: TranscribeUnit) -> None:
+        self.total = len(payload.audio) / SAMPLE_RATE
+        pieces = payload.pieces or ((0, len(payload.audio)),)
+        # unit-time start of each piece, how far its file time is ahead of its unit time, and
+        # its end in the file
+        self.starts: list[float] = []
+        self.shifts: list[float] = []
+        self.ends: list[float] = []
+        at = 0
+        for start, length in pieces:
+            shift = payload.offset_s if not payload.pieces else (start - at) / SAMPLE_RATE
+            self.starts.append(at / SAMPLE_RATE)
+            self.shifts.append(shift)
+            self.ends.append((at + length) / SAMPLE_RATE + shift)
+            at += length
 
-    return when
+    def _read(self, t: float, piece: int) -> float:
+        piece = max(piece, 0)
+        at = min(max(t, 0.0), self.total) + self.shifts[piece]
+        # rounding half up could carry a time past a piece end that is not a whole millisecond
+        return min(round(at, 3), floor(self.ends[piece] * 1000) / 1000)
+
+    def start(self, t: float) -> float:
+        return self._read(t, bisect.bisect_right(self.starts, min(max(t, 0.0), self.total)) - 1)
+
+    def end(self, t: float, start: float) -> float:
+        """The file time of an end at `t`, never before the (file time) `start`."""
+        last = bisect.bisect_left(self.starts, min(max(t, 0.0), self.total)) - 1
+        return max(self._read(t, last), start)
 
 
-def _segment(seg: Segment, when: Callable[[float], float]) -> dict[str, Any]:
-    """A faster-whisper segment as the OpenAI verbose_json item, its times mapped by `when`
-    (a segment's end belongs to the region its last instant is in)."""
+def _segment(seg: Segment, when: _Timeline) -> dict[str, Any]:
+    """A faster-whisper segment as the OpenAI verbose_json item, its times mapped by `when`."""
+    start = when.start(seg.start)
     item: dict[str, Any] = {
-        "start": round(when(seg.start), 3),
-        "end": round(max(when(max(seg.end - 0.01, seg.start)) + 0.01, when(seg.start)), 3),
+        "start": start,
+        "end": when.end(seg.end, start),
         "text": seg.text,
         "tokens": list(seg.tokens),
         "temperature": seg.temperature,
@@ -183,15 +201,17 @@ def _segment(seg: Segment, when: Callable[[float], float]) -> dict[str, Any]:
         "no_speech_prob": seg.no_speech_prob,
     }
     if seg.words:
-        item["words"] = [
-            {
-                "word": w.word,
-                "start": round(when(w.start), 3),
-                "end": round(max(when(max(w.end - 0.01, w.start)) + 0.01, when(w.start)), 3),
-                "probability": w.probability,
-            }
-            for w in seg.words
-        ]
+        item["words"] = []
+        for w in seg.words:
+            word_start = when.start(w.start)
+            item["words"].append(
+                {
+                    "word": w.word,
+                    "start": word_start,
+                    "end": when.end(w.end, word_start),
+                    "probability": w.probability,
+                }
+            )
     return item
 
 
@@ -323,7 +343,7 @@ class WhisperEngine:
             beam_size=payload.beam_size,
         )
         # a generator: decoding happens while iterating, in this thread
-        when = _timeline(payload)
+        when = _Timeline(payload)
         out = [_segment(seg, when) for seg in segments]
         release_free_memory()
         return TranscribeResult(
@@ -389,7 +409,7 @@ class WhisperEngine:
                 again = self.run(handle, replace(unit, temperature=hotter[0]))
                 result.segments = again.segments
             elif not window.silent:
-                when = _timeline(unit)
+                when = _Timeline(unit)
                 result.segments = [_segment(seg, when) for seg in window.segments]
         release_free_memory()
         return results
