@@ -99,6 +99,7 @@ def _cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     from .app import create_app
+    from .http_server import uvicorn_config
 
     app = create_app(settings)
     gw = app.state.gateway
@@ -147,14 +148,12 @@ def _cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
                 self.config.timeout_graceful_shutdown = max(1, math.ceil(left))
                 self.should_exit = True
 
-    config = uvicorn.Config(
+    config = uvicorn_config(
         app,
-        host=args.host or settings.server.host,
-        port=args.port or settings.server.port,
-        log_config=None,
+        settings,
+        args.host or settings.server.host,
+        args.port or settings.server.port,
         timeout_graceful_shutdown=int(grace) + 1,
-        # the largest realtime append (base64 audio) fits one WebSocket message, with its JSON
-        ws_max_size=max(16 << 20, int(settings.realtime.max_append_mb * (1 << 20)) + (64 << 10)),
     )
     try:
         DrainingServer(config).run()
