@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import traceback
 from collections.abc import Coroutine
 from typing import Any
 
@@ -107,16 +106,15 @@ class Connection(AsyncEventHandler):
 
     async def _cancel_work(self) -> None:
         """Every reply of the connection is cancelled (each leaves its scheduler job: its queued
-        units are taken back), and what their frames held (audio, text) is let go at once."""
+        units are taken back), and what they held (audio, text) is let go at once."""
         work = list(self.pending)
         for task in work:
             task.cancel()
-        for result in await asyncio.gather(*work, return_exceptions=True):
-            if isinstance(result, BaseException):
-                # the traceback's frames and the exception refer to each other: only the cycle
-                # collector would free the utterance they hold
-                traceback.clear_frames(result.__traceback__)
-                result.__traceback__ = None
+        await asyncio.gather(*work, return_exceptions=True)
+        # The connection and its last reply's task refer to each other (the closure holds the
+        # connection, `work` the task, whose CancelledError's frames hold the utterances): only
+        # the cycle collector would free them, at its next full pass.
+        self.work = None
 
     async def _send_quietly(self, event: Event) -> None:
         try:
