@@ -11,6 +11,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from . import __version__, errors
 from .api import catalog, ops, ps, realtime, speech, transcriptions
+from .api.guard import KeyGuard, open_paths
 from .api.status_page import router as status_router
 from .config import Settings, csv
 from .middleware import GatewayMiddleware
@@ -59,11 +60,14 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
     app.state.gateway = gw
     app.state.realtime = None  # the realtime front door, while the app runs
     app.state.api_keys = [k.encode() for k in settings.api_keys()]
+    app.state.open_paths = open_paths(settings.server.open_paths)
     errors.install(app)
     for router in (speech.router, transcriptions.router, catalog.router, ops.router, ps.router,
                    realtime.router):  # fmt: skip
         app.include_router(router)
     app.include_router(status_router)  # GET /status, the live status page
+    # innermost of the three: a 401 still gets CORS headers and is counted with the others
+    app.add_middleware(KeyGuard, keys=app.state.api_keys, paths=app.state.open_paths)
     origins = csv(settings.server.cors_origins)
     if origins:
         app.add_middleware(
@@ -86,5 +90,7 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
         traffic=gw.traffic,
         upload_limit=int(settings.server.max_upload_mb * 1024 * 1024),
         json_limit=1 << 20,
+        body_read_timeout_s=settings.server.body_read_timeout_s,
+        body_timeout_s=settings.server.body_timeout_s,
     )
     return app

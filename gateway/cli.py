@@ -105,6 +105,7 @@ def _cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     from .app import create_app
+    from .http_server import uvicorn_config
 
     app = create_app(settings)
     gw = app.state.gateway
@@ -154,14 +155,12 @@ def _cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
                 self.should_exit = True
 
     host, port = bind_address(args, settings)
-    config = uvicorn.Config(
+    config = uvicorn_config(
         app,
-        host=host,
-        port=port,
-        log_config=None,
+        settings,
+        host,
+        port,
         timeout_graceful_shutdown=int(grace) + 1,
-        # the largest realtime append (base64 audio) fits one WebSocket message, with its JSON
-        ws_max_size=max(16 << 20, int(settings.realtime.max_append_mb * (1 << 20)) + (64 << 10)),
     )
     try:
         DrainingServer(config).run()

@@ -46,10 +46,37 @@ class ServerSettings(BaseModel):
         description="File with one API key per line (e.g. a mounted Kubernetes Secret); "
         "added to `api_keys`.",
     )
-    metrics_require_key: bool = Field(
-        False,
-        description="Put `/metrics` behind the API keys (a scraper then sends `Authorization: "
-        "Bearer <key>`). Off: `/metrics` stays open, as Prometheus scrapes it by default.",
+    open_paths: str = Field(
+        "/status,/realtime",
+        description="Comma-separated paths that answer without a key when keys are configured, "
+        "besides the probes (`/health`, `/ready`) and the model and voice lists, which are always "
+        "open (Open WebUI reads them without a key). The default opens only the two HTML pages, "
+        "which hold no data (their scripts send the key they are given). Add `/metrics` for a "
+        "Prometheus without a token, `/docs,/openapi.json` for the API docs.",
+    )
+    max_connections: int = Field(
+        1000,
+        ge=1,
+        description="HTTP connections (WebSockets included) open at once; the next one gets a "
+        "503 and is closed at once, so idle connections cannot use up the file descriptors.",
+    )
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="Longest a connection may take to send a complete request head, from its "
+        "opening or from the end of its previous response; then it is closed.",
+    )
+    body_read_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Longest wait for the next piece of a request body; a body that stalls "
+        "this long gets 408.",
+    )
+    body_timeout_s: float = Field(
+        300.0,
+        gt=0,
+        description="Longest a whole request body may take to arrive (a 25 MiB upload at 1 "
+        "Mbit/s takes 210 s); a body still arriving then gets 408.",
     )
     cors_origins: str = Field(
         "", description="Comma-separated origins allowed by CORS. Empty: CORS is off."

@@ -31,6 +31,13 @@ class RealtimeSettings(BaseModel):
         description="Longest a session may stay open (OpenAI: 60 min); then it is closed with "
         "an `error` event (`session_expired`).",
     )
+    max_pending_turns: int = Field(
+        4,
+        ge=1,
+        description="Committed turns one session may have waiting or being transcribed; one "
+        "more gets an `error` event (`too_many_pending_turns`) and its audio is dropped (a "
+        "`commit` refused so keeps the buffer).",
+    )
     max_buffer_s: float = Field(
         120.0,
         gt=0,

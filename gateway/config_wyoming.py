@@ -27,8 +27,20 @@ class WyomingSettings(BaseModel):
     idle_timeout_s: float = Field(
         60.0,
         gt=0,
-        description="A connection that sends nothing this long while no work of its runs is "
-        "closed.",
+        description="A connection that asks for no work this long while none of its work runs "
+        "is closed (`ping` and `describe` do not keep it open).",
+    )
+    max_connections: int = Field(
+        64,
+        ge=1,
+        description="Wyoming connections open at once; the next one gets an `error` event "
+        "(`too_many_connections`) and is closed.",
+    )
+    max_pending: int = Field(
+        4,
+        ge=1,
+        description="Replies (transcripts, speech) one connection may have waiting or running; "
+        "one more gets an `error` event (`too_many_pending`) and its audio or text is dropped.",
     )
     zeroconf: bool = Field(
         False,

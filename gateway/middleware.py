@@ -1,8 +1,10 @@
-"""ASGI middleware: request ids, access log and HTTP metrics, and body-size limits enforced while
-the body streams in, before it is all read into memory."""
+"""ASGI middleware: request ids, access log and HTTP metrics, and body limits enforced while the
+body streams in: its size, before it is all read into memory, and its pace (a body that stalls
+or takes too long gets 408, so a trickled upload cannot hold a connection for ever)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -25,6 +27,10 @@ class BodyTooLarge(Exception):
     pass
 
 
+class BodyTimeout(Exception):
+    pass
+
+
 class GatewayMiddleware:
     def __init__(
         self,
@@ -33,8 +39,11 @@ class GatewayMiddleware:
         upload_limit: int,
         json_limit: int,
         traffic: Traffic | None = None,
+        body_read_timeout_s: float = 30.0,
+        body_timeout_s: float = 300.0,
     ) -> None:
         self.app = app
+        self.body_read_timeout_s, self.body_timeout_s = body_read_timeout_s, body_timeout_s
         self.traffic = traffic
         self.upload_limit = upload_limit
         self.json_limit = json_limit
@@ -84,10 +93,27 @@ class GatewayMiddleware:
             await send(message)
 
         seen = 0
+        body_done = False  # past the body, receive() waits for a disconnect: no deadline then
+
+        async def receive_body() -> Message:
+            nonlocal body_done, rejected
+            if body_done:
+                return await receive()
+            left = self.body_timeout_s - (time.perf_counter() - t0)
+            try:
+                message = await asyncio.wait_for(receive(), min(self.body_read_timeout_s, left))
+            except TimeoutError:
+                if not started:
+                    await self._timed_out(send_wrapper)
+                    rejected = True
+                raise BodyTimeout() from None
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                body_done = True
+            return message
 
         async def receive_wrapper() -> Message:
             nonlocal seen, rejected
-            message = await receive()
+            message = await receive_body()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
@@ -108,6 +134,8 @@ class GatewayMiddleware:
         except BodyTooLarge:
             if not started:
                 await self._too_large(send_wrapper, limit)
+        except BodyTimeout:
+            log.info("request body timed out", extra={"received_bytes": seen})
         finally:
             route = _route(scope)
             elapsed = time.perf_counter() - t0
@@ -128,26 +156,29 @@ class GatewayMiddleware:
             request_id.reset(token)
 
     async def _too_large(self, send: Send, limit: int) -> None:
-        body = json.dumps(
-            error_body(
-                f"request body is larger than {limit} bytes",
-                "invalid_request_error",
-                None,
-                "request_too_large",
-            )
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        message = f"request body is larger than {limit} bytes"
+        await _refuse(send, 413, message, "request_too_large")
+
+    async def _timed_out(self, send: Send) -> None:
+        message = (f"request body did not arrive in time (a pause over "
+                   f"{self.body_read_timeout_s:g} s, or over {self.body_timeout_s:g} s in all)")  # fmt: skip
+        await _refuse(send, 408, message, "request_timeout")
+
+
+async def _refuse(send: Send, status: int, message: str, code: str) -> None:
+    body = json.dumps(error_body(message, "invalid_request_error", None, code)).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 def _route(scope: Scope) -> str:

@@ -26,6 +26,7 @@ os.environ.setdefault("GATEWAY_WYOMING__PORT", "0")
 
 from gateway.app import create_app  # noqa: E402
 from gateway.config import Settings  # noqa: E402
+from gateway.http_server import uvicorn_config  # noqa: E402
 
 PASSAGE = (
     "The little robot walked slowly across the kitchen floor. It picked up a red cup and placed "
@@ -62,8 +63,8 @@ class LiveServer:
         self.app = create_app(settings)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_config=None,
-                                lifespan="on")  # fmt: skip
+        # the listener `gateway serve` runs, with its connection bounds
+        config = uvicorn_config(self.app, settings, "127.0.0.1", self.port, lifespan="on")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

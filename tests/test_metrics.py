@@ -75,7 +75,7 @@ def live(logged: io.StringIO) -> Iterator[LiveServer]:
 def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """/metrics as {(sample name, sorted labels): value}; also checks it parses. Families with
     no sample yet (a labelled counter nothing has touched) appear as (family name, ()): 0."""
-    r = httpx.get(f"{url}/metrics", timeout=30)
+    r = httpx.get(f"{url}/metrics", timeout=30, headers={"Authorization": f"Bearer {KEY}"})
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/plain")
     out = {}

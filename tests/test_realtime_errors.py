@@ -263,7 +263,7 @@ def test_a_session_older_than_its_maximum_is_closed() -> None:
 
 def test_client_gone_with_its_turn_queued_takes_it_back(keyed: LiveServer) -> None:
     sched = keyed.gateway.scheduler
-    before = httpx.get(keyed.url + "/metrics").text
+    before = httpx.get(keyed.url + "/metrics", headers=AUTH).text
     long_clip = encode(np.tile(spoken_16k([PASSAGE])[0], 2), 16000, "wav", "pcm_s16le", "s16")
     payloads = appends(pcm16(sentences()[0]), 4800)
 
@@ -291,7 +291,7 @@ def test_client_gone_with_its_turn_queued_takes_it_back(keyed: LiveServer) -> No
                     await asyncio.sleep(0.05)
 
     asyncio.run(main())
-    after = httpx.get(keyed.url + "/metrics").text
+    after = httpx.get(keyed.url + "/metrics", headers=AUTH).text
     labels = {"level": "interactive", "engine": MODEL}
     assert (metric(after, "gateway_requests_cancelled_total", **labels)
             - metric(before, "gateway_requests_cancelled_total", **labels)) == 1  # fmt: skip
@@ -337,7 +337,7 @@ def test_bad_events_in_one_session_leave_another_and_http_alone(keyed: LiveServe
     errors, events, status = asyncio.run(main())
     assert errors == len(junk) and status == 200
     # an event type a client makes up is counted, but never becomes a label of its own
-    assert 'operation="response.create"' not in httpx.get(keyed.url + "/metrics").text
+    assert 'operation="response.create"' not in httpx.get(keyed.url + "/metrics", headers=AUTH).text
     assert events[-1]["type"] == COMPLETED, events
     assert "robot" in events[-1]["transcript"].lower()
     _still_serving(keyed)

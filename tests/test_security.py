@@ -17,12 +17,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 from gateway.app import create_app
-from gateway.config import Settings
+from gateway.config import ServerSettings, Settings
 from gateway.logs import JsonFormatter
 from gateway.registry.store import ModelError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 from soak import GatewayProcess  # noqa: E402
+
+from .conftest import LiveServer  # noqa: E402
 
 KEY = "sk-test-9f8e7d6c5b4a"
 KEY2 = "second-key-from-env"
@@ -32,9 +34,15 @@ PROTECTED = [
     ("POST", "/v1/audio/transcriptions"),
     ("POST", "/v1/audio/translations"),
     ("GET", "/v1/scheduler"),
+    # they show traffic per route, queue depth, the whole API: open only by `open_paths`
+    ("GET", "/metrics"),
+    ("GET", "/docs"),
+    ("GET", "/openapi.json"),
+    ("GET", "/api/ps"),
 ]
+# the HTML pages hold no data (their scripts send the key they are given), so they stay open
 OPEN = ["/v1/models", "/v1/models/tts-1", "/v1/audio/models", "/v1/audio/voices", "/health",
-        "/ready", "/metrics"]  # fmt: skip
+        "/ready", "/status", "/realtime"]  # fmt: skip
 
 
 def assert_openai_error(r: Any, status: int) -> dict:
@@ -103,18 +111,21 @@ def test_listing_and_probe_routes_are_open(keyed: TestClient, path: str) -> None
     assert KEY not in r.text and FILE_KEY not in r.text
 
 
-def test_metrics_can_be_put_behind_the_keys() -> None:
-    """`/metrics` is open by default (above: Prometheus scrapes it with no key); with
-    `metrics_require_key` it answers 401 without a key and 200 with one."""
+def test_metrics_and_docs_can_be_opened() -> None:
+    """`/metrics` needs a key by default (above); `open_paths` opens it (a Prometheus without a
+    token) and the API docs, and can close the HTML pages; the probes and lists stay open."""
     settings = Settings()
     settings.server.api_keys = KEY
-    settings.server.metrics_require_key = True
+    settings.server.open_paths = "/metrics, /docs,/openapi.json"
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
-        assert_openai_error(client.get("/metrics"), 401)
-        assert_openai_error(client.get("/metrics", headers={"Authorization": "Bearer no"}), 401)
-        r = client.get("/metrics", headers={"Authorization": f"Bearer {KEY}"})
+        r = client.get("/metrics")
         assert r.status_code == 200 and "gateway_" in r.text, r.text[:300]
-        assert client.get("/health").status_code == 200  # the probes stay open
+        assert client.get("/docs").status_code == 200
+        assert client.get("/openapi.json").json()["paths"]
+        assert_openai_error(client.get("/status"), 401)
+        assert_openai_error(client.get("/v1/scheduler"), 401)
+        assert client.get("/health").status_code == 200
+        assert client.get("/v1/audio/voices").status_code == 200
 
 
 def test_keys_never_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -372,3 +383,20 @@ def test_chunked_body_over_limit_is_413(small_server: GatewayProcess, path: str,
             assert time.monotonic() < deadline, f"/health refused for 60 s: {exc!r}"
             time.sleep(0.2)
     assert health.status_code == 200, health.text
+
+
+def test_a_missing_key_is_refused_before_the_body_is_read() -> None:
+    """The head of an upload (under the size limits) with no key, and not one body byte: the 401
+    comes at once. Eight 25 MiB uploads without a key were each read in full before theirs."""
+    with LiveServer(Settings(server=ServerSettings(api_keys=KEY))) as live:
+        for path, ctype, length in [
+            ("/v1/audio/transcriptions", "multipart/form-data; boundary=xyz", 20 << 20),
+            ("/v1/audio/speech", "application/json", 1000),
+        ]:
+            with socket.create_connection(("127.0.0.1", live.port)) as sock:
+                sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {ctype}\r\n"
+                             f"Content-Length: {length}\r\n\r\n".encode())  # fmt: skip
+                response = _read_response(sock, timeout=30)
+            head, _, body = response.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 401"), response[:300]
+            assert json.loads(body)["error"]["code"] == "invalid_api_key"

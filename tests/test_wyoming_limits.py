@@ -6,7 +6,9 @@ full, queue timeout and a client that goes away with its unit queued."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import time
 from collections.abc import Callable, Iterator
 
 import httpx
@@ -16,6 +18,7 @@ from wyoming.asr import Transcribe
 from wyoming.audio import AudioChunk, AudioStart
 from wyoming.event import Event
 from wyoming.info import Describe, Info
+from wyoming.ping import Ping
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeVoice
 
 from gateway.config import QueuePolicy, SchedulerSettings, Settings, WyomingSettings
@@ -227,3 +230,108 @@ def test_client_gone_with_its_unit_queued_takes_it_back(small: LiveServer) -> No
     assert (metric(after, "gateway_requests_total", protocol="wyoming", status="499")
             - metric(before, "gateway_requests_total", protocol="wyoming", status="499")) == 1  # fmt: skip
     _still_serving(small)
+
+
+# -- bounds per listener and per connection (issue 29, item 8) -------------------------------------
+
+MAX_CONNECTIONS, MAX_PENDING, IDLE_S = 4, 3, 3.0
+
+
+@pytest.fixture(scope="module")
+def bounded() -> Iterator[LiveServer]:
+    settings = Settings(
+        scheduler=SchedulerSettings(cpu_background_slots=0),
+        wyoming=WyomingSettings(port=0, idle_timeout_s=IDLE_S, max_connections=MAX_CONNECTIONS,
+                                max_pending=MAX_PENDING),  # fmt: skip
+    )
+    with LiveServer(settings) as live:
+        yield live
+
+
+def test_connections_past_the_limit_get_an_error_event(bounded: LiveServer) -> None:
+    async def main() -> tuple[Event | None, Event | None]:
+        held = [client(bounded.wyoming_port) for _ in range(MAX_CONNECTIONS)]
+        try:
+            for c in held:
+                await c.connect()
+                await c.write_event(Describe().event())
+                assert (await c.read_event()) is not None  # its handler runs: it is counted
+            async with client(bounded.wyoming_port) as extra:
+                refused, after = await extra.read_event(), await extra.read_event()
+        finally:
+            for c in held:
+                await c.disconnect()
+        return refused, after
+
+    refused, after = asyncio.run(main())
+    assert refused is not None and refused.type == "error", refused
+    assert refused.data["code"] == "too_many_connections"
+    assert after is None  # and closed
+    _still_serving(bounded)  # those that left made room
+
+
+def test_pings_do_not_keep_an_idle_connection_open(bounded: LiveServer) -> None:
+    async def main() -> float:
+        c = client(bounded.wyoming_port)
+        await c.connect()
+        t0 = time.monotonic()
+        try:
+            while time.monotonic() - t0 < IDLE_S + 30:
+                try:
+                    await c.write_event(Ping("still here").event())
+                    pong = await c.read_event()
+                except ConnectionError:  # closed by the server between two pings
+                    pong = None
+                if pong is None:
+                    return time.monotonic() - t0
+                assert pong.type == "pong", pong
+                await asyncio.sleep(0.2)
+        finally:
+            with contextlib.suppress(ConnectionError):
+                await c.disconnect()
+        raise AssertionError("pings kept the connection open")
+
+    elapsed = asyncio.run(main())
+    assert IDLE_S * 0.9 <= elapsed < IDLE_S + 30, elapsed
+
+
+def test_pending_replies_are_capped_and_all_cancelled_on_close(bounded: LiveServer) -> None:
+    """While the only CPU slot is busy, one connection queues MAX_PENDING utterances; one more
+    gets `too_many_pending`. Then it closes: every one of its replies is taken back (none runs,
+    none fails), not only the latest."""
+    sched = bounded.gateway.scheduler
+    data = pcm(spoken(COMMAND))
+    labels = {"protocol": "wyoming", "operation": "transcribe"}
+    before = httpx.get(bounded.url + "/metrics").text
+
+    async def flood() -> list[Event]:
+        async with client(bounded.wyoming_port) as c:
+            for _ in range(MAX_PENDING + 1):
+                await send_utterance(c, data, transcribe=Transcribe(language="en"))
+            answer = await read_until(c, "transcript")
+            while not sched.status()["queues"]["interactive"]["depth"]:  # the first one waits
+                await asyncio.sleep(0.01)
+        deadline = time.monotonic() + 30
+        while sched.status()["queues"]["interactive"]["depth"]:  # taken back, not run
+            assert time.monotonic() < deadline, "a reply still waits for the slot"
+            await asyncio.sleep(0.01)
+        return answer
+
+    answer = _with_lane_busy(bounded, flood)
+    assert [e.type for e in answer] == ["error"], answer  # type: ignore[union-attr]
+    assert answer[0].data["code"] == "too_many_pending"  # type: ignore[index]
+    while bounded.gateway.traffic.connections["wyoming"]:
+        time.sleep(0.05)
+    time.sleep(2.0)  # the slot is free: a reply left behind would start now
+    after = httpx.get(bounded.url + "/metrics").text
+
+    def count(name: str, **match: str) -> float:
+        return metric(after, name, **match) - metric(before, name, **match)
+
+    # the first reply's unit was queued: taken back, never run; the others never got that far
+    unit = {"level": "interactive", "engine": "whisper-base"}
+    assert count("gateway_requests_cancelled_total", **unit) == 1
+    assert count("gateway_queue_wait_seconds_count", **unit) == 0
+    replies = {s: count("gateway_requests_total", status=s, **labels) for s in ("200", "499", "500")}
+    assert replies == {"200": 0, "499": MAX_PENDING, "500": 0}, replies
+    _still_serving(bounded)

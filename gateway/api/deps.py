@@ -73,7 +73,10 @@ def require_key(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)] = None,
 ) -> None:
-    """Bearer key check; a no-op when no keys are configured. Constant-time, never logged."""
+    """Bearer key check; a no-op when no keys are configured or the path is open (see
+    api/guard.py, which checks the same before the body is read). Constant-time, never logged."""
+    if request.scope["path"] in request.app.state.open_paths:
+        return
     token = credentials.credentials if credentials is not None else None
     if not key_matches(request.app.state.api_keys, token):
         raise invalid_key()

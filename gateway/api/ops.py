@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..config import csv
-from .deps import GatewayDep, bearer, require_key
+from .deps import GatewayDep, require_key
 
 router = APIRouter(tags=["operations"])
 
@@ -55,17 +55,9 @@ async def scheduler_status(gw: GatewayDep) -> dict:
     }
 
 
-async def metrics_key(request: Request, gw: GatewayDep) -> None:
-    """The API key check on /metrics, only with `server.metrics_require_key`. The bearer scheme
-    is read here rather than declared as a dependency, so the OpenAPI document shows /metrics
-    open, as it is by default (Prometheus scrapes it without a key)."""
-    if gw.settings.server.metrics_require_key:
-        require_key(request, await bearer(request))
-
-
 @router.get(
     "/metrics",
-    dependencies=[Depends(metrics_key)],
+    dependencies=[Depends(require_key)],
     response_class=Response,
     responses={
         200: {

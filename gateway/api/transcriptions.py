@@ -79,7 +79,9 @@ async def _transcribe(
 ) -> Response:
     plan = stt.check(gw, req)
     data = await _read_upload(request, file, gw)
-    work = await stt.prepare(gw, plan, data, level)
+    # a client gone during the decode or the VAD takes them back too (a step already running
+    # on its thread finishes there, its result dropped)
+    work = await until_disconnect(request, stt.prepare(gw, plan, data, level))
     del data
     async with stt.start(gw, work, level, timeout_s) as job:
         if stream:

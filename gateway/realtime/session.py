@@ -1,8 +1,8 @@
 """One Realtime transcription session over a WebSocket: reads client events with an idle
 timeout and a maximum age, keeps the input audio buffer, finds turns with the VAD (in a worker
 thread) and transcribes each committed turn as an interactive job, in order. A bad event gets an
-`error` event and changes nothing; a disconnect cancels the session's turns (their queued units
-are taken back)."""
+`error` event and changes nothing; a turn past `max_pending_turns` gets an `error` event; a
+disconnect cancels the session's turns (their queued units are taken back, their audio freed)."""
 
 from __future__ import annotations
 
@@ -195,10 +195,22 @@ class Session:
         return any(not t.done() for t in self.turns)
 
     async def _cancel_turns(self) -> None:
-        for task in self.turns:
+        turns = list(self.turns)
+        for task in turns:
             task.cancel()  # leaves the scheduler job: its queued units are taken back
-        if self.turns:
-            await asyncio.gather(*self.turns, return_exceptions=True)
+        await asyncio.gather(*turns, return_exceptions=True)
+        # The session and its last turn's task refer to each other (the task's closure holds
+        # the session; `previous` the task, whose CancelledError's frames hold every turn's
+        # audio): only the cycle collector would free them, at its next full pass.
+        self.previous = None
+
+    def _room(self) -> None:
+        """Raises when the session has as many turns pending as it may."""
+        limit = self.settings.max_pending_turns
+        if sum(not t.done() for t in self.turns) >= limit:
+            raise APIError(429, f"at most {limit} turns may wait to be transcribed; wait for "
+                           "one to complete", "rate_limit_error", None,
+                           "too_many_pending_turns")  # fmt: skip
 
     # -- events ---------------------------------------------------------------------------------
 
@@ -317,6 +329,7 @@ class Session:
             raise bad_request(f"buffer too small: expected at least {MIN_AUDIO_S * 1000:g} ms "
                               f"of audio, but the buffer holds {held * 1000 / RATE:.2f} ms",
                               None, "input_audio_buffer_commit_empty")  # fmt: skip
+        self._room()  # refused before the buffer is taken: it stays for a later commit
         item = self.speech_item or new_id("item")
         self.speech_item = None
         if self.detector is not None:
@@ -324,6 +337,7 @@ class Session:
         await self._commit(item, self.buffer.take(self.buffer.start, self.buffer.end))
 
     async def _commit(self, item: str, audio: np.ndarray) -> None:
+        self._room()  # a turn the VAD cut is dropped: no item is committed
         if self.plan is None:
             self.plan = self.config.plan(self.gw)  # raises as HTTP would: no item is committed
         previous, self.last_item = self.last_item, item

@@ -1,7 +1,8 @@
 """One Wyoming connection: reads events with bounds and an idle timeout, answers `describe` at
 once, and runs its replies (a transcript, speech) one after another in a task of their own, so
-that streamed text keeps arriving while earlier sentences are spoken. A malformed frame, an idle
-connection or a peer that goes away closes the connection and takes its queued units back."""
+that streamed text keeps arriving while earlier sentences are spoken. Connections and the replies
+each may have pending are capped (one over gets an `error` event). A malformed frame, an idle
+connection or a peer that goes away closes the connection and takes all its work back."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from .info import describe
 
 log = logging.getLogger(__name__)
 PROTOCOL = "wyoming"
+now = time.monotonic
 
 
 class Connection(AsyncEventHandler):
@@ -51,23 +53,33 @@ class Connection(AsyncEventHandler):
         self.skip_audio = False  # this utterance already failed: its audio is dropped quietly
         self.stream: tts.SpeechStream | None = None
         self.work: asyncio.Task[None] | None = None  # the latest reply; each waits for the last
+        self.pending: set[asyncio.Task[None]] = set()  # every reply not yet done
 
     # -- the connection -------------------------------------------------------------------------
 
     async def run(self) -> None:
+        if self.traffic.connections[PROTOCOL] >= self.settings.max_connections:
+            await self._refuse()
+            return
         self._is_running = True
         self.traffic.connections[PROTOCOL] += 1
         read: asyncio.Future[Event | None] | None = None
+        idle = self.settings.idle_timeout_s
+        active = now()  # the last event that asked for work (ping and describe don't)
         try:
             while self._is_running:
                 read = asyncio.ensure_future(read_event(self.reader))
-                while not (await asyncio.wait({read}, timeout=self.settings.idle_timeout_s))[0]:
+                while not (await asyncio.wait({read}, timeout=max(active + idle - now(), 0)))[0]:
                     if not self._busy():
                         log.info("wyoming connection idle; closing", extra={"peer": self.peer})
                         return
+                    active = now()  # its work runs: the clock starts again
                 event = read.result()
-                if event is None or not await self.handle_event(event):
+                if event is None:
                     break
+                if not (Ping.is_type(event.type) or Describe.is_type(event.type)):
+                    active = now()
+                await self.handle_event(event)
         except FrameError as exc:
             log.warning("wyoming frame refused; closing: %s", exc, extra={"peer": self.peer})
             await self._send_quietly(Error(str(exc), "malformed_frame").event())
@@ -80,14 +92,29 @@ class Connection(AsyncEventHandler):
             self.traffic.connections[PROTOCOL] -= 1
             self.writer.close()
 
+    async def _refuse(self) -> None:
+        limit = self.settings.max_connections
+        log.warning("wyoming connection refused: %d open", limit, extra={"peer": self.peer})
+        err = APIError(503, f"at most {limit} Wyoming connections may be open at once",
+                       "server_error", None, "too_many_connections")  # fmt: skip
+        self.traffic.record(PROTOCOL, "connection", err.status, 0.0)
+        await self._send_quietly(Error(err.message, err.code).event())
+        self.writer.close()
+
     def _busy(self) -> bool:
-        return self.stream is not None or (self.work is not None and not self.work.done())
+        return self.stream is not None or bool(self.pending)
 
     async def _cancel_work(self) -> None:
-        work = self.work
-        if work is not None and not work.done():
-            work.cancel()  # leaves the scheduler job: its queued units are taken back
-            await asyncio.gather(work, return_exceptions=True)
+        """Every reply of the connection is cancelled (each leaves its scheduler job: its queued
+        units are taken back), and what they held (audio, text) is let go at once."""
+        work = list(self.pending)
+        for task in work:
+            task.cancel()
+        await asyncio.gather(*work, return_exceptions=True)
+        # The connection and its last reply's task refer to each other (the closure holds the
+        # connection, `work` the task, whose CancelledError's frames hold the utterances): only
+        # the cycle collector would free them, at its next full pass.
+        self.work = None
 
     async def _send_quietly(self, event: Event) -> None:
         try:
@@ -99,8 +126,22 @@ class Connection(AsyncEventHandler):
         log.info("wyoming error event: %s", exc.message, extra={"code": exc.code})
         await self.write_event(Error(exc.message, exc.code or exc.type).event())
 
+    def room(self) -> None:
+        """Raises when the connection has as many replies pending as it may."""
+        limit = self.settings.max_pending
+        if len(self.pending) >= limit:
+            raise APIError(429, f"at most {limit} replies may be pending on one connection; wait "
+                           "for one to finish", "rate_limit_error", None,
+                           "too_many_pending")  # fmt: skip
+
     def spawn(self, operation: str, reply: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        """Run a reply after the one before it; its failure becomes an `error` event."""
+        """Run a reply after the one before it; its failure becomes an `error` event. Refused
+        (an APIError) when the connection has too many replies pending."""
+        try:
+            self.room()
+        except APIError:
+            reply.close()
+            raise
         before = self.work
 
         async def run() -> None:
@@ -113,6 +154,8 @@ class Connection(AsyncEventHandler):
             except asyncio.CancelledError:
                 status = 499
                 raise
+            except ConnectionError:
+                status = 499  # the peer went away mid-reply: no one to tell, nothing failed
             except Exception as exc:
                 err = as_api_error(exc)
                 status = err.status
@@ -125,6 +168,8 @@ class Connection(AsyncEventHandler):
                 self.traffic.record(PROTOCOL, operation, status, elapsed)
 
         self.work = asyncio.create_task(run(), name=f"wyoming {operation}")
+        self.pending.add(self.work)
+        self.work.add_done_callback(self.pending.discard)
         return self.work
 
     # -- events ---------------------------------------------------------------------------------
@@ -157,7 +202,11 @@ class Connection(AsyncEventHandler):
         elif SynthesizeStart.is_type(kind):
             voice = tts.choose_voice(self.gw, event.data.get("voice"))
             self.stream = tts.SpeechStream(tts.Speaker(self.gw, voice, self.write_event))
-            self.spawn("synthesize-stream", self.stream.run())
+            try:
+                self.spawn("synthesize-stream", self.stream.run())
+            except APIError as exc:
+                self.stream.fail(exc)  # its chunks are dropped quietly until its stop
+                raise
         elif SynthesizeChunk.is_type(kind):
             if self.stream is None:
                 raise bad_request("synthesize-chunk before synthesize-start", None,
@@ -196,6 +245,7 @@ class Connection(AsyncEventHandler):
             return
         try:
             if AudioStart.is_type(event.type):
+                self.room()  # refused before its audio is held
                 asr.check_format(event.data)
                 plan = self.plan or asr.plan(self.gw, None, None)
                 self.utterance = asr.Utterance(plan, self.settings.max_audio_s)
