@@ -196,38 +196,7 @@ def _overhead(res: dict[str, Any], img: str) -> list[str]:
             f"| {_f(c['cpu_ratio_spinning'])}× |"
             for c in spun
         ]
-    detected = [c for c in res["overhead"]["cases"] if "raw_default_median" in c]
-    if detected:
-        how = detected[0]["detection"]
-        rows += [
-            "",
-            "A request that names no language: the gateway detects on up to "
-            f"{how['segments']} 30 s segments of speech, one after another until one is sure "
-            f"(p > {how['threshold']:g}); the raw call in the table above detects with the same "
-            "settings. The same gateway runs against the raw call with faster-whisper's "
-            "default detection (one 30 s segment, p > 0.5), interleaved with them; the "
-            "difference is what the surer detection costs (docs/cpu-path.md, Issue 33):",
-            "",
-            "| case | raw wall, default detection | gateway wall | wall ratio "
-            "| raw CPU, default detection | CPU ratio |",
-            "|---|---|---|---|---|---|",
-        ]
-        rows += [
-            f"| {c['case']} | {c['raw_default_median']:.2f} s | {c['gateway_median']:.2f} s "
-            f"| {c['ratio_default']:.2f}× | {c['raw_default_cpu_median']:.2f} s "
-            f"| {_f(c['cpu_ratio_default'])}× |"
-            for c in detected
-        ]
-    load = res["overhead"].get("load_before"), res["overhead"].get("load_after")
-    if load[0] and load[1]:
-        rows += [
-            "",
-            "Load average (1/5/15 min) at the start of this section: "
-            + " / ".join(f"{x:.2f}" for x in load[0])
-            + "; at its end: "
-            + " / ".join(f"{x:.2f}" for x in load[1])
-            + ".",
-        ]
+    rows += goals.render_detection(res)
     mp3 = res["overhead"].get("mp3_encoding")
     if mp3:
         rows += [
