@@ -43,16 +43,18 @@ def transcribe(
     filename: str = "audio.mp3",
     level: str | None = None,
     model: str = "whisper-1",
+    language: str | None = None,
 ) -> tuple[float, str]:
     """One transcription (multipart, no part content type, like Open WebUI); (seconds, text)."""
     headers = dict(AUTH)
+    form = {"model": model} if language is None else {"model": model, "language": language}
     if level:
         headers["X-Priority"] = level
     t0 = time.perf_counter()
     r = client.post(
         f"{base}/v1/audio/transcriptions",
         files={"file": (filename, data)},
-        data={"model": model},
+        data=form,
         headers=headers,
     )
     elapsed = time.perf_counter() - t0

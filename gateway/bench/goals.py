@@ -37,8 +37,13 @@ def goals(res: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
 
     ratio("speech, ~10 s of audio, wav", "speech, wav")
     ratio("speech, default mp3", "speech, mp3")
-    ratio("transcription, 10 s clip", "transcription, 10")
-    ratio("transcription, 48–60 s clip", "transcription, 60")
+    heard = [c for c in res["overhead"]["cases"] if c["case"].startswith("transcription")]
+    for c in heard:
+        # no language: held to the raw call that detects with the gateway's settings
+        same = " (raw call detecting as the gateway does)" if "detection" in c else ""
+        ratio(c["case"] + same, c["case"])
+    if not any(c["audio_s"] >= 48 for c in heard):
+        ratio("transcription, 48–60 s clip", "transcription, 48–60")
     for c in res.get("accuracy", {}).get("cases", []):
         rows.append(
             (
@@ -127,3 +132,42 @@ def render_accuracy(res: dict[str, Any]) -> list[str]:
             f"| {c['raw_s']:.1f} s | {c['gateway_s']:.1f} s |"
         )
     return out + [""]
+
+
+def render_detection(res: dict[str, Any]) -> list[str]:
+    """Section 1's notes: requests with no language against the raw call with faster-whisper's
+    default detection (what the gateway's surer detection costs), and the section's load."""
+    rows: list[str] = []
+    detected = [c for c in res["overhead"]["cases"] if "raw_default_median" in c]
+    if detected:
+        how = detected[0]["detection"]
+        rows += [
+            "",
+            "A request that names no language: the gateway detects on up to "
+            f"{how['segments']} 30 s segments of speech, one after another until one is sure "
+            f"(p > {how['threshold']:g}); the raw call in the table above detects with the same "
+            "settings. The same gateway runs against the raw call with faster-whisper's "
+            "default detection (one 30 s segment, p > 0.5), interleaved with them; the "
+            "difference is what the surer detection costs (docs/cpu-path.md, Issue 33):",
+            "",
+            "| case | raw wall, default detection | gateway wall | wall ratio "
+            "| raw CPU, default detection | CPU ratio |",
+            "|---|---|---|---|---|---|",
+        ]
+        rows += [
+            f"| {c['case']} | {c['raw_default_median']:.2f} s | {c['gateway_median']:.2f} s "
+            f"| {c['ratio_default']:.2f}× | {c['raw_default_cpu_median']:.2f} s "
+            f"| {_f(c['cpu_ratio_default'])}× |"
+            for c in detected
+        ]
+    load = res["overhead"].get("load_before"), res["overhead"].get("load_after")
+    if load[0] and load[1]:
+        rows += [
+            "",
+            "Load average (1/5/15 min) at the start of this section: "
+            + " / ".join(f"{x:.2f}" for x in load[0])
+            + "; at its end: "
+            + " / ".join(f"{x:.2f}" for x in load[1])
+            + ".",
+        ]
+    return rows

@@ -20,7 +20,7 @@ from ..registry.manifest import load_manifest
 from ..registry.store import ModelStore
 from . import clips
 from .client import median, speech, stream_speech, summary, transcribe
-from .server import proc_cpu_seconds
+from .server import load_average, proc_cpu_seconds
 
 Say = Callable[[str], None]
 VOICE = "jf_alpha"  # what `alloy` maps to in the embedded pack; named, so both sides agree
@@ -106,6 +106,7 @@ def overhead(
         return time.perf_counter() - t0, proc_cpu_seconds(pid) - c0
 
     cases: list[dict[str, Any]] = []
+    load_before = load_average()
     try:
         mem_raw_idle = raw.call(op="memory")
         with httpx.Client(timeout=httpx.Timeout(600.0, connect=10.0)) as client:
@@ -132,18 +133,36 @@ def overhead(
                     r = spin.call(op="speech", text=text, voice=VOICE)
                     spin_t.append((r["s"], r["cpu"]))
                 cases.append({**_case(label, audio_s, raw_t, gw_t), **_spinning(spin_t, gw_t)})
-            for label, path, audio_s in inputs["transcription"]:
-                data = Path(path).read_bytes()
-                raw.call(op="transcribe", path=str(path))
-                transcribe(client, base, data, Path(path).name)
-                raw_t, gw_t = [], []
-                n = runs if audio_s <= 30 else max(1, runs - 3)
+            detection = {
+                "segments": settings.whisper.language_segments,
+                "threshold": settings.whisper.language_threshold,
+            }
+            warmed: set[str] = set()
+            for label, path, audio_s, language in inputs["transcription"]:
+                data, name = Path(path).read_bytes(), Path(path).name
+                # No language: the like-for-like raw call detects with the gateway's settings;
+                # faster-whisper's own defaults run beside it, to show what they cost.
+                same = {} if language else detection
+                if path not in warmed:
+                    raw.call(op="transcribe", path=str(path), language=language)
+                    transcribe(client, base, data, name, language=language)
+                    warmed.add(path)
+                raw_t, gw_t, default_t = [], [], []
+                n = runs if audio_s <= 30 else max(1, runs - 2)
                 say(f"overhead: {label} x{n}")
                 for _ in range(n):
-                    r = raw.call(op="transcribe", path=str(path))
+                    r = raw.call(op="transcribe", path=str(path), language=language, **same)
                     raw_t.append((r["s"], r["cpu"]))
-                    gw_t.append(timed(partial(transcribe, client, base, data, Path(path).name)))
-                cases.append(_case(label, audio_s, raw_t, gw_t))
+                    gw_t.append(
+                        timed(partial(transcribe, client, base, data, name, language=language))
+                    )
+                    if not language:
+                        r = raw.call(op="transcribe", path=str(path))
+                        default_t.append((r["s"], r["cpu"]))
+                case = {**_case(label, audio_s, raw_t, gw_t), "language": language}
+                if default_t:
+                    case.update(_default_detection(default_t, gw_t), detection=detection)
+                cases.append(case)
             mp3 = mp3_encoding(base, text, max(3, runs))
         mem_raw = raw.call(op="memory")
     finally:
@@ -151,6 +170,8 @@ def overhead(
         spin.close()
     return {
         "cases": cases,
+        "load_before": load_before,
+        "load_after": load_average(),
         "mp3_encoding": mp3,
         "raw_memory_idle": mem_raw_idle,
         "raw_memory": mem_raw,
@@ -217,6 +238,24 @@ def _spinning(spin: list[tuple[float, float]], gw: list[tuple[float, float]]) ->
         "ratio_spinning": median([g[0] for g in gw]) / median(spin_s),
         "cpu_ratio_spinning": median([g[1] for g in gw]) / median(spin_cpu)
         if median(spin_cpu)
+        else float("nan"),
+    }
+
+
+def _default_detection(
+    raw: list[tuple[float, float]], gw: list[tuple[float, float]]
+) -> dict[str, Any]:
+    """The raw call with faster-whisper's default detection (one 30 s segment, threshold 0.5),
+    against the same gateway runs."""
+    raw_s, raw_cpu = [r[0] for r in raw], [r[1] for r in raw]
+    return {
+        "raw_default": raw_s,
+        "raw_default_cpu": raw_cpu,
+        "raw_default_median": median(raw_s),
+        "raw_default_cpu_median": median(raw_cpu),
+        "ratio_default": median([g[0] for g in gw]) / median(raw_s),
+        "cpu_ratio_default": median([g[1] for g in gw]) / median(raw_cpu)
+        if median(raw_cpu)
         else float("nan"),
     }
 
@@ -309,11 +348,16 @@ def prepare(base: str, quick: bool, say: Say) -> dict[str, Any]:
     pool = clips.POOL[:4] if quick else clips.POOL
     sentences = [(s, len(a) / r) for s in pool for a, r in [clips.speak(base, s)]]
     speech_text = " ".join(clips.POOL[:1] if quick else clips.POOL[1:3])  # ~9 s of audio
-    lengths = (4.0,) if quick else (10.0, 60.0)
+    # (seconds, language): a long clip with a language and without one (detection); quick mode
+    # one clip of each kind, the full report also the 10 s clip of the earlier reports
+    cases = [(48.0, "en"), (48.0, None)]
+    if not quick:
+        cases = [(10.0, None), *cases, (60.0, "en"), (60.0, None)]
     transcription = []
-    for secs in lengths:
+    for secs, language in cases:
         path = clips.clip_file(base, secs, "mp3")
-        transcription.append((f"transcription, {secs:g} s clip", str(path), secs))
+        how = f"language={language}" if language else "no language"
+        transcription.append((f"transcription, {secs:g} s clip, {how}", str(path), secs, language))
     tp_s = 4.0 if quick else 10.0
     stream_text = " ".join(clips.POOL[4:6] if quick else clips.POOL[4:7])
     say(f"report inputs ready in {time.perf_counter() - t0:.1f} s")

@@ -8,8 +8,12 @@ WhisperModel, same compute type and threads), then answers one JSON command per 
 plain kokoro_onnx user gets), to show that baseline too; WHISPER_DIR `-` loads no Whisper.
 
     {"op": "speech", "text": ..., "voice": ..., "lang": "en-us"}   -> {"s", "cpu", "audio_s"}
-    {"op": "transcribe", "path": ..., "beam_size": 5, "vad": true, "language": null}
-                                                                   -> {"s", "cpu", "text"}
+    {"op": "transcribe", "path": ..., "beam_size": 5, "vad": true, "language": null,
+     "segments": 1, "threshold": 0.5}                              -> {"s", "cpu", "text"}
+
+(`segments`, `threshold`: faster-whisper's language_detection_segments and _threshold, its
+defaults when left out; the gateway's are what the overhead section compares a request that names
+no language with.)
 
 (`s`: wall seconds; `cpu`: CPU seconds of the process, all threads.)
     {"op": "memory"}                                               -> {"VmHWM": MiB, "VmRSS": MiB}
@@ -79,6 +83,8 @@ def _handle(cmd: dict[str, Any], kokoro: Any, whisper: Any) -> dict[str, Any]:
             beam_size=cmd.get("beam_size", 5),
             vad_filter=cmd.get("vad", True),
             language=cmd.get("language"),
+            language_detection_segments=cmd.get("segments", 1),
+            language_detection_threshold=cmd.get("threshold", 0.5),
         )
         text = " ".join(s.text.strip() for s in segments)  # decoding happens here
         return {

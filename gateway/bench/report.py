@@ -160,8 +160,8 @@ def _overhead(res: dict[str, Any], img: str) -> list[str]:
         "`Kokoro.create` on an ONNX Runtime session with the gateway's CPU-lane session "
         "options (the same thread count, idle threads sleep), and `faster_whisper.WhisperModel("
         "compute_type=int8).transcribe(path, beam_size=5, vad_filter=True)`, in a process of "
-        "its own. The gateway side is a full HTTP request (upload, decode, schedule, "
-        "encode). Wall: end-to-end seconds; CPU: CPU seconds the process spent on the call "
+        "its own (with `language=en` where the request names it). The gateway side is a full "
+        "HTTP request (upload, decode, schedule, encode). Wall: end-to-end seconds; CPU: CPU seconds the process spent on the call "
         "(all threads; the gateway's whole process), which other processes on a shared "
         "machine disturb much less than wall time. Target: ≤ 1.05×.",
         "",
@@ -196,6 +196,7 @@ def _overhead(res: dict[str, Any], img: str) -> list[str]:
             f"| {_f(c['cpu_ratio_spinning'])}× |"
             for c in spun
         ]
+    rows += goals.render_detection(res)
     mp3 = res["overhead"].get("mp3_encoding")
     if mp3:
         rows += [
