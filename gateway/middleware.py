@@ -76,84 +76,39 @@ class GatewayMiddleware:
         rid = given if _RID.match(given) else uuid.uuid4().hex
         token = request_id.set(rid)
         limit = self._limit(scope)
-        started = False
-        status = 500
-        t0 = time.perf_counter()
-
-        rejected = False  # a 413 went out from here: whatever the app answers is dropped
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal started, status
-            if rejected:
-                return
-            if message["type"] == "http.response.start":
-                started = True
-                status = message["status"]
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
-            await send(message)
-
-        seen = 0
-        body_done = False  # past the body, receive() waits for a disconnect: no deadline then
-
-        async def receive_body() -> Message:
-            nonlocal body_done, rejected
-            if body_done:
-                return await receive()
-            left = self.body_timeout_s - (time.perf_counter() - t0)
-            try:
-                message = await asyncio.wait_for(receive(), min(self.body_read_timeout_s, left))
-            except TimeoutError:
-                if not started:
-                    await self._timed_out(send_wrapper)
-                    rejected = True
-                raise BodyTimeout() from None
-            if message["type"] != "http.request" or not message.get("more_body", False):
-                body_done = True
-            return message
-
-        async def receive_wrapper() -> Message:
-            nonlocal seen, rejected
-            message = await receive_body()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > limit:
-                    # Answer 413 now: FastAPI turns any error raised while it reads a body into
-                    # its own 400, so the exception alone would not reach the caller as a 413.
-                    if not started:
-                        await self._too_large(send_wrapper, limit)
-                        rejected = True
-                    raise BodyTooLarge()
-            return message
-
+        ex = _Exchange(self, receive, send, rid, limit)
         try:
             length = headers.get(b"content-length")
             if length is not None and length.isdigit() and int(length) > limit:
-                await self._too_large(send_wrapper, limit)
+                await self._too_large(ex.send, limit)
             else:
-                await self.app(scope, receive_wrapper, send_wrapper)
+                await self.app(scope, ex.receive, ex.send)
         except BodyTooLarge:
-            if not started:
-                await self._too_large(send_wrapper, limit)
+            if not ex.started:
+                await self._too_large(ex.send, limit)
         except BodyTimeout:
-            log.info("request body timed out", extra={"received_bytes": seen})
+            log.info("request body timed out", extra={"received_bytes": ex.seen})
         finally:
-            route = _route(scope)
-            elapsed = time.perf_counter() - t0
-            self.requests.labels(route, scope["method"], str(status)).inc()
-            self.latency.labels(route, scope["method"]).observe(elapsed)
-            if self.traffic is not None and route not in ("/health", "/metrics", "/ready"):
-                self.traffic.record("http", route, status, elapsed)
-            if route not in ("/health", "/metrics", "/ready"):
-                log.info(
-                    "request",
-                    extra={
-                        "method": scope["method"],
-                        "route": route,
-                        "status": status,
-                        "duration_s": round(elapsed, 4),
-                    },
-                )
+            self._record(scope, ex.status, time.perf_counter() - ex.t0)
             request_id.reset(token)
+
+    def _record(self, scope: Scope, status: int, elapsed: float) -> None:
+        route = _route(scope)
+        self.requests.labels(route, scope["method"], str(status)).inc()
+        self.latency.labels(route, scope["method"]).observe(elapsed)
+        if route in ("/health", "/metrics", "/ready"):
+            return  # probes and scrapes: counted, but neither logged nor shown as traffic
+        if self.traffic is not None:
+            self.traffic.record("http", route, status, elapsed)
+        log.info(
+            "request",
+            extra={
+                "method": scope["method"],
+                "route": route,
+                "status": status,
+                "duration_s": round(elapsed, 4),
+            },
+        )
 
     async def _too_large(self, send: Send, limit: int) -> None:
         message = f"request body is larger than {limit} bytes"
@@ -163,6 +118,61 @@ class GatewayMiddleware:
         message = (f"request body did not arrive in time (a pause over "
                    f"{self.body_read_timeout_s:g} s, or over {self.body_timeout_s:g} s in all)")  # fmt: skip
         await _refuse(send, 408, message, "request_timeout")
+
+
+class _Exchange:
+    """One request's passage through the middleware: its response status, and its body watched
+    as it streams in for size and pace."""
+
+    def __init__(
+        self, mw: GatewayMiddleware, receive: Receive, send: Send, rid: str, limit: int
+    ) -> None:
+        self.mw, self._receive, self._send, self.rid, self.limit = mw, receive, send, rid, limit
+        self.t0 = time.perf_counter()
+        self.started = False
+        self.status = 500
+        self.rejected = False  # a 413/408 went out from here: whatever the app answers is dropped
+        self.seen = 0
+        self.body_done = False  # past the body, receive() waits for a disconnect: no deadline
+
+    async def send(self, message: Message) -> None:
+        if self.rejected:
+            return
+        if message["type"] == "http.response.start":
+            self.started = True
+            self.status = message["status"]
+            message["headers"] = [*message.get("headers", []), (b"x-request-id", self.rid.encode())]
+        await self._send(message)
+
+    async def _receive_body(self) -> Message:
+        if self.body_done:
+            return await self._receive()
+        left = self.mw.body_timeout_s - (time.perf_counter() - self.t0)
+        try:
+            message = await asyncio.wait_for(
+                self._receive(), min(self.mw.body_read_timeout_s, left)
+            )
+        except TimeoutError:
+            if not self.started:
+                await self.mw._timed_out(self.send)
+                self.rejected = True
+            raise BodyTimeout() from None
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            self.body_done = True
+        return message
+
+    async def receive(self) -> Message:
+        message = await self._receive_body()
+        if message["type"] == "http.request":
+            self.seen += len(message.get("body", b""))
+            if self.seen > self.limit:
+                # Answer 413 now: FastAPI turns any error raised while it reads a body into its
+                # own 400, so the exception alone would not reach the caller as a 413.
+                if not self.started:
+                    await self.mw._too_large(self.send, self.limit)
+                    self.rejected = True
+                raise BodyTooLarge()
+        return message
 
 
 async def _refuse(send: Send, status: int, message: str, code: str) -> None:
