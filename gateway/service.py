@@ -159,7 +159,7 @@ class Gateway:
     def _gpu_precision(self, spec: ModelSpec) -> str | None:
         """The GPU lane's variant precision for a model that has an fp16 one: as set, or by the
         card (`auto`); `auto` takes the float one where the fp16 file is not made."""
-        if not self.store.has_variant(spec.id, "gpu", "fp16"):
+        if not any(v.lane == "gpu" and v.precision == "fp16" for v in spec.variants):
             return None
         setting = family(spec.family).gpu_precision(self.settings)
         device = self.gpu.device(self.settings.scheduler.gpu_device)

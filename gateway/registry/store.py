@@ -69,14 +69,9 @@ def _hub_file(repo: str, filename: str, allow_download: bool, revision: str | No
     from huggingface_hub import hf_hub_download
 
     try:
-        return Path(
-            hf_hub_download(
-                repo_id=repo,
-                filename=filename,
-                revision=revision,
-                local_files_only=not allow_download,
-            )
-        )
+        offline = not allow_download
+        path = hf_hub_download(repo, filename, revision=revision, local_files_only=offline)
+        return Path(path)
     except Exception as exc:  # the hub raises many types; all mean "not available here"
         hint = "" if allow_download else " (downloads are off: pass --allow-download)"
         raise ModelError(f"cannot fetch {repo}/{filename}: {exc}{hint}") from exc
@@ -258,11 +253,6 @@ class ModelStore:
         ours = [v for v in self.spec(model_id).variants if v.lane == lane]
         return next((v for v in ours if v.precision == precision), ours[0] if ours else None)
 
-    def has_variant(self, model_id: str, lane: str, precision: str) -> bool:
-        return any(
-            v.lane == lane and v.precision == precision for v in self.spec(model_id).variants
-        )
-
     def variant_path(
         self, model_id: str, lane: str, precision: str | None = None
     ) -> tuple[Path | None, str | None]:
@@ -352,13 +342,10 @@ class ModelStore:
                 log.info("upstream variant unavailable, deriving", extra={"error": str(exc)})
         if not upstream:
             digest, expected = _derive(variant, folder, dest), variant.sha256
-            made_from = ((self._record(model_id) or {}).get("variants") or {}).get(
-                variant.source_file or ""
-            )
-            if made_from and made_from.get("upstream"):
-                # derived from an upstream release, not the file the pin was made from: pinned
-                # by the hash recorded now instead
-                expected, upstream = None, True
+            made = (self._record(model_id) or {}).get("variants") or {}
+            made_from = made.get(variant.source_file)
+            if made_from and made_from.get("upstream"):  # not the file the pin was made from
+                expected, upstream = None, True  # pinned by the hash recorded now
         if expected and digest != expected:
             dest.unlink(missing_ok=True)
             raise ModelError(

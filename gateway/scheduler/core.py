@@ -247,10 +247,7 @@ class Scheduler:
             self.waiting.take(unit)
             unit.lane, unit.reason, unit.started = inst.lane, reason, now
             self.ledger.started(unit, reason)
-        if not inst.busy:
-            self.busy[slot] += 1
-            inst.slot = slot
-        inst.running += 1
+        self.slots.take(inst, slot)
         if self.metrics:
             self.metrics.busy.labels(inst.lane).set(self.slots.in_lane(inst.lane))
             if self.batcher.batches(inst):
@@ -296,11 +293,8 @@ class Scheduler:
                 self.metrics.units.labels(unit.model, inst.lane, outcome).inc(len(units))
                 if not was_loaded and inst.loaded:
                     self.metrics.loads.labels(unit.model, inst.lane).inc()
-            inst.running -= 1
+            self.slots.give_back(inst)
             inst.last_used = time.monotonic()
-            if not inst.busy:
-                self.busy[slot] -= 1
-                inst.slot = None
             if self.metrics:
                 self.metrics.busy.labels(inst.lane).set(self.slots.in_lane(inst.lane))
             if inst.lane == Lane.gpu and not inst.engine.gpu_capped:

@@ -355,5 +355,19 @@ class Slots:
             return "cpu-bg" if self.busy["cpu-bg"] < s.cpu_background_slots else None
         return "cpu" if self.busy["cpu"] < s.cpu_slots else None
 
+    def take(self, inst: Instance, slot: str) -> None:
+        """One more unit starts on `inst`; its first takes the lane slot for all of them."""
+        if not inst.busy:
+            self.busy[slot] += 1
+            inst.slot = slot
+        inst.running += 1
+
+    def give_back(self, inst: Instance) -> None:
+        """A unit of `inst` ended; its last gives the lane slot back."""
+        inst.running -= 1
+        if not inst.busy and inst.slot is not None:
+            self.busy[inst.slot] -= 1
+            inst.slot = None
+
     def in_lane(self, lane: str) -> int:
         return self.busy["gpu"] if lane == Lane.gpu else self.busy["cpu"] + self.busy["cpu-bg"]
