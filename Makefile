@@ -62,13 +62,14 @@ bench: setup-test
 
 # The project's lent GPU machine (no network, 64 MiB a transfer): pack this checkout, the wheels
 # its image lacks and the models into .gpu-pack/ chunks with ../shared/gpu/pack.sh. The derived
-# Kokoro files (timed 92 MB, float 325 MB) are not packed: `gateway models pull kokoro` derives
-# them there.
+# Kokoro files (timed 92 MB, float 325 MB, fp16 273 MB) are not packed: `gateway models pull
+# kokoro` derives them there (docs/benchmarks-gpu.md: measuring the fp16 variant).
 GPU_PACK_EXTRA := lameenc emoji markdown-it-py mdurl linkify-it-py uc-micro-py num2words jiwer \
 	rapidfuzz click
 gpu-pack: setup-test
 	rm -rf /tmp/gpu-pack-models && mkdir -p /tmp/gpu-pack-models
 	d=$$($(BIN)/python -c "from gateway.config import Settings; print(Settings().models.dir)") && \
 	  cp -r "$$d/kokoro" "$$d/whisper-base" /tmp/gpu-pack-models/
-	rm -f /tmp/gpu-pack-models/kokoro/model.gpu.onnx /tmp/gpu-pack-models/kokoro/model.timed.onnx
+	rm -f /tmp/gpu-pack-models/kokoro/model.gpu.onnx /tmp/gpu-pack-models/kokoro/model.timed.onnx \
+	  /tmp/gpu-pack-models/kokoro/model.fp16.onnx
 	GATEWAY_MODELS__DIR=/tmp/gpu-pack-models PACK_EXTRA="$(GPU_PACK_EXTRA)" ../shared/gpu/pack.sh kokoro whisper-base

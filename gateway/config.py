@@ -188,6 +188,21 @@ class KokoroSettings(BaseModel):
         description="ONNX Runtime intra-op threads on the GPU lane, for the few nodes it keeps "
         "on the CPU; 0: min(4, cores).",
     )
+    gpu_precision: Literal["auto", "fp16", "fp32"] = Field(
+        "auto",
+        description="The GPU lane's model file: `fp16` (model.fp16.onnx, derived from the float "
+        "one by `gateway models pull`), `fp32` (model.gpu.onnx), or `auto`: fp16 on cards with "
+        "fast fp16 (compute capability 7.0 or higher, e.g. T4, A2, A10, L4, A100, H100), fp32 "
+        "on older ones or where the fp16 file is missing.",
+    )
+    gpu_concurrency: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description="Speech units the GPU lane runs at once, one ONNX Runtime session called "
+        "from that many threads inside `gpu_budget_mib`; batch-level units take at most all "
+        "but one. 1 until a GPU run measures more (docs/gpu-sizing.md).",
+    )
     cpu_threads: int = Field(
         0, ge=0, description="ONNX Runtime intra-op threads on CPU; 0: cores / CPU slots."
     )

@@ -18,6 +18,7 @@ from .doctor import Verdict, diagnose, log_verdicts
 from .engines.base import Engine
 from .engines.cuda import preload_cuda
 from .engines.families import UnknownFamily, family
+from .engines.precision import gpu_precision
 from .errors import ModelUnavailable, UnknownModel
 from .registry.manifest import ModelSpec, load_manifest
 from .registry.store import ModelError, ModelStore
@@ -45,6 +46,9 @@ ALIASES: dict[str, dict[str, str | None]] = {
         "tiny.en": "whisper-tiny.en",
         "base": "whisper-base",
         "small": "whisper-small",
+        "large-v3-turbo": "whisper-large-v3-turbo",
+        "turbo": "whisper-large-v3-turbo",
+        "distil-large-v3": "whisper-distil-large-v3",
     },
 }
 LISTED_ALIASES = {
@@ -96,6 +100,8 @@ class Gateway:
         self.store = _store(self.settings, self.specs)  # the model files
         self.gpu = gpu if gpu is not None else NvmlMonitor()
         self.models: dict[str, ModelState] = {}
+        # per model with variants of several precisions: the one its GPU lane loads
+        self.gpu_precision: dict[str, str] = {}
         if self.gpu.devices():
             preload_cuda()  # the `gpu` extra's CUDA libraries, before a runtime opens them
         self._build_engines(pull_problems or {})
@@ -143,22 +149,42 @@ class Gateway:
                 )
 
     def _engine(self, spec: ModelSpec, folder: Path) -> Engine[Any, Any]:
+        precision = self._gpu_precision(spec)
         variants: dict[str, tuple[Path | None, str | None]] = {
-            v.lane: self.store.variant_path(spec.id, v.lane) for v in spec.variants
+            v.lane: self.store.variant_path(spec.id, v.lane, precision if v.lane == "gpu" else None)
+            for v in spec.variants
         }
         return family(spec.family).factory(spec, folder, self.settings, variants)
+
+    def _gpu_precision(self, spec: ModelSpec) -> str | None:
+        """The GPU lane's variant precision for a model that has an fp16 one: as set, or by the
+        card (`auto`); `auto` takes the float one where the fp16 file is not made."""
+        if not any(v.lane == "gpu" and v.precision == "fp16" for v in spec.variants):
+            return None
+        setting = family(spec.family).gpu_precision(self.settings)
+        device = self.gpu.device(self.settings.scheduler.gpu_device)
+        precision: str = gpu_precision(setting, device.compute_capability if device else None)
+        if precision == "fp16" and setting == "auto":
+            path, problem = self.store.variant_path(spec.id, "gpu", "fp16")
+            if path is None:
+                log.warning("no fp16 GPU variant; the GPU lane loads the float one",
+                            extra={"model": spec.id, "problem": problem})  # fmt: skip
+                precision = "fp32"
+        self.gpu_precision[spec.id] = precision
+        return precision
 
     def _policy(self, spec: ModelSpec) -> ModelPolicy:
         section = family(spec.family).settings(self.settings)
         max_batch, batch_latency_s = family(spec.family).batching(self.settings)
         return ModelPolicy(
             placement=section.placement,
-            gpu_budget_mib=section.gpu_budget_mib,
+            gpu_budget_mib=spec.gpu_budget_mib or section.gpu_budget_mib,
             cpu_threads=self.settings.cpu_threads(spec.family),
             cpu_nice=section.cpu_nice,
             pinned=spec.id in csv(self.settings.models.pinned),
             max_batch=max_batch,
             batch_latency_s=batch_latency_s,
+            gpu_concurrency=family(spec.family).gpu_concurrency(self.settings),
             keep_alive_s=self._keep_alive(spec.id),
         )
 
@@ -195,7 +221,11 @@ class Gateway:
 
         def run() -> None:
             for model_id in todo:
-                result = self.store.verify(model_id), self.store.verify_variants(model_id)
+                precision = self.gpu_precision.get(model_id)
+                result = (
+                    self.store.verify(model_id),
+                    self.store.verify_variants(model_id, precision),
+                )
                 if not post(self._verified, model_id, *result):
                     return
             post(done.set_result, None)

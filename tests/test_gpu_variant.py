@@ -277,11 +277,11 @@ def test_simulated_gpu_a_variant_still_being_verified_is_not_used_until_it_passe
     release, hashing = threading.Event(), threading.Event()
     real = gw.store.verify_variants
 
-    def held(model_id: str) -> dict[str, str | None]:
+    def held(model_id: str, precision: str | None = None) -> dict[str, str | None]:
         if model_id == "kokoro":
             hashing.set()
             release.wait(300)
-        return real(model_id)
+        return real(model_id, precision)
 
     monkeypatch.setattr(gw.store, "verify_variants", held)
     placer = gw.scheduler.placer

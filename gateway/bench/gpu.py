@@ -1,8 +1,11 @@
 """`gateway bench gpu`: the GPU lane measured against the raw libraries on the same GPU.
 
 Side by side in one run (ratios, not absolute timings, are what to compare between machines):
-- speech: raw kokoro-onnx (int8 on CUDA as shipped; the float variant; fp16 when it converts)
-  against the gateway over HTTP: 8.7 s of audio, one sentence, the first request of a new length;
+- speech: raw kokoro-onnx (int8 on CUDA as shipped; the float variant; the fp16 variant)
+  against the gateway over HTTP: 8.7 s of audio, one sentence, the first request of a new length
+  (the gateway with `gpu_precision` auto, and forced to fp32 for comparison);
+- speech concurrency: 1, 4 and 8 requests at once against `kokoro.gpu_concurrency` 1 and 4
+  (seconds of audio per second, p95 latency);
 - transcription: raw faster-whisper (sequential; batched) against the gateway: a 48 s clip and a
   10-minute file;
 - sharing: speech p95 while two batch transcriptions loop, against idle, and the batch jobs'
@@ -25,7 +28,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from .client import BatchLoop, speech, summary, transcribe
+from .client import AUTH, BatchLoop, speech, summary, transcribe
 from .clips import build_clip, encode
 from .server import GatewayProcess
 
@@ -93,6 +96,7 @@ def raw_kokoro(models: Path, variants: dict[str, Path], runs: int) -> dict[str, 
         ("float", "EXHAUSTIVE", 4),
         ("float", "HEURISTIC", 4),
         ("float", "HEURISTIC", 1),
+        ("fp16", "HEURISTIC", 4),
     ]
     for name, search, threads in configs:
         path = variants.get(name)
@@ -230,6 +234,36 @@ def sharing(env: dict[str, str], clip48: bytes, window_s: float, runs: int) -> d
     return out
 
 
+def concurrency(env: dict[str, str], runs: int) -> dict[str, Any]:
+    """N requests for the 8.7 s text at once, `runs` rounds each: audio seconds per wall second
+    and the requests' p95, for N = 1, 4, 8."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    out: dict[str, Any] = {}
+    with (
+        GatewayProcess(env, name="gpu-concurrency", ready_timeout_s=300) as gw,
+        httpx.Client(timeout=600, limits=httpx.Limits(max_connections=16)) as c,
+    ):
+        base = gw.base_url
+        speech(c, base, TEXT, VOICE)
+        body = {"model": "tts-1", "input": TEXT, "voice": VOICE, "response_format": "pcm"}
+        pcm = c.post(f"{base}/v1/audio/speech", json=body, headers=AUTH).content
+        audio_s = len(pcm) / 2 / 24000  # s16 mono at 24 kHz
+        for n in (1, 4, 8):
+            latencies: list[float] = []
+            t0 = time.perf_counter()
+            with ThreadPoolExecutor(n) as pool:
+                for _ in range(runs):
+                    latencies += list(pool.map(lambda _: speech(c, base, TEXT, VOICE), range(n)))
+            wall = time.perf_counter() - t0
+            out[str(n)] = {
+                "latency": summary(latencies),
+                "audio_per_s": round(audio_s * n * runs / wall, 1),
+            }
+        out["status"] = c.get(f"{base}/v1/scheduler").json()
+    return out
+
+
 def _wer_of(audio: np.ndarray, rate: int, text: str, model: Any) -> float:
     import jiwer
 
@@ -284,12 +318,18 @@ def run(out_path: Path, quick: bool) -> dict[str, Any]:
     variants = {
         "int8": models / "kokoro" / "model.onnx",
         "float": models / "kokoro" / "model.gpu.onnx",
+        "fp16": models / "kokoro" / "model.fp16.onnx",
     }
     window = 20 if quick else 40
     steps = {
         "raw_kokoro": lambda: raw_kokoro(models, variants, runs),
         "raw_whisper": lambda: raw_whisper(models, pcm48, pcm600, 3, quick),
         "gateway": lambda: gateway_figures({}, wav48, wav600, runs),
+        "gateway_fp32": lambda: gateway_figures(
+            {"GATEWAY_KOKORO__GPU_PRECISION": "fp32"}, wav48, wav600, runs
+        ),
+        "concurrency1": lambda: concurrency({"GATEWAY_KOKORO__GPU_CONCURRENCY": "1"}, 3),
+        "concurrency4": lambda: concurrency({"GATEWAY_KOKORO__GPU_CONCURRENCY": "4"}, 3),
         "sharing_slots1": lambda: sharing(
             {"GATEWAY_SCHEDULER__GPU_SLOTS": "1"}, wav48, window, runs
         ),

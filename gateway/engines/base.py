@@ -2,7 +2,10 @@
 
 An engine turns one work unit into a result on a given device. It never sees queues, lanes or
 HTTP. `load`, `run` and `unload` block and are called from the one worker thread that owns a
-loaded instance, so thread-local runtime state (CUDA context, nice value) stays consistent.
+loaded instance, so thread-local runtime state (CUDA context, nice value) stays consistent. The
+exception: a family with a GPU concurrency above 1 (Kokoro's `gpu_concurrency`) has `run` called
+from that many threads at once on the one loaded handle, which its runtime must allow (an ONNX
+Runtime session does; kokoro-onnx's `_create_batch` keeps no state between calls).
 """
 
 from __future__ import annotations

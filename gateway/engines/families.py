@@ -39,6 +39,10 @@ class EngineFamily:
     factory: Callable[[ModelSpec, Path, Settings, Variants], Engine[Any, Any]]
     # GPU dynamic batching: (most units per call, latency budget in seconds); (1, …): none
     batching: Callable[[Settings], tuple[int, float]] = lambda s: (1, 1.0)
+    # Units one GPU instance runs at once (its runtime called from several threads); 1: one.
+    gpu_concurrency: Callable[[Settings], int] = lambda s: 1
+    # The GPU lane variant's precision setting (auto | fp16 | fp32; see engines/precision.py)
+    gpu_precision: Callable[[Settings], str] = lambda s: "fp32"
 
 
 def _kokoro(
@@ -64,11 +68,17 @@ def _whisper(
     from .whisper import WhisperEngine
 
     w: WhisperSettings = settings.whisper
-    return WhisperEngine(spec.id, folder, spec.multilingual, w.compute_type, w.gpu_compute_type)
+    gpu_compute_type = spec.gpu_compute_type or w.gpu_compute_type  # the model's own, if named
+    return WhisperEngine(spec.id, folder, spec.multilingual, w.compute_type, gpu_compute_type)
 
 
 FAMILIES: dict[str, EngineFamily] = {
-    "kokoro": EngineFamily(settings=lambda s: s.kokoro, factory=_kokoro),
+    "kokoro": EngineFamily(
+        settings=lambda s: s.kokoro,
+        factory=_kokoro,
+        gpu_concurrency=lambda s: s.kokoro.gpu_concurrency,
+        gpu_precision=lambda s: s.kokoro.gpu_precision,
+    ),
     "whisper": EngineFamily(
         settings=lambda s: s.whisper,
         factory=_whisper,

@@ -71,8 +71,8 @@ class SpeechUnit:
     timed: bool = False
 
 
-# lane variants (model.gpu.onnx, model.timed.onnx) are never a user folder's main model
-VARIANTS = (".gpu.onnx", ".timed.onnx")
+# lane variants (model.gpu.onnx, .fp16.onnx, .timed.onnx) are never a user folder's main model
+VARIANTS = (".gpu.onnx", ".fp16.onnx", ".timed.onnx")
 
 
 def find_files(folder: Path) -> tuple[Path, Path]:
@@ -138,7 +138,7 @@ class _ShrinkingSession:
 class GpuOptions:
     """How the GPU lane runs Kokoro (see KokoroSettings for each field's meaning)."""
 
-    # The float variant (model.gpu.onnx); None with `problem` saying why it is not usable.
+    # The GPU lane's file (fp16 or float, by gpu_precision); None with `problem` saying why not.
     model: Path | None = None
     problem: str | None = "no GPU variant configured"
     conv_algo_search: str = "HEURISTIC"

@@ -30,10 +30,13 @@ class Source:
     path: Path | None = None
     checksum_file: str | None = None
     checksum_for: str | None = None
+    # A hub repository's commit the files are fetched at (None: its main branch as it is then).
+    revision: str | None = None
 
     def describe(self) -> str:
         if self.kind == "huggingface":
-            return f"huggingface:{self.repo}"
+            at = f"@{self.revision[:12]}" if self.revision else ""
+            return f"huggingface:{self.repo}{at}"
         if self.kind == "local":
             return f"local:{self.path}"
         return "pypi:" + ",".join(
@@ -46,9 +49,10 @@ class VariantSpec:
     """Another file of a model for one lane (e.g. a float ONNX for the GPU beside the int8 one).
 
     It is derived offline from `source_file` and pinned by the sha256 of that derivation:
-    `derive = "dequantize"` (registry/dequantize.py) or `"timed"` (registry/timed.py: the phoneme
-    durations as a second output). Variants are made in manifest order, so one may derive from
-    another. Where downloads are allowed, an upstream release (`upstream_*`) may be pulled
+    `derive = "dequantize"` (registry/dequantize.py), `"timed"` (registry/timed.py: the phoneme
+    durations as a second output) or `"fp16"` (registry/fp16.py: half precision). Variants are
+    made in manifest order, so one may derive from another. A lane may have one variant per
+    `precision` (the GPU lane: fp32 and fp16); the first listed is the lane's default. Where downloads are allowed, an upstream release (`upstream_*`) may be pulled
     instead; it is checked against its own pin, and with `upstream_timed` the durations output
     is added to it after that check (the result is then pinned by the hash recorded at pull)."""
 
@@ -56,8 +60,9 @@ class VariantSpec:
     name: str
     sha256: str | None = None
     size: int | None = None
-    derive: Literal["dequantize", "timed"] | None = None
+    derive: Literal["dequantize", "timed", "fp16"] | None = None
     source_file: str | None = None
+    precision: Literal["fp32", "fp16"] | None = None
     upstream_repo: str | None = None
     upstream_file: str | None = None
     upstream_sha256: str | None = None
@@ -76,6 +81,10 @@ class ModelSpec:
     default: bool = False
     pins: dict[str, FileSpec] = field(default_factory=dict)
     variants: tuple[VariantSpec, ...] = ()
+    # What this model needs on the GPU where it differs from its family's settings (a large
+    # Whisper needs more than the family's budget): MiB, and CTranslate2's compute type.
+    gpu_budget_mib: int | None = None
+    gpu_compute_type: str | None = None
 
     @property
     def size(self) -> int | None:
@@ -92,6 +101,7 @@ def _variant(raw: dict) -> VariantSpec:
         size=raw.get("size"),
         derive=raw.get("derive"),
         source_file=raw.get("from"),
+        precision=raw.get("precision"),
         upstream_repo=upstream.get("repo"),
         upstream_file=upstream.get("file"),
         upstream_sha256=upstream.get("sha256"),
@@ -111,6 +121,7 @@ def _parse(data: dict) -> list[ModelSpec]:
                 path=Path(s["path"]) if s.get("path") else None,
                 checksum_file=s.get("checksum_file"),
                 checksum_for=s.get("checksum_for"),
+                revision=s.get("revision"),
             )
             for s in raw.get("sources", [])
         )
@@ -126,6 +137,8 @@ def _parse(data: dict) -> list[ModelSpec]:
                 default=raw.get("default", False),
                 pins={f.name: f for f in files},
                 variants=tuple(_variant(v) for v in raw.get("variants", [])),
+                gpu_budget_mib=raw.get("gpu_budget_mib"),
+                gpu_compute_type=raw.get("gpu_compute_type"),
             )
         )
     ids = [m.id for m in models]

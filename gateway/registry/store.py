@@ -65,13 +65,13 @@ def _package_file(rel: str) -> Path:
     return path
 
 
-def _hub_file(repo: str, filename: str, allow_download: bool) -> Path:
+def _hub_file(repo: str, filename: str, allow_download: bool, revision: str | None = None) -> Path:
     from huggingface_hub import hf_hub_download
 
     try:
-        return Path(
-            hf_hub_download(repo_id=repo, filename=filename, local_files_only=not allow_download)
-        )
+        offline = not allow_download
+        path = hf_hub_download(repo, filename, revision=revision, local_files_only=offline)
+        return Path(path)
     except Exception as exc:  # the hub raises many types; all mean "not available here"
         hint = "" if allow_download else " (downloads are off: pass --allow-download)"
         raise ModelError(f"cannot fetch {repo}/{filename}: {exc}{hint}") from exc
@@ -85,7 +85,7 @@ def _resolve_parts(source: Source, name: str, allow_download: bool) -> list[Path
         assert source.path is not None
         return [source.path / p for p in parts]
     assert source.repo is not None
-    return [_hub_file(source.repo, p, allow_download) for p in parts]
+    return [_hub_file(source.repo, p, allow_download, source.revision) for p in parts]
 
 
 def _assemble(parts: list[Path], dest: Path, progress: Progress | None) -> str:
@@ -230,6 +230,10 @@ class ModelStore:
             if pin and pin.sha256 and digest != pin.sha256:
                 dest.unlink(missing_ok=True)
                 raise ModelError(f"{name} assembled to sha256 {digest}, manifest pins {pin.sha256}")
+            if pin and pin.size and dest.stat().st_size != pin.size:
+                size = dest.stat().st_size
+                dest.unlink(missing_ok=True)
+                raise ModelError(f"{name} has {size} bytes, manifest pins {pin.size}")
             if shipped and source.checksum_for == name and digest != shipped:
                 dest.unlink(missing_ok=True)
                 raise ModelError(f"{name}: sha256 {digest} differs from the package's {shipped}")
@@ -242,13 +246,20 @@ class ModelStore:
 
     # -- lane variants ---------------------------------------------------------------------------
 
-    def _variant(self, model_id: str, lane: str) -> VariantSpec | None:
-        return next((v for v in self.spec(model_id).variants if v.lane == lane), None)
+    def _variant(
+        self, model_id: str, lane: str, precision: str | None = None
+    ) -> VariantSpec | None:
+        """The lane's variant of that precision, or its first (default) one."""
+        ours = [v for v in self.spec(model_id).variants if v.lane == lane]
+        return next((v for v in ours if v.precision == precision), ours[0] if ours else None)
 
-    def variant_path(self, model_id: str, lane: str) -> tuple[Path | None, str | None]:
+    def variant_path(
+        self, model_id: str, lane: str, precision: str | None = None
+    ) -> tuple[Path | None, str | None]:
         """The file a lane loads instead of the main one, or (None, why not). (None, None): the
-        lane uses the main files. Cheap (size against the record); `verify_variants` hashes."""
-        variant = self._variant(model_id, lane)
+        lane uses the main files. Cheap (size against the record); `verify_variants` hashes.
+        `precision` picks among a lane's variants (default: its first)."""
+        variant = self._variant(model_id, lane, precision)
         if variant is None:
             return None, None
         folder = self.folder(model_id)
@@ -265,12 +276,17 @@ class ModelStore:
             )
         return path, None
 
-    def verify_variants(self, model_id: str) -> dict[str, str | None]:
-        """Re-hash each lane variant: {lane: None when intact, else the problem}."""
+    def verify_variants(
+        self, model_id: str, gpu_precision: str | None = None
+    ) -> dict[str, str | None]:
+        """Re-hash the variant each lane loads (the GPU's of `gpu_precision`): {lane: None when
+        intact, else the problem}."""
         out: dict[str, str | None] = {}
         record = (self._record(model_id) or {}).get("variants") or {}
-        for variant in self.spec(model_id).variants:
-            path, problem = self.variant_path(model_id, variant.lane)
+        for lane in dict.fromkeys(v.lane for v in self.spec(model_id).variants):
+            variant = self._variant(model_id, lane, gpu_precision if lane == "gpu" else None)
+            assert variant is not None
+            path, problem = self.variant_path(model_id, lane, variant.precision)
             if path is not None and model_id not in self.local_paths:
                 meta = record[variant.name]
                 expected = self._pin(variant, meta)
@@ -280,7 +296,7 @@ class ModelStore:
                         f"{variant.name}: sha256 {actual[:12]}… does not match "
                         f"{expected[:12]}…; run `gateway models pull --force {model_id}`"
                     )
-            out[variant.lane] = problem
+            out[lane] = problem
         return out
 
     def pull_variants(self, model_id: str, allow_download: bool, force: bool = False) -> list[str]:
@@ -292,7 +308,8 @@ class ModelStore:
             meta = record.get(variant.name) or {}
             # a file made under an older pin (the manifest changed) is made again
             current = self._pin(variant, meta) in (None, meta.get("sha256"))
-            if not force and current and self.variant_path(model_id, variant.lane)[0] is not None:
+            made = self.variant_path(model_id, variant.lane, variant.precision)[0] is not None
+            if not force and current and made:
                 continue
             try:
                 self._pull_variant(model_id, variant, allow_download)
@@ -304,10 +321,13 @@ class ModelStore:
     @staticmethod
     def _pin(variant: VariantSpec, meta: dict) -> str | None:
         """The sha256 a made variant must have: the manifest's, or for an upstream file the
-        upstream pin (with durations added to it: the hash recorded when it was made)."""
+        upstream pin (with durations added to it, or derived from an upstream file: the hash
+        recorded when it was made)."""
         if not meta.get("upstream"):
             return variant.sha256
-        return meta.get("sha256") if variant.upstream_timed else variant.upstream_sha256
+        if variant.upstream_timed or not variant.upstream_sha256:
+            return meta.get("sha256")
+        return variant.upstream_sha256
 
     def _pull_variant(self, model_id: str, variant: VariantSpec, allow: bool) -> None:
         folder = self.folder(model_id)
@@ -322,6 +342,10 @@ class ModelStore:
                 log.info("upstream variant unavailable, deriving", extra={"error": str(exc)})
         if not upstream:
             digest, expected = _derive(variant, folder, dest), variant.sha256
+            made = (self._record(model_id) or {}).get("variants") or {}
+            made_from = made.get(variant.source_file)
+            if made_from and made_from.get("upstream"):  # not the file the pin was made from
+                expected, upstream = None, True  # pinned by the hash recorded now
         if expected and digest != expected:
             dest.unlink(missing_ok=True)
             raise ModelError(
@@ -367,6 +391,10 @@ def _derive(variant: VariantSpec, folder: Path, dest: Path) -> str:
         from .timed import timed_file
 
         return timed_file(src, dest)
+    if variant.derive == "fp16":
+        from .fp16 import fp16_file
+
+        return fp16_file(src, dest)
     from .dequantize import dequantize_file
 
     return dequantize_file(src, dest)

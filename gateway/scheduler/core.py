@@ -211,9 +211,13 @@ class Scheduler:
                 if cand.evict is not None:
                     self.placer.admit(unit.model, cand.evict)
             background = self._background(unit.model) and unit.job.level == Level.batch
+            interactive = self.queue.level_now(unit, loop.time()) == Level.interactive
             for cand in candidates:
                 inst = self._instance(unit.model, cand.lane, background)
-                slot = None if inst.busy else self.slots.free(inst)
+                if not inst.takes(interactive):
+                    continue
+                # a unit beside others of the same instance rides on the slot it holds
+                slot = inst.slot if inst.busy else self.slots.free(inst)
                 if slot is not None:
                     units = [unit, *self._companions(unit, inst, loop.time())]
                     self._start(units, inst, slot, cand.reason)
@@ -243,8 +247,7 @@ class Scheduler:
             self.waiting.take(unit)
             unit.lane, unit.reason, unit.started = inst.lane, reason, now
             self.ledger.started(unit, reason)
-        inst.busy = True
-        self.busy[slot] += 1
+        self.slots.take(inst, slot)
         if self.metrics:
             self.metrics.busy.labels(inst.lane).set(self.slots.in_lane(inst.lane))
             if self.batcher.batches(inst):
@@ -262,6 +265,10 @@ class Scheduler:
         unit = units[0]
         batched = self.batcher.batches(inst)
         try:
+            if not was_loaded and inst.concurrency > 1:
+                # load first, then let queued units start beside this one on the loaded runtime
+                await asyncio.wrap_future(inst.preload())
+                self._dispatch()
             if batched:
                 limit = self.batch_limit(unit.model)
                 payloads = [u.payload for u in units]
@@ -286,9 +293,8 @@ class Scheduler:
                 self.metrics.units.labels(unit.model, inst.lane, outcome).inc(len(units))
                 if not was_loaded and inst.loaded:
                     self.metrics.loads.labels(unit.model, inst.lane).inc()
-            inst.busy = False
+            self.slots.give_back(inst)
             inst.last_used = time.monotonic()
-            self.busy[slot] -= 1
             if self.metrics:
                 self.metrics.busy.labels(inst.lane).set(self.slots.in_lane(inst.lane))
             if inst.lane == Lane.gpu and not inst.engine.gpu_capped:

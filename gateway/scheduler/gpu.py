@@ -23,6 +23,8 @@ class GpuInfo:
     utilization_pct: int | None
     process_used_mib: int | None  # this process's memory on the device (None: not reported)
     mig: bool = False
+    # CUDA compute capability (major, minor); 7.0 and up have tensor cores for fast fp16
+    compute_capability: tuple[int, int] | None = None
 
 
 class GpuMonitor(Protocol):
@@ -125,6 +127,12 @@ class NvmlMonitor:
             mig = bool(nv.nvmlDeviceGetMigMode(h)[0])
         except Exception:
             pass
+        capability = None
+        try:
+            major, minor = nv.nvmlDeviceGetCudaComputeCapability(h)
+            capability = (int(major), int(minor))
+        except Exception:
+            pass
         return GpuInfo(
             index=index,
             name=_str(nv.nvmlDeviceGetName(h)),
@@ -135,6 +143,7 @@ class NvmlMonitor:
             utilization_pct=util,
             process_used_mib=mine,
             mig=mig,
+            compute_capability=capability,
         )
 
 
@@ -149,9 +158,15 @@ class SimulatedGpu:
     for other processes.
     """
 
-    def __init__(self, total_mib: int = 16384, name: str = "Simulated A2") -> None:
+    def __init__(
+        self,
+        total_mib: int = 16384,
+        name: str = "Simulated A2",
+        compute_capability: tuple[int, int] | None = (8, 6),
+    ) -> None:
         self.total_mib = total_mib
         self.name = name
+        self.compute_capability = compute_capability
         self.other_used_mib = 0
         self.allocations: dict[str, int] = {}
         self.reason = f"simulated GPU {name}, {total_mib} MiB"
@@ -195,5 +210,13 @@ class SimulatedGpu:
             used = self._used()
         mine = self.process_used_mib(index)
         return GpuInfo(
-            0, self.name, "GPU-simulated", self.total_mib, used, self.total_mib - used, 0, mine
+            0,
+            self.name,
+            "GPU-simulated",
+            self.total_mib,
+            used,
+            self.total_mib - used,
+            0,
+            mine,
+            compute_capability=self.compute_capability,
         )

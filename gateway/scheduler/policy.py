@@ -22,6 +22,9 @@ class ModelPolicy:
     # batch may take by the measured time per unit, so an interactive unit waits at most that.
     max_batch: int = 1
     batch_latency_s: float = 1.0
+    # Units one GPU instance runs at once (its runtime called from that many threads, inside one
+    # memory budget); batch units take at most all but one, so interactive work finds one free.
+    gpu_concurrency: int = 1
     # Seconds an instance stays loaded after use (inf: forever; 0: unloaded after each use);
     # None: its lane's idle TTL.
     keep_alive_s: float | None = None

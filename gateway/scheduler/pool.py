@@ -5,6 +5,12 @@ All of an instance's runtime calls happen on its own thread. Threads inherit the
 from the thread that creates them, so an instance whose thread lowers its priority before loading
 also lowers every thread its runtime creates (CTranslate2's workers, ONNX Runtime's pool): the
 kernel then gives the cores to foreground work at once and idle cycles to this instance.
+
+A GPU instance with `concurrency` N > 1 (Kokoro's `gpu_concurrency`) runs up to N units at once,
+each on a runner thread of its own, all on the one loaded runtime (ONNX Runtime sessions may be
+run from several threads; its `gpu_mem_limit` caps them together, inside one budget). It holds
+one lane slot while any of them runs, so the lane's slots still say how many models share the
+device. Batch units take at most N - 1 of its runners: one is always left for interactive work.
 """
 
 from __future__ import annotations
@@ -65,7 +71,9 @@ class Instance:
         self.background = background
         self.pinned = pinned
         self.handle: Any = None
-        self.busy = False
+        self.concurrency = 1  # units at once (GPU lane: the model's gpu_concurrency)
+        self.running = 0  # calls in flight, counted on the loop
+        self.slot: str | None = None  # the lane slot held while any call runs
         self.last_used = time.monotonic()
         self.load_s: float | None = None
         self.units_run = 0  # counted on the worker thread, read on the loop
@@ -78,10 +86,29 @@ class Instance:
         self.key: tuple[str, str] = (self.model, str(self.lane))
         # a daemon thread: a unit still running at exit never holds the process open
         self._executor = DaemonWorker(f"{self.model}-{self.lane}", _lower_priority, (nice,))
+        self._runners: list[DaemonWorker] = [self._executor]  # more made as concurrency asks
+        self._idle_runners: list[DaemonWorker] = [self._executor]
+        self._runner_lock = threading.Lock()
+        self._load_lock = threading.Lock()  # two runners never load the same instance twice
 
     @property
     def loaded(self) -> bool:
         return self.handle is not None
+
+    @property
+    def busy(self) -> bool:
+        return self.running > 0
+
+    def takes(self, interactive: bool) -> bool:
+        """Whether one more unit may start on this instance now, beside those running. An
+        instance not running anything always may (if its lane has a slot); a second one only
+        once loaded, and a batch unit never takes the last free runner."""
+        if self.running == 0:
+            return True
+        if not self.loaded:
+            return False
+        limit = self.concurrency if interactive else max(1, self.concurrency - 1)
+        return self.running < limit
 
     @property
     def held_mib(self) -> int:
@@ -95,7 +122,26 @@ class Instance:
         return any(not f.done() for f in self.wait_for)
 
     def submit(self, payload: Any) -> Future[Any]:
-        return self._executor.submit(self._call, payload)
+        worker = self._runner()
+        return worker.submit(self._on_runner, worker, self._call, payload)
+
+    def _runner(self) -> DaemonWorker:
+        """An idle runner thread (the scheduler starts at most `concurrency` calls at once)."""
+        with self._runner_lock:
+            if self._idle_runners:
+                return self._idle_runners.pop()
+            n = len(self._runners)
+            worker = DaemonWorker(f"{self.model}-{self.lane}-{n}", _lower_priority, (self.nice,))
+            self._runners.append(worker)
+            return worker
+
+    def _on_runner(self, worker: DaemonWorker, fn: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return fn(*args)
+        finally:
+            # idle again before the loop hears of the result, so its next unit finds a runner
+            with self._runner_lock:
+                self._idle_runners.append(worker)
 
     def submit_batch(self, payloads: list[Any], batch_size: int) -> Future[list[Any]]:
         return self._executor.submit(self._call_batch, payloads, batch_size)
@@ -111,6 +157,10 @@ class Instance:
         return self._executor.submit(self._ensure_loaded)
 
     def _ensure_loaded(self) -> None:
+        with self._load_lock:
+            self._load()
+
+    def _load(self) -> None:
         if self.handle is None:
             wait(self.wait_for)  # memory given back by evicted instances first
             t0 = time.perf_counter()
@@ -147,7 +197,8 @@ class Instance:
     def unload(self) -> Future[Any]:
         """Unload on the instance's own thread, then let the thread end."""
         fut = self._executor.submit(self._unload)
-        self._executor.shutdown(wait=False)
+        for worker in self._runners:
+            worker.shutdown(wait=False)
         return fut
 
     def _unload(self) -> None:
@@ -171,6 +222,8 @@ class Instance:
             "lane": self.lane,
             "loaded": self.loaded,
             "busy": self.busy,
+            "running": self.running,
+            "concurrency": self.concurrency,
             "threads": self.device.threads if self.lane == "cpu" else None,
             "nice": self.nice,
             "background": self.background,
@@ -236,6 +289,7 @@ class InstancePool:
                     self.engines[model], device, policy.gpu_budget_mib, 0, False, policy.pinned
                 )
                 inst.meter = self.meter
+                inst.concurrency = policy.gpu_concurrency
             else:
                 device = Device(Lane.cpu, 0, policy.cpu_threads)
                 inst = Instance(
@@ -300,6 +354,20 @@ class Slots:
         if inst.background:
             return "cpu-bg" if self.busy["cpu-bg"] < s.cpu_background_slots else None
         return "cpu" if self.busy["cpu"] < s.cpu_slots else None
+
+    def take(self, inst: Instance, slot: str) -> None:
+        """One more unit starts on `inst`; its first takes the lane slot for all of them."""
+        if not inst.busy:
+            self.busy[slot] += 1
+            inst.slot = slot
+        inst.running += 1
+
+    def give_back(self, inst: Instance) -> None:
+        """A unit of `inst` ended; its last gives the lane slot back."""
+        inst.running -= 1
+        if not inst.busy and inst.slot is not None:
+            self.busy[inst.slot] -= 1
+            inst.slot = None
 
     def in_lane(self, lane: str) -> int:
         return self.busy["gpu"] if lane == Lane.gpu else self.busy["cpu"] + self.busy["cpu-bg"]

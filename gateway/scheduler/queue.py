@@ -209,6 +209,13 @@ class UnitQueue:
 
         return key
 
+    def level_now(self, unit: Unit, now: float) -> Level:
+        """The unit's level with its job's aging promotions (under `fifo`: interactive, since
+        there is one queue and no level is held back)."""
+        if not self.priority:
+            return Level.interactive
+        return Level(self._key(now)(unit)[0])
+
     def in_order(self, now: float) -> list[Unit]:
         """Units in the order dispatch tries them."""
         return sorted(self._units, key=self._key(now))
