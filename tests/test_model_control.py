@@ -20,6 +20,7 @@ from gateway.config import Settings
 from gateway.engines.memory import release_free_memory
 
 from .conftest import PASSAGE, LiveServer, decode, run_asgi
+from .support.wait import wait_until
 
 KEY = "sk-control-test"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -53,14 +54,6 @@ def _loaded(client: TestClient) -> dict[str, dict[str, Any]]:
     r = client.get("/api/ps", headers=AUTH)
     assert r.status_code == 200, r.text
     return {m["model"]: m for m in r.json()["models"]}
-
-
-def _until(predicate: Any, what: str) -> None:
-    """Wait for a state; the bound only turns a hang into a failure."""
-    deadline = time.monotonic() + 60
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 def test_load_list_unload_gives_the_memory_back(client: TestClient) -> None:
@@ -117,7 +110,7 @@ def test_keep_alive_zero_unloads_after_use_and_minus_one_keeps(client: TestClien
 
     r = client.post("/api/ps/kokoro", headers=AUTH, json={"keep_alive": "50ms"})
     assert r.status_code == 200 and r.json()["keep_alive_s"] == 0.05 and r.json()["expires_at"]
-    _until(lambda: "kokoro" not in _loaded(client), "kokoro expired by its keep_alive")
+    wait_until(lambda: "kokoro" not in _loaded(client), "kokoro expired by its keep_alive")
 
 
 @pytest.mark.parametrize("method", ["GET", "POST", "DELETE"])

@@ -8,7 +8,6 @@ import json
 import logging
 import select
 import socket
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -21,8 +20,7 @@ from gateway.config import Settings
 from gateway.logs import JsonFormatter
 from gateway.registry.store import ModelError
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-from soak import GatewayProcess  # noqa: E402
+from .support.process import GatewayProcess
 
 KEY = "sk-test-9f8e7d6c5b4a"
 KEY2 = "second-key-from-env"

@@ -70,3 +70,22 @@ def test_tests_find_models_where_gateway_models_dir_says(tmp_path: Path) -> None
                           text=True, timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == str(tmp_path)
+
+
+@pytest.mark.parametrize("reference,hypothesis", [
+    ("The quick brown fox.", "the quick brown fox"),
+    ("The quick brown fox.", "a quick brown box jumps"),
+    ("Turn the volume down, please.", "turn volume down please now"),
+    ("It's a well-known fact.", "its a well known fact"),
+    ("one two three", ""),
+])  # fmt: skip
+def test_wer_scorer_agrees_with_jiwer(reference: str, hypothesis: str) -> None:
+    """The tests and the benchmarks score transcripts with one scorer (gateway.bench.accuracy,
+    no jiwer at run time); jiwer, an independent implementation, must agree on the same words."""
+    import jiwer
+
+    from gateway.bench.accuracy import _words, wer
+
+    expected = jiwer.wer(" ".join(_words(reference)), " ".join(_words(hypothesis)))
+    assert wer(reference, hypothesis) == pytest.approx(expected)
+    assert wer("Hello, World!", "hello world") == 0.0  # case and punctuation are not errors
