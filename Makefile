@@ -42,6 +42,11 @@ run: setup
 test: setup-test
 	$(BIN)/python -m pytest
 
+# The quick subset: every test not marked slow, still one real round trip per front door
+# (HTTP speech and transcription, Wyoming, Realtime). `make test` stays the whole suite (CI).
+test-fast: setup-test
+	$(BIN)/python -m pytest -m "not slow"
+
 lint: setup-test
 	$(BIN)/ruff check gateway tests
 	$(BIN)/mypy

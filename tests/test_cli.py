@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from .conftest import decode, wer
 
 GATEWAY = [sys.executable, "-m", "gateway.cli"]
@@ -18,6 +20,7 @@ def _run(*args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
                           env=env)  # fmt: skip
 
 
+@pytest.mark.slow
 def test_speak_then_transcribe(tmp_path: Path) -> None:
     text = "The library opens early in the morning and closes late in the evening."
     out = tmp_path / "speech.mp3"

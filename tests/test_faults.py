@@ -55,6 +55,7 @@ OOM = "CUDA failed with error out of memory"
 
 
 @pytest.mark.parametrize("model", ["kokoro", "whisper-base"])
+@pytest.mark.slow
 def test_simulated_cuda_oom_mid_unit_retries_on_cpu(model: str,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     # Both runtimes say CUDA works, so the scheduler places units on the (simulated) GPU lane.
@@ -288,6 +289,7 @@ def _wait_verified(client: TestClient, task: str) -> dict:
         ("kokoro", "voices.npz", "speech", "cannot open model files"),
     ],
 )
+@pytest.mark.slow
 def test_corrupt_model_file(model: str, file: str, task: str, expect: str, tmp_path: Path,
                             caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
     root = _model_dir(tmp_path, {model: file})

@@ -22,7 +22,7 @@ LOCUSTFILE = ROOT / "loadtests" / "locustfile.py"
 LENIENT = ["--p95-speech-ms", "600000", "--p95-voicenote-ms", "600000",
            "--p95-batch-ms", "900000"]  # fmt: skip
 
-pytestmark = [pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]  # locust runs against gateway processes
 
 
 def _installed(name: str) -> bool:

@@ -56,6 +56,7 @@ def _loaded(client: TestClient) -> dict[str, dict[str, Any]]:
     return {m["model"]: m for m in r.json()["models"]}
 
 
+@pytest.mark.slow
 def test_load_list_unload_gives_the_memory_back(client: TestClient) -> None:
     client.delete("/api/ps/whisper-base", headers=AUTH)
     before = _rss_mib(trim=True)  # the unload's own trim is what `after` measures
@@ -79,6 +80,7 @@ def test_load_list_unload_gives_the_memory_back(client: TestClient) -> None:
     assert loaded - after > 0.75 * grew, "less than 3/4 of the load's memory came back"
 
 
+@pytest.mark.slow
 def test_keep_alive_zero_unloads_after_use_and_minus_one_keeps(client: TestClient) -> None:
     r = client.post("/api/ps/kokoro", headers=AUTH, json={"keep_alive": -1})
     assert r.status_code == 200 and r.json()["keep_alive_s"] == -1
@@ -144,6 +146,7 @@ def test_bad_load_request_is_400(client: TestClient, body: dict, param: str | No
         assert r.json()["error"]["param"] == param
 
 
+@pytest.mark.slow
 def test_unload_while_a_request_runs_lets_the_request_finish() -> None:
     app = create_app(_settings())
 
@@ -178,6 +181,7 @@ def test_unload_while_a_request_runs_lets_the_request_finish() -> None:
     assert len(audio) / rate > 5  # the whole passage, some of it after a reload
 
 
+@pytest.mark.slow
 def test_cli_ps_load_unload_drive_a_running_gateway(capsys: pytest.CaptureFixture[str]) -> None:
     with LiveServer(_settings()) as live:
         common = ["--url", live.url, "--key", KEY]

@@ -137,6 +137,7 @@ def _words(text: str) -> list[str]:
     return re.sub(r"[^a-z0-9' ]+", " ", text.lower().replace("-", " ")).split()
 
 
+@pytest.mark.slow
 def test_chat_replies_are_read_as_a_person_would() -> None:
     """Each reply through the real engine, heard by Whisper: no symbol names, the normalized words
     in order, numbers as words. Whisper writes numbers as digits (`$5`, `3:30 p.m.`), so its

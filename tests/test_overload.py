@@ -21,6 +21,9 @@ from .conftest import tone_wav
 from .support.process import GatewayProcess
 from .support.wait import until as _until
 
+# floods of real requests against a gateway process
+pytestmark = pytest.mark.slow
+
 SPEECH = "/v1/audio/speech"
 STT = "/v1/audio/transcriptions"
 

@@ -26,6 +26,9 @@ from .conftest import encode
 from .realtime_util import SENTENCES, clip
 from .support.process import GatewayProcess
 
+# a headless Chromium streaming speech to a gateway process
+pytestmark = pytest.mark.slow
+
 KEY = "sk-realtime-page-test"
 DEADLINE_S = 180.0
 # content words Whisper base gets from this voice (it has heard "red cup" as "wet cup")

@@ -115,6 +115,7 @@ def test_metrics_can_be_put_behind_the_keys() -> None:
         assert client.get("/health").status_code == 200  # the probes stay open
 
 
+@pytest.mark.slow
 def test_keys_never_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """In process, every record (message and extras, as the JSON formatter writes them) at DEBUG
     level, through start-up, good and bad keys and errors; then a real server's whole log."""

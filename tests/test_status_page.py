@@ -31,6 +31,9 @@ from .browser import ARTIFACTS, Browser, browser_fixture  # noqa: F401  (the `br
 from .conftest import encode
 from .support.process import GatewayProcess
 
+# a headless Chromium against a gateway process under real load
+pytestmark = pytest.mark.slow
+
 KEY = "sk-status-page-test"
 STT = "whisper-tiny.en"
 DEADLINE_S = 120.0

@@ -29,6 +29,9 @@ from .conftest import metric, run_asgi, tone_wav
 from .support.wait import until as _until
 from .test_overload import assert_openai_error
 
+# long uploads decoded and transcribed to measure memory
+pytestmark = pytest.mark.slow
+
 STT = "/v1/audio/transcriptions"
 SPEECH = "/v1/audio/speech"
 MIB = 1024 * 1024
