@@ -89,3 +89,22 @@ def test_wer_scorer_agrees_with_jiwer(reference: str, hypothesis: str) -> None:
     expected = jiwer.wer(" ".join(_words(reference)), " ".join(_words(hypothesis)))
     assert wer(reference, hypothesis) == pytest.approx(expected)
     assert wer("Hello, World!", "hello world") == 0.0  # case and punctuation are not errors
+
+
+# One real round trip per front door stays out of the `slow` mark, so `make test-fast` still
+# fails when a model path breaks.
+FRONT_DOORS = {
+    "HTTP speech and transcription": ("test_api_roundtrip", "test_speech_default_is_mp3_and_round_trips"),
+    "Wyoming": ("test_wyoming", "test_home_assistant_session_one_connection_after_another"),
+    "Realtime": ("test_realtime", "test_turn_detection_null_with_explicit_commits"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("door", FRONT_DOORS)
+def test_fast_subset_keeps_a_round_trip_per_front_door(door: str) -> None:
+    import importlib
+
+    module_name, test_name = FRONT_DOORS[door]
+    module = importlib.import_module(f"tests.{module_name}")
+    marks = [*getattr(module, "pytestmark", []), *getattr(getattr(module, test_name), "pytestmark", [])]
+    assert "slow" not in {m.name for m in marks}, f"{door}: {module_name}::{test_name} is marked slow"
