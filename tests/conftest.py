@@ -4,7 +4,6 @@ embedded models, and helpers to make and measure audio."""
 from __future__ import annotations
 
 import asyncio
-import functools
 import io
 import os
 from collections.abc import Iterator
@@ -107,23 +106,14 @@ def encode(audio: np.ndarray, rate: int, container: str, codec: str, fmt: str = 
     return buf.getvalue()
 
 
-@functools.cache
-def _kokoro_cpu() -> tuple[Any, Any]:
-    """One Kokoro load for the session's test inputs (seconds each on 2 busy cores); it is only
-    read: every run is a fresh inference on the same session."""
-    from gateway.engines.base import Device
-    from gateway.engines.kokoro import KokoroEngine
-
-    kokoro = KokoroEngine("kokoro", models_dir() / "kokoro")
-    return kokoro, kokoro.load(Device("cpu", 0, 2))
-
-
 def spoken_16k(texts: list[str], voice: str = "jf_alpha") -> list[np.ndarray]:
     """Each text spoken by the embedded Kokoro on the CPU, as the gateway hands audio to Whisper
     (16-bit WAV decoded to 16 kHz mono)."""
     from gateway.audio.decode import decode_audio
 
-    kokoro, handle = _kokoro_cpu()
+    from .roundtrip import kokoro as loaded
+
+    kokoro, handle = loaded()  # one load for the session (seconds on 2 busy cores): only read
     out = []
     for text in texts:
         audio = np.concatenate([kokoro.run(handle, u) for u in kokoro.plan(text, voice, 1.0)])
