@@ -8,12 +8,14 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
+from typing import cast
 
 import uvicorn
 
 from gateway.app import create_app
 from gateway.bench.server import GatewayProcess, free_port
 from gateway.config import Settings
+from gateway.service import Gateway
 
 __all__ = ["REPO", "GatewayProcess", "LiveServer", "free_port"]
 
@@ -44,8 +46,8 @@ class LiveServer:
         self.thread.join(timeout=60)
 
     @property
-    def gateway(self):  # type: ignore[no-untyped-def]
-        return self.app.state.gateway
+    def gateway(self) -> Gateway:
+        return cast(Gateway, self.app.state.gateway)
 
     @property
     def wyoming_port(self) -> int:
