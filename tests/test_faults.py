@@ -143,6 +143,7 @@ def crashy_app():  # type: ignore[no-untyped-def]
 
 
 
+@pytest.mark.slow
 def test_engine_crash_is_a_clean_500_and_concurrent_requests_succeed(crashy_app: Any) -> None:
     wav = tone_wav()
 
