@@ -41,7 +41,9 @@ class GatewayProcess:
     `log_dir`: where the log goes (kept); without it, a temporary file deleted on close.
     `quiet`: warnings only and a 2 s shutdown grace (benchmarks: no access log per request, and
     a configuration stops at once); else the settings' defaults, as `gateway serve` runs.
-    `env` wins over both. Logs are text unless `env` or the environment says otherwise.
+    `env` wins over both. Logs are text unless `env` or the environment says otherwise; the
+    Wyoming listener takes a free port too unless they name one (two gateways at once, as the
+    sharing benchmark's two-servers layout runs, would otherwise both bind 10300).
     """
 
     def __init__(
@@ -56,7 +58,8 @@ class GatewayProcess:
         self.name = name
         self.port = port or free_port()
         self.url = self.base_url = f"http://127.0.0.1:{self.port}"
-        self.env = {"GATEWAY_SERVER__LOG_FORMAT": "text", **os.environ}
+        self.env = {"GATEWAY_SERVER__LOG_FORMAT": "text", "GATEWAY_WYOMING__PORT": "0",
+                    **os.environ}  # fmt: skip
         if quiet:
             self.env |= {"GATEWAY_SERVER__LOG_LEVEL": "WARNING",
                          "GATEWAY_SERVER__SHUTDOWN_GRACE_S": "2"}  # fmt: skip
