@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test setup setup-test setup-gpu run-gpu lint loadtest bench gpu-pack clean
+.PHONY: run test test-fast setup setup-test setup-gpu run-gpu lint loadtest bench bench-smoke gpu-pack clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,11 @@ run: setup
 test: setup-test
 	$(BIN)/python -m pytest
 
+# The quick subset: every test not marked slow, still one real round trip per front door
+# (HTTP speech and transcription, Wyoming, Realtime). `make test` stays the whole suite (CI).
+test-fast: setup-test
+	$(BIN)/python -m pytest -m "not slow"
+
 lint: setup-test
 	$(BIN)/ruff check gateway tests
 	$(BIN)/mypy
@@ -59,6 +64,11 @@ loadtest: setup-test
 # Benchmarks: writes docs/benchmarks.md and docs/img/*.png (about 15 min on 2 cores).
 bench: setup-test
 	$(BIN)/gateway bench report
+
+# The whole report in quick mode (tiny inputs, few runs) into a temporary folder, then a check
+# that every section, table, plot and raw figure came out; not part of `make test` (minutes).
+bench-smoke: setup-test
+	$(BIN)/python scripts/bench_smoke.py
 
 # The project's lent GPU machine (no network, 64 MiB a transfer): pack this checkout, the wheels
 # its image lacks and the models into .gpu-pack/ chunks with ../shared/gpu/pack.sh. The derived

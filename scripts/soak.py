@@ -23,7 +23,8 @@ The default load (one speech loop, one transcription loop) keeps 2 cores busy wi
 saturating them with speech; `--speech-workers 2` does saturate them, and then Whisper, niced
 to 19, gets almost no CPU (see docs/robustness.md).
 
-The `GatewayProcess` helper here is also used by tests/test_overload.py and test_shutdown.py.
+The server process is `gateway.bench.server.GatewayProcess`, the one the benchmarks and the tests
+start gateways with.
 """
 
 from __future__ import annotations
@@ -32,14 +33,9 @@ import argparse
 import asyncio
 import io
 import json
-import os
 import random
-import signal
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -48,111 +44,7 @@ from typing import Any
 
 import httpx
 
-REPO = Path(__file__).resolve().parent.parent
-
-
-# -- the server process ---------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def proc_status(pid: int) -> dict[str, int]:
-    """VmRSS / VmHWM (KiB) and Threads of a process, from /proc/<pid>/status."""
-    out: dict[str, int] = {}
-    with open(f"/proc/{pid}/status", encoding="ascii") as fh:
-        for line in fh:
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM", "Threads"):
-                out[key] = int(value.split()[0])
-    return out
-
-
-class GatewayProcess:
-    """`python -m gateway.cli serve` on 127.0.0.1:<free port>, logs to a temp file."""
-
-    def __init__(self, env: dict[str, str] | None = None, port: int | None = None) -> None:
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, "GATEWAY_SERVER__LOG_FORMAT": "text", **(env or {})}
-        fd, path = tempfile.mkstemp(prefix="gateway-", suffix=".log")
-        self.log_path = Path(path)
-        self.log_file = os.fdopen(fd, "wb")
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def start(self, timeout: float = 300.0, ready: bool = True) -> GatewayProcess:
-        cmd = [sys.executable, "-m", "gateway.cli", "serve", "--host", "127.0.0.1",
-               "--port", str(self.port)]  # fmt: skip
-        self.proc = subprocess.Popen(cmd, env=self.env, cwd=REPO, stdout=self.log_file,
-                                     stderr=subprocess.STDOUT)  # fmt: skip
-        self.wait_for("/ready" if ready else "/health", timeout)
-        return self
-
-    def wait_for(self, path: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        last = "no answer"
-        while time.monotonic() < deadline:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"gateway exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                r = httpx.get(self.url + path, timeout=10)
-                if r.status_code == 200:
-                    return
-                last = f"{r.status_code} {r.text[:500]}"
-            except httpx.HTTPError as exc:
-                last = repr(exc)
-            time.sleep(0.25)
-        raise TimeoutError(f"{path} not 200 after {timeout} s (last: {last}):\n"
-                           f"{self.log()[-3000:]}")  # fmt: skip
-
-    def status(self) -> dict[str, int]:
-        return proc_status(self.pid)
-
-    def log(self) -> str:
-        return self.log_path.read_text("utf-8", "replace")
-
-    def send_signal(self, sig: int = signal.SIGTERM) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-
-    def wait(self, timeout: float) -> int:
-        assert self.proc is not None
-        return self.proc.wait(timeout)
-
-    def stop(self, timeout: float = 60.0) -> int | None:
-        if self.proc is None or self.proc.poll() is not None:
-            return None if self.proc is None else self.proc.returncode
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait(10)
-
-    def close(self) -> None:
-        """Stop the process (if running) and delete its log."""
-        self.stop()
-        self.log_file.close()
-        self.log_path.unlink(missing_ok=True)
-
-    def __enter__(self) -> GatewayProcess:
-        try:
-            return self.start()
-        except BaseException:
-            self.close()  # never leave a server behind when it did not come up
-            raise
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
+from gateway.bench.server import GatewayProcess
 
 # -- inputs ---------------------------------------------------------------------------------------
 

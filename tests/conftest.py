@@ -6,10 +6,6 @@ from __future__ import annotations
 import asyncio
 import io
 import os
-import re
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,15 +14,17 @@ import av
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 
 # Every gateway a test starts opens its Wyoming listener on a free port, never 10300 (tests of
 # several worktrees run at once on one machine); LiveServer.wyoming_port says which.
 os.environ.setdefault("GATEWAY_WYOMING__PORT", "0")
 
-from gateway.app import create_app  # noqa: E402
+from gateway.bench.accuracy import wer  # noqa: E402
 from gateway.config import Settings  # noqa: E402
-from gateway.http_server import uvicorn_config  # noqa: E402
+
+from .support.process import LiveServer, free_port  # noqa: E402
+
+__all__ = ["LiveServer", "free_port", "wer"]  # where the tests have always found them
 
 PASSAGE = (
     "The little robot walked slowly across the kitchen floor. It picked up a red cup and placed "
@@ -50,44 +48,6 @@ def missing_tool(reason: str) -> None:
 def models_dir() -> Path:
     """Where the models are: GATEWAY_MODELS__DIR when set, else the default cache."""
     return Path(Settings().models.dir)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class LiveServer:
-    def __init__(self, settings: Settings) -> None:
-        self.app = create_app(settings)
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        # the listener `gateway serve` runs, with its connection bounds
-        config = uvicorn_config(self.app, settings, "127.0.0.1", self.port, lifespan="on")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> LiveServer:
-        self.thread.start()
-        deadline = time.monotonic() + 60
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("gateway did not start")
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=60)
-
-    @property
-    def gateway(self):  # type: ignore[no-untyped-def]
-        return self.app.state.gateway
-
-    @property
-    def wyoming_port(self) -> int:
-        return int(self.app.state.wyoming.port)
 
 
 @pytest.fixture(scope="session")
@@ -150,11 +110,10 @@ def spoken_16k(texts: list[str], voice: str = "jf_alpha") -> list[np.ndarray]:
     """Each text spoken by the embedded Kokoro on the CPU, as the gateway hands audio to Whisper
     (16-bit WAV decoded to 16 kHz mono)."""
     from gateway.audio.decode import decode_audio
-    from gateway.engines.base import Device
-    from gateway.engines.kokoro import KokoroEngine
 
-    kokoro = KokoroEngine("kokoro", models_dir() / "kokoro")
-    handle = kokoro.load(Device("cpu", 0, 2))
+    from .roundtrip import kokoro as loaded
+
+    kokoro, handle = loaded()  # one load for the session (seconds on 2 busy cores): only read
     out = []
     for text in texts:
         audio = np.concatenate([kokoro.run(handle, u) for u in kokoro.plan(text, voice, 1.0)])
@@ -166,15 +125,6 @@ def tone_wav(seconds: float = 1.0, rate: int = 16000) -> bytes:
     """A 440 Hz tone as 16-bit mono WAV: audio that decodes, with no speech in it."""
     x = (0.2 * np.sin(2 * np.pi * 440 * np.arange(int(rate * seconds)) / rate)).astype(np.float32)
     return encode(x, rate, "wav", "pcm_s16le", "s16")
-
-
-def wer(reference: str, hypothesis: str) -> float:
-    import jiwer
-
-    def clean(t: str) -> str:
-        return " ".join(re.sub(r"[^a-z0-9' ]+", " ", t.lower().replace("-", " ")).split())
-
-    return float(jiwer.wer(clean(reference), clean(hypothesis)))
 
 
 def run_asgi(app: Any, work: Any) -> Any:

@@ -32,6 +32,7 @@ def test_speech_default_is_mp3_and_round_trips(client: OpenAI, passage_mp3: byte
 
 
 @pytest.mark.parametrize("voice", ["jm_kumo", "jf_nezumi", "echo"])
+@pytest.mark.slow
 def test_english_text_is_spoken_in_english_whatever_the_voice(client: OpenAI, voice: str) -> None:
     text = "Please remember to water the plants on Monday morning before you leave for work."
     mp3 = client.audio.speech.create(model="kokoro", voice=voice, input=text).content
@@ -40,6 +41,7 @@ def test_english_text_is_spoken_in_english_whatever_the_voice(client: OpenAI, vo
 
 
 @pytest.mark.parametrize("fmt", ["mp3", "opus", "aac", "flac", "wav", "pcm"])
+@pytest.mark.slow
 def test_every_speech_format_decodes(client: OpenAI, fmt: str) -> None:
     text = "Every format carries the same sentence."
     r = client.audio.speech.with_raw_response.create(
@@ -59,6 +61,7 @@ def test_every_speech_format_decodes(client: OpenAI, fmt: str) -> None:
     assert np.sqrt(np.mean(audio**2)) > 0.01  # not silence
 
 
+@pytest.mark.slow
 def test_speed_two_halves_the_duration(client: OpenAI) -> None:
     text = "Speed changes how long this sentence takes to say out loud."
 
@@ -72,6 +75,7 @@ def test_speed_two_halves_the_duration(client: OpenAI) -> None:
     assert 0.4 < fast / normal < 0.65, (normal, fast)
 
 
+@pytest.mark.slow
 def test_mixed_voice_differs_from_both_parts(client: OpenAI) -> None:
     text = "A mixed voice sounds like neither of its parts."
 
@@ -95,6 +99,7 @@ def test_mixed_voice_differs_from_both_parts(client: OpenAI) -> None:
     assert np.array_equal(mix, pcm("jf_alpha(1)+jm_kumo(1)"))
 
 
+@pytest.mark.slow
 def test_webm_opus_named_recording_wav(server: LiveServer, passage_mp3: bytes) -> None:
     audio, rate = decode(passage_mp3)
     webm = encode(audio, 48000 if rate == 48000 else 24000, "webm", "libopus", "flt")
@@ -109,6 +114,7 @@ def test_webm_opus_named_recording_wav(server: LiveServer, passage_mp3: bytes) -
     assert wer(PASSAGE, r.json()["text"]) <= 0.15
 
 
+@pytest.mark.slow
 def test_mp3_part_without_content_type(server: LiveServer, passage_mp3: bytes) -> None:
     # What Open WebUI sends: file=(<uuid>.mp3, bytes) with no content type on the part.
     boundary = "xyzBOUNDARYxyz"
@@ -131,6 +137,7 @@ def test_mp3_part_without_content_type(server: LiveServer, passage_mp3: bytes) -
     assert wer(PASSAGE, r.json()["text"]) <= 0.15
 
 
+@pytest.mark.slow
 def test_translation_returns_english(client: OpenAI, passage_mp3: bytes) -> None:
     result = client.audio.translations.create(model="whisper-1", file=("a.mp3", passage_mp3))
     assert wer(PASSAGE, result.text) <= 0.25, result.text

@@ -653,6 +653,7 @@ def test_bad_input(case: Case, ctx: Ctx, request: pytest.FixtureRequest) -> None
     assert ok.status_code == 200 and ok.json()["voices"]
 
 
+@pytest.mark.slow
 def test_hour_long_upload(ctx: Ctx) -> None:
     """An hour of 8 kHz silence with a tone each minute and the phrase near the start and end:
     decoded, windowed by VAD and stitched, with the late segment's timestamp an hour in.

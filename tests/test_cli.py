@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from .conftest import decode, wer
 
 GATEWAY = [sys.executable, "-m", "gateway.cli"]
@@ -19,6 +21,7 @@ def _run(*args: str, timeout: int = 300, **extra: str) -> subprocess.CompletedPr
                           env=env)  # fmt: skip
 
 
+@pytest.mark.slow
 def test_speak_then_transcribe_beside_a_running_server(tmp_path: Path) -> None:
     """A server on this machine holds the Wyoming port (here: a socket listening on it, with the
     settings pointing there as they would for that server); local commands open no listener, so

@@ -253,6 +253,7 @@ def _parse_cli(argv: list[str]) -> None:
 # ----------------------------------------------------------------------------------- tools
 
 
+@pytest.mark.slow
 def test_check_deploy_script_passes() -> None:
     """Render + strict validation + hadolint, exactly as CI runs them."""
     for name in ("kubectl", "kubernetes-validate", "hadolint"):

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -21,14 +19,7 @@ from gateway.config import Settings
 from gateway.engines.whisper import TranscribeResult
 
 from .conftest import LiveServer, metric, tone_wav
-
-
-def _until(predicate: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + 60
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
-
+from .support.wait import wait_until
 
 
 def _multipart(port: int, wav: bytes, prompt: str) -> bytes:
@@ -71,13 +62,13 @@ def test_client_closing_its_socket_cancels_the_queued_request() -> None:
 
         first = threading.Thread(target=post, args=("first",))
         first.start()
-        _until(lambda: ran == ["first"], "the first unit running")
+        wait_until(lambda: ran == ["first"], "the first unit running")
 
         sock = socket.create_connection(("127.0.0.1", live.port))
         sock.sendall(_multipart(live.port, wav, "doomed"))
-        _until(lambda: gw.scheduler.queued() == 1, "the doomed request queued")
+        wait_until(lambda: gw.scheduler.queued() == 1, "the doomed request queued")
         sock.close()  # the client goes away while its unit waits
-        _until(lambda: gw.scheduler.queued() == 0, "the queued unit taken back")
+        wait_until(lambda: gw.scheduler.queued() == 0, "the queued unit taken back")
 
         metrics = httpx.get(live.url + "/metrics").text
         assert metric(metrics, "gateway_requests_cancelled_total",

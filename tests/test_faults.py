@@ -55,6 +55,7 @@ OOM = "CUDA failed with error out of memory"
 
 
 @pytest.mark.parametrize("model", ["kokoro", "whisper-base"])
+@pytest.mark.slow
 def test_simulated_cuda_oom_mid_unit_retries_on_cpu(model: str,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     # Both runtimes say CUDA works, so the scheduler places units on the (simulated) GPU lane.
@@ -142,6 +143,7 @@ def crashy_app():  # type: ignore[no-untyped-def]
 
 
 
+@pytest.mark.slow
 def test_engine_crash_is_a_clean_500_and_concurrent_requests_succeed(crashy_app: Any) -> None:
     wav = tone_wav()
 
@@ -286,6 +288,7 @@ def _wait_verified(client: TestClient, task: str) -> dict:
         ("kokoro", "voices.npz", "speech", "cannot open model files"),
     ],
 )
+@pytest.mark.slow
 def test_corrupt_model_file(model: str, file: str, task: str, expect: str, tmp_path: Path,
                             caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
     needed = [CACHE / m for m in DEFAULTS] + [CACHE / model / file]

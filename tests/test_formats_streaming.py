@@ -12,6 +12,9 @@ import pytest
 
 from .conftest import PASSAGE, LiveServer, decode, wer
 
+# each output format is a real round trip (test_api_roundtrip keeps one)
+pytestmark = pytest.mark.slow
+
 TS = re.compile(r"(\d\d):(\d\d):(\d\d)[,.](\d\d\d) --> (\d\d):(\d\d):(\d\d)[,.](\d\d\d)")
 
 

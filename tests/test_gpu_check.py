@@ -68,6 +68,7 @@ def test_an_engine_broken_on_the_gpu_fails_the_step(gpu_check: Any,
     assert "CUDA failure 100" in result["error"]
 
 
+@pytest.mark.slow
 def test_whisper_is_timed_on_real_speech(gpu_check: Any) -> None:
     from gateway.config import Settings
     from gateway.engines.base import Device

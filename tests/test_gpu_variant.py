@@ -30,6 +30,9 @@ from gateway.registry.store import RECORD, ModelStore
 
 from .conftest import encode, missing_tool, wer
 
+# derives and runs the 325 MB float variant
+pytestmark = pytest.mark.slow
+
 MODELS_DIR = Settings().models.dir  # honours GATEWAY_MODELS__DIR
 
 MANIFEST = load_manifest()

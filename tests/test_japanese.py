@@ -8,6 +8,7 @@ import unicodedata
 from typing import Any
 
 import pyopenjtalk
+import pytest
 from kokoro_onnx.tokenizer import Tokenizer
 
 from gateway.text.japanese import MAX_PIECE_CHARS, JapaneseG2P, phonemize, pieces, split_runs
@@ -55,6 +56,7 @@ def test_mixed_text_uses_each_languages_g2p() -> None:
     assert units[0].lang == "ja" and english.strip().rstrip(".") in " ".join(u.phonemes for u in units)
 
 
+@pytest.mark.slow
 def test_japanese_is_heard_back_as_japanese() -> None:
     text = "".join(SENTENCES)
     heard = transcribe(speak(text), "whisper-base", "ja")
@@ -63,6 +65,7 @@ def test_japanese_is_heard_back_as_japanese() -> None:
     assert rate <= 0.15, heard
 
 
+@pytest.mark.slow
 def test_numbers_and_english_words_inside_japanese() -> None:
     text = "会議は3月15日に行います。明日はGoogleで会議があります。Good morning. 今日は晴れです。"
     heard = transcribe(speak(text), "whisper-base", "ja")

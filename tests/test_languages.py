@@ -65,6 +65,7 @@ def whisper(**kw: Any) -> Settings:
     return Settings(whisper=WhisperSettings(**kw))
 
 
+@pytest.mark.slow
 def test_raw_detection_hears_the_voices_english_as_japanese(
     clips: dict[str, np.ndarray], model: WhisperModel
 ) -> None:
@@ -73,6 +74,7 @@ def test_raw_detection_hears_the_voices_english_as_japanese(
     assert language == "ja" and probability > 0.9
 
 
+@pytest.mark.slow
 def test_shipped_defaults_round_trip_english_and_keep_sure_japanese(
     clips: dict[str, np.ndarray],
 ) -> None:
@@ -96,6 +98,7 @@ def test_shipped_defaults_round_trip_english_and_keep_sure_japanese(
     )
 
 
+@pytest.mark.slow
 def test_candidates_choose_the_most_probable_among_them(clips: dict[str, np.ndarray]) -> None:
     """`whisper.languages`: Japanese is no candidate, so the voices' English is English."""
     (reply,) = transcribe(whisper(language="", languages="en,de"), clips[LIBRARY])
@@ -104,6 +107,7 @@ def test_candidates_choose_the_most_probable_among_them(clips: dict[str, np.ndar
     assert reply.headers["X-Detected-Language"] == "en"
 
 
+@pytest.mark.slow
 def test_one_candidate_pins_the_language_without_detection(clips: dict[str, np.ndarray]) -> None:
     assert detect(None, clips[LIBRARY], True, Detection(candidates=("de",))) == ("de", 1.0)  # type: ignore[arg-type]
     (reply,) = transcribe(whisper(languages="ja"), clips[LIBRARY])
@@ -111,6 +115,7 @@ def test_one_candidate_pins_the_language_without_detection(clips: dict[str, np.n
     assert reply.headers["X-Language-Probability"] == "1.0000"
 
 
+@pytest.mark.slow
 def test_default_language_only_where_detection_is_unsure(
     clips: dict[str, np.ndarray], model: WhisperModel
 ) -> None:
@@ -125,6 +130,7 @@ def test_default_language_only_where_detection_is_unsure(
     assert detect(model, clips[LIBRARY], True, Detection(default="en", threshold=0.9))[0] == "ja"
 
 
+@pytest.mark.slow
 def test_explicit_language_is_never_overridden(clips: dict[str, np.ndarray]) -> None:
     """Item 4: a request's `language` wins over a pinned deployment language, and the task API
     (which the Wyoming and Realtime front doors call) takes it as given."""
@@ -138,6 +144,7 @@ def test_explicit_language_is_never_overridden(clips: dict[str, np.ndarray]) -> 
     assert plan.language == "ja"
 
 
+@pytest.mark.slow
 def test_a_long_file_is_detected_on_its_first_windows(clips: dict[str, np.ndarray]) -> None:
     """`whisper.language_segments`: the first unit of a long file carries the speech of its first
     windows for detection (later windows reuse the language chosen on it)."""
@@ -179,6 +186,7 @@ def test_settings_env_vars_validation_and_status(monkeypatch: pytest.MonkeyPatch
     assert shown == {"default": None, "candidates": ["en", "de"], "threshold": 0.97, "segments": 3}
 
 
+@pytest.mark.slow
 def test_streamed_transcript_says_its_language_in_headers(clips: dict[str, np.ndarray]) -> None:
     (reply,) = transcribe(Settings(), clips[LIBRARY], stream="true", response_format="json")
     assert reply.headers["X-Detected-Language"] == "en"
@@ -209,6 +217,7 @@ def test_bench_corpus_and_its_report_section() -> None:
     assert "| x | 50 % | 100 % | 0 % | 0.0 % | 100.0 % |" in md
 
 
+@pytest.mark.slow
 def test_batched_decode_chooses_the_language_as_the_sequential_one(
     clips: dict[str, np.ndarray],
 ) -> None:

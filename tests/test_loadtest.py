@@ -27,7 +27,7 @@ LENIENT = ["--p95-speech-ms", "600000", "--p95-voicenote-ms", "600000",
 
 BATCH_SECONDS = 12  # the batch users' clip: short, so the shared cache is made quickly
 
-pytestmark = [pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]  # locust runs against gateway processes
 
 
 def _installed(name: str) -> bool:

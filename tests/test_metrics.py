@@ -21,6 +21,9 @@ from gateway.logs import setup
 
 from .conftest import LiveServer
 
+# real requests move the metrics
+pytestmark = pytest.mark.slow
+
 KEY = "sk-metrics-SECRETKEY-7d1f"
 WRONG_KEY = "sk-wrong-SECRETKEY-0000"
 EMAIL = "alice.metrics@example.com"

@@ -20,6 +20,7 @@ from gateway.config import Settings
 from gateway.engines.memory import release_free_memory
 
 from .conftest import PASSAGE, LiveServer, decode, run_asgi
+from .support.wait import wait_until
 
 KEY = "sk-control-test"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -55,14 +56,7 @@ def _loaded(client: TestClient) -> dict[str, dict[str, Any]]:
     return {m["model"]: m for m in r.json()["models"]}
 
 
-def _until(predicate: Any, what: str) -> None:
-    """Wait for a state; the bound only turns a hang into a failure."""
-    deadline = time.monotonic() + 60
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
-
-
+@pytest.mark.slow
 def test_load_list_unload_gives_the_memory_back(client: TestClient) -> None:
     client.delete("/api/ps/whisper-base", headers=AUTH)
     before = _rss_mib(trim=True)  # the unload's own trim is what `after` measures
@@ -86,6 +80,7 @@ def test_load_list_unload_gives_the_memory_back(client: TestClient) -> None:
     assert loaded - after > 0.75 * grew, "less than 3/4 of the load's memory came back"
 
 
+@pytest.mark.slow
 def test_keep_alive_zero_unloads_after_use_and_minus_one_keeps(client: TestClient) -> None:
     r = client.post("/api/ps/kokoro", headers=AUTH, json={"keep_alive": -1})
     assert r.status_code == 200 and r.json()["keep_alive_s"] == -1
@@ -117,7 +112,7 @@ def test_keep_alive_zero_unloads_after_use_and_minus_one_keeps(client: TestClien
 
     r = client.post("/api/ps/kokoro", headers=AUTH, json={"keep_alive": "50ms"})
     assert r.status_code == 200 and r.json()["keep_alive_s"] == 0.05 and r.json()["expires_at"]
-    _until(lambda: "kokoro" not in _loaded(client), "kokoro expired by its keep_alive")
+    wait_until(lambda: "kokoro" not in _loaded(client), "kokoro expired by its keep_alive")
 
 
 @pytest.mark.parametrize("method", ["GET", "POST", "DELETE"])
@@ -151,6 +146,7 @@ def test_bad_load_request_is_400(client: TestClient, body: dict, param: str | No
         assert r.json()["error"]["param"] == param
 
 
+@pytest.mark.slow
 def test_unload_while_a_request_runs_lets_the_request_finish() -> None:
     app = create_app(_settings())
 
@@ -185,6 +181,7 @@ def test_unload_while_a_request_runs_lets_the_request_finish() -> None:
     assert len(audio) / rate > 5  # the whole passage, some of it after a reload
 
 
+@pytest.mark.slow
 def test_cli_ps_load_unload_drive_a_running_gateway(capsys: pytest.CaptureFixture[str]) -> None:
     with LiveServer(_settings()) as live:
         common = ["--url", live.url, "--key", KEY]

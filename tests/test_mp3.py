@@ -84,6 +84,7 @@ def test_quality_setting_reaches_lame() -> None:
     assert len(decode(fast)[0]) == len(decode(best)[0]) == len(audio)
 
 
+@pytest.mark.slow
 def test_default_speech_mp3_holds_the_wav_samples(server: LiveServer) -> None:
     """Open WebUI's request (no response_format): the MP3 decodes to as many samples as the WAV
     of the same text, aligned, so sentences played one after another keep their timing."""

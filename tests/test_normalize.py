@@ -203,6 +203,7 @@ def test_chat_replies_normalize_to_what_a_person_says() -> None:
             assert PLAIN.fullmatch(spoken), spoken
 
 
+@pytest.mark.slow
 def test_chat_replies_are_read_as_a_person_would() -> None:
     """Each reply whose spoken form the normalizer makes up, through the real engine, heard by
     Whisper, against what a person says (written by hand above): no symbol names, the words in

@@ -29,6 +29,7 @@ def _pcm(data: bytes) -> np.ndarray:
     return np.frombuffer(data, "<i2").astype(np.float32) / 32768
 
 
+@pytest.mark.slow
 def test_current_speech_defaults_are_spoken(client: OpenAI) -> None:
     """`gpt-4o-mini-tts` with `instructions` (ignored) and the voice as an object: the same audio
     as `tts-1` with the plain name, sample for sample."""
@@ -42,12 +43,14 @@ def test_current_speech_defaults_are_spoken(client: OpenAI) -> None:
 
 
 @pytest.mark.parametrize("voice", ["marin", "cedar", {"id": "cedar"}])
+@pytest.mark.slow
 def test_newer_voice_names_speak(client: OpenAI, voice: str | dict) -> None:
     mp3 = client.audio.speech.create(model="tts-1", voice=voice, input=SENTENCE).content  # type: ignore[arg-type]
     heard = client.audio.transcriptions.create(model="gpt-4o-mini-transcribe", file=("a.mp3", mp3))
     assert wer(SENTENCE, heard.text) <= 0.15, (voice, heard.text)
 
 
+@pytest.mark.slow
 def test_newer_voice_names_map_like_the_old_ones(base_url: str, server: LiveServer) -> None:
     """Listed with the installed voice each stands for: `marin` a female voice, `cedar` male,
     the way `nova` and `onyx` are."""
@@ -70,6 +73,7 @@ def test_models_list_the_names_clients_default_to(client: OpenAI) -> None:
     assert client.models.retrieve("gpt-4o-transcribe").id == "gpt-4o-transcribe"
 
 
+@pytest.mark.slow
 def test_streamed_transcription_done_event_has_usage(client: OpenAI) -> None:
     """The SDK parses the done event into its typed `usage`: output tokens are the transcript in
     Whisper's own tokenizer, input tokens the audio at 10 a second plus the prompt's tokens."""
@@ -96,6 +100,7 @@ def test_streamed_transcription_done_event_has_usage(client: OpenAI) -> None:
     assert usage.total_tokens == usage.input_tokens + usage.output_tokens
 
 
+@pytest.mark.slow
 def test_a_400_digit_number_is_spoken_not_a_500(client: OpenAI) -> None:
     """num2words overflows past 306 digits: such a number is read digit by digit. Streamed, so
     the test needs only the first audio (everything the caller could get wrong is checked before

@@ -91,6 +91,7 @@ def test_speech_stream_format_sse_alone_streams_events_with_usage() -> None:
     assert usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"]
 
 
+@pytest.mark.slow
 def test_speech_stream_format_audio_streams_raw_and_default_is_whole() -> None:
     app = create_app()
 
@@ -174,6 +175,7 @@ def _two_windows(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize("kind", ["speech", "transcription"])
+@pytest.mark.slow
 def test_sse_queue_timeout_after_200_comes_from_the_queue(
     kind: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -8,10 +8,7 @@ flood runs against a real uvicorn process with tiny queues.
 from __future__ import annotations
 
 import asyncio
-import sys
 import threading
-import time
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,9 +18,11 @@ from gateway.app import create_app
 from gateway.config import Settings
 
 from .conftest import tone_wav
+from .support.process import GatewayProcess
+from .support.wait import until as _until
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-from soak import GatewayProcess  # noqa: E402
+# floods of real requests against a gateway process
+pytestmark = pytest.mark.slow
 
 SPEECH = "/v1/audio/speech"
 STT = "/v1/audio/transcriptions"
@@ -47,14 +46,6 @@ def metric(text: str, name: str, **labels: str) -> float:
 
 
 # -- exact queue states, in process ---------------------------------------------------------------
-
-
-async def _until(predicate: Any, what: str, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for: {what}")
-        await asyncio.sleep(0.02)
 
 
 def test_queue_bounds_429_retry_after_and_queue_timeout_503() -> None:

@@ -9,6 +9,7 @@ import asyncio
 from typing import Any
 
 import httpx
+import pytest
 
 from .conftest import LiveServer, metric, wer
 from .realtime_util import (
@@ -76,6 +77,7 @@ async def _vad_session(url: str) -> list[dict[str, Any]]:
         return await events_until(conn, 2)
 
 
+@pytest.mark.slow
 def test_two_sentences_with_a_pause_are_two_turns(server: LiveServer) -> None:
     before = httpx.get(server.url + "/metrics").text
     events = asyncio.run(_vad_session(server.url))
@@ -132,6 +134,7 @@ def test_turn_detection_null_with_explicit_commits(server: LiveServer) -> None:
     _matches(_check_turns(events, MANUAL_ORDER))
 
 
+@pytest.mark.slow
 def test_ulaw_input(server: LiveServer) -> None:
     payloads = [appends(ulaw(s), 800) for s in sentences()]  # 100 ms of 8 kHz μ-law
     session = ga_session(None, "audio/pcmu")
@@ -140,6 +143,7 @@ def test_ulaw_input(server: LiveServer) -> None:
     _matches(_check_turns(events, MANUAL_ORDER))
 
 
+@pytest.mark.slow
 def test_beta_schema(server: LiveServer) -> None:
     session = {"input_audio_format": "pcm16",
                "input_audio_transcription": {"model": MODEL, "language": "en"},

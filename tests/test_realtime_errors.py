@@ -206,6 +206,7 @@ def test_a_conversation_session_is_refused_with_a_reason(keyed: LiveServer, quer
     _still_serving(keyed)
 
 
+@pytest.mark.slow
 def test_an_idle_session_is_closed_with_a_reason(keyed: LiveServer) -> None:
     async def main() -> tuple[list[dict[str, Any]], ConnectionClosed]:
         async with raw(keyed.url, additional_headers=AUTH) as ws:
@@ -238,6 +239,7 @@ def test_one_session_too_many_is_refused_and_the_others_go_on(keyed: LiveServer)
     _still_serving(keyed)  # the two have left: a session opens again
 
 
+@pytest.mark.slow
 def test_a_session_older_than_its_maximum_is_closed() -> None:
     settings = Settings(realtime=RealtimeSettings(max_session_s=2.0, idle_timeout_s=30.0))
 
@@ -261,6 +263,7 @@ def test_a_session_older_than_its_maximum_is_closed() -> None:
 # -- a client that leaves; other sessions and HTTP --------------------------------------------
 
 
+@pytest.mark.slow
 def test_client_gone_with_its_turn_queued_takes_it_back(keyed: LiveServer) -> None:
     sched = keyed.gateway.scheduler
     before = httpx.get(keyed.url + "/metrics", headers=AUTH).text
@@ -300,6 +303,7 @@ def test_client_gone_with_its_turn_queued_takes_it_back(keyed: LiveServer) -> No
     _still_serving(keyed)
 
 
+@pytest.mark.slow
 def test_bad_events_in_one_session_leave_another_and_http_alone(keyed: LiveServer) -> None:
     payloads = appends(pcm16(sentences()[0]), 4800)
     # the event of each case that is wrong on its own (a fresh session's buffer is empty)
@@ -343,6 +347,7 @@ def test_bad_events_in_one_session_leave_another_and_http_alone(keyed: LiveServe
     _still_serving(keyed)
 
 
+@pytest.mark.slow
 def test_shutdown_closes_open_sessions() -> None:
     live = LiveServer(Settings()).__enter__()
 
@@ -362,6 +367,7 @@ def test_shutdown_closes_open_sessions() -> None:
     assert not live.thread.is_alive()
 
 
+@pytest.mark.slow
 def test_a_turn_as_long_as_the_buffer_is_cut_there(keyed: LiveServer) -> None:
     a, _ = sentences()
     speech = np.concatenate([np.zeros(8000, np.float32), a, a, np.zeros(16000, np.float32)])

@@ -15,7 +15,6 @@ Waits are for states the page shows (tests/browser.py); no Chromium: a skip, und
 from __future__ import annotations
 
 import re
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -25,9 +24,10 @@ import pytest
 from .browser import ARTIFACTS, Browser, browser_fixture  # noqa: F401  (the `browser` fixture)
 from .conftest import encode
 from .realtime_util import SENTENCES, clip
+from .support.process import GatewayProcess
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-from soak import GatewayProcess  # noqa: E402
+# a headless Chromium streaming speech to a gateway process
+pytestmark = pytest.mark.slow
 
 KEY = "sk-realtime-page-test"
 DEADLINE_S = 180.0

@@ -23,6 +23,8 @@ from gateway.scheduler import (
     SimulatedGpu,
 )  # fmt: skip
 
+from .support.wait import until
+
 
 class TimedEngine:
     """A simulated engine: each unit sleeps `unit_s`; GPU loads allocate on the simulated GPU."""
@@ -87,14 +89,6 @@ def make(engines: dict[str, TimedEngine], gpu: SimulatedGpu | None = None,
     s = SchedulerSettings(cores=2, **settings)
     pol = policies or {m: ModelPolicy(cpu_threads=2) for m in engines}
     return Scheduler(engines, pol, s, gpu, SchedulerMetrics(CollectorRegistry()))  # type: ignore[arg-type]
-
-
-async def until(predicate: Any, what: str = "a state") -> None:
-    """Wait for a state (never for a duration); the bound only turns a hang into a failure."""
-    deadline = time.monotonic() + 60
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.001)
 
 
 async def run_job(s: Scheduler, model: str, level: Level, payloads: list[Any],

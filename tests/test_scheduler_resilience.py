@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import time
 from typing import Any
 
 import pytest
@@ -29,6 +28,7 @@ from gateway.scheduler import (
     SimulatedGpu,
 )
 
+from .support.wait import until
 from .test_scheduler import TimedEngine, run_job
 
 OOM = "CUDA error: out of memory (simulated)"
@@ -89,15 +89,6 @@ def mk(engines: dict[str, Any], gpu: SimulatedGpu | None = None,
     # one GPU slot unless a test says otherwise: the scenarios queue behind a running unit
     cfg = SchedulerSettings(cores=2, **{"gpu_slots": 1, **settings})
     return Scheduler(engines, pol, cfg, gpu, metrics)
-
-
-async def until(predicate: Any, what: str, timeout: float = 10.0) -> None:
-    """Wait for an event (bounded, so a bug fails instead of hanging)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for: {what}")
-        await asyncio.sleep(0.002)
 
 
 def metric(registry: CollectorRegistry, name: str, engine: str) -> float:

@@ -32,6 +32,9 @@ from schemathesis.python import asgi as st_asgi  # noqa: E402
 from gateway.app import create_app  # noqa: E402
 from gateway.config import Settings  # noqa: E402
 
+# schemathesis fuzzes every route (hundreds of requests)
+pytestmark = pytest.mark.slow
+
 KEY = "fuzz-key-0123456789"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 

@@ -8,7 +8,6 @@ import json
 import logging
 import select
 import socket
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -21,8 +20,7 @@ from gateway.config import ServerSettings, Settings
 from gateway.logs import JsonFormatter
 from gateway.registry.store import ModelError
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-from soak import GatewayProcess  # noqa: E402
+from .support.process import GatewayProcess
 
 from .conftest import LiveServer  # noqa: E402
 
@@ -128,6 +126,7 @@ def test_metrics_and_docs_can_be_opened() -> None:
         assert client.get("/v1/audio/voices").status_code == 200
 
 
+@pytest.mark.slow
 def test_keys_never_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """In process, every record (message and extras, as the JSON formatter writes them) at DEBUG
     level, through start-up, good and bad keys and errors; then a real server's whole log."""

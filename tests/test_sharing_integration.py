@@ -21,6 +21,9 @@ from gateway.service import Gateway
 
 from .conftest import wer
 
+# a long transcription under both queue policies on the real engines
+pytestmark = pytest.mark.slow
+
 LONG_TEXT = (
     "Every morning the old lighthouse keeper climbed the narrow stairs to check the great lamp. "
     "He cleaned the glass with a soft cloth and wrote the weather in his notebook. "

@@ -27,11 +27,15 @@ from typing import Any
 
 import httpx
 import numpy as np
+import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-from soak import REPO, GatewayProcess, encode, free_port  # noqa: E402
+from gateway.bench.clips import encode
 
-from .conftest import tone_wav  # noqa: E402
+from .conftest import tone_wav
+from .support.process import REPO, GatewayProcess, free_port
+
+# gateway processes drained mid-inference, one per test
+pytestmark = pytest.mark.slow
 
 MODEL = "whisper-tiny.en"  # the quick one: the test needs a unit running, not a long one
 GRACE_S = 60  # generous: the running unit must finish inside it even on a busy 2-core machine

@@ -19,11 +19,9 @@ instead of hanging. Chromium missing: a skip locally, a failure under CI=true.
 from __future__ import annotations
 
 import json
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -31,9 +29,10 @@ import pytest
 
 from .browser import ARTIFACTS, Browser, browser_fixture  # noqa: F401  (the `browser` fixture)
 from .conftest import encode
+from .support.process import GatewayProcess
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-from soak import GatewayProcess  # noqa: E402
+# a headless Chromium against a gateway process under real load
+pytestmark = pytest.mark.slow
 
 KEY = "sk-status-page-test"
 STT = "whisper-tiny.en"

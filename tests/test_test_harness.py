@@ -70,3 +70,41 @@ def test_tests_find_models_where_gateway_models_dir_says(tmp_path: Path) -> None
                           text=True, timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == str(tmp_path)
+
+
+@pytest.mark.parametrize("reference,hypothesis", [
+    ("The quick brown fox.", "the quick brown fox"),
+    ("The quick brown fox.", "a quick brown box jumps"),
+    ("Turn the volume down, please.", "turn volume down please now"),
+    ("It's a well-known fact.", "its a well known fact"),
+    ("one two three", ""),
+])  # fmt: skip
+def test_wer_scorer_agrees_with_jiwer(reference: str, hypothesis: str) -> None:
+    """The tests and the benchmarks score transcripts with one scorer (gateway.bench.accuracy,
+    no jiwer at run time); jiwer, an independent implementation, must agree on the same words."""
+    import jiwer
+
+    from gateway.bench.accuracy import _words, wer
+
+    expected = jiwer.wer(" ".join(_words(reference)), " ".join(_words(hypothesis)))
+    assert wer(reference, hypothesis) == pytest.approx(expected)
+    assert wer("Hello, World!", "hello world") == 0.0  # case and punctuation are not errors
+
+
+# One real round trip per front door stays out of the `slow` mark, so `make test-fast` still
+# fails when a model path breaks.
+FRONT_DOORS = {
+    "HTTP speech and transcription": ("test_api_roundtrip", "test_speech_default_is_mp3_and_round_trips"),
+    "Wyoming": ("test_wyoming", "test_home_assistant_session_one_connection_after_another"),
+    "Realtime": ("test_realtime", "test_turn_detection_null_with_explicit_commits"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("door", FRONT_DOORS)
+def test_fast_subset_keeps_a_round_trip_per_front_door(door: str) -> None:
+    import importlib
+
+    module_name, test_name = FRONT_DOORS[door]
+    module = importlib.import_module(f"tests.{module_name}")
+    marks = [*getattr(module, "pytestmark", []), *getattr(getattr(module, test_name), "pytestmark", [])]
+    assert "slow" not in {m.name for m in marks}, f"{door}: {module_name}::{test_name} is marked slow"

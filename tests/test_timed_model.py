@@ -74,6 +74,7 @@ def _ops(path: Path) -> Counter[str]:
     return Counter(n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node)
 
 
+@pytest.mark.slow
 def test_timed_model_adds_no_node_and_no_integer_op(derived: Path) -> None:
     timed, src = derived, KOKORO / "model.onnx"
     assert _ops(timed) == _ops(src)  # not one node more, fewer or of another type
@@ -82,6 +83,7 @@ def test_timed_model_adds_no_node_and_no_integer_op(derived: Path) -> None:
     assert outputs == ["audio", "duration"]
 
 
+@pytest.mark.slow
 def test_gpu_variant_is_float_reports_durations_and_speaks_as_before(tmp_path: Path) -> None:
     """The GPU file, derived from the timed one, against the float model derived from the
     untimed int8 file (the GPU variant before timings): the same samples on the CPU."""
@@ -122,6 +124,7 @@ def sessions(derived: Path) -> tuple[ort.InferenceSession, ort.InferenceSession,
 
 
 @pytest.mark.parametrize("speed", [1.0, 0.5, 2.0])
+@pytest.mark.slow
 def test_same_samples_as_the_untimed_model_and_durations_sum_to_the_audio(
     sessions: tuple[ort.InferenceSession, ort.InferenceSession, KokoroEngine], speed: float
 ) -> None:
@@ -142,6 +145,7 @@ def test_same_samples_as_the_untimed_model_and_durations_sum_to_the_audio(
         assert int(duration.sum()) * SAMPLES_PER_FRAME == audio.size, (duration.sum(), audio.size)
 
 
+@pytest.mark.slow
 def test_derivation_is_deterministic_and_matches_its_pin(derived: Path, tmp_path: Path) -> None:
     first, second = derived, tmp_path / "b.onnx"
     digests = {
@@ -156,6 +160,7 @@ def test_derivation_is_deterministic_and_matches_its_pin(derived: Path, tmp_path
     assert add_duration_output(model).SerializeToString() == model.SerializeToString()
 
 
+@pytest.mark.slow
 def test_pull_remakes_variants_made_under_an_older_pin(tmp_path: Path) -> None:
     """A cache pulled before the timed model existed: the GPU file's recorded hash is the old
     pin. A plain `pull` (no --force) makes the timed file and the GPU file again, offline."""
@@ -198,6 +203,7 @@ def engine() -> tuple[KokoroEngine, object]:
 
 
 @pytest.mark.parametrize("speed", [0.5, 1.0, 2.0])
+@pytest.mark.slow
 def test_engine_edges_are_monotonic_within_the_audio_one_per_phoneme(
     engine: tuple[KokoroEngine, object], speed: float
 ) -> None:
@@ -227,6 +233,7 @@ def test_engine_edges_are_monotonic_within_the_audio_one_per_phoneme(
         assert kokoro.audio_seconds(unit, result) == len(audio) / kokoro.sample_rate
 
 
+@pytest.mark.slow
 def test_engine_edges_scale_with_speed(engine: tuple[KokoroEngine, object]) -> None:
     kokoro, handle = engine
     spans = {}
@@ -239,6 +246,7 @@ def test_engine_edges_scale_with_speed(engine: tuple[KokoroEngine, object]) -> N
     assert 1.6 < spans[0.5] / spans[1.0] < 2.4 and 1.6 < spans[1.0] / spans[2.0] < 2.4, spans
 
 
+@pytest.mark.slow
 def test_a_users_own_folder_is_used_as_it_is(tmp_path: Path) -> None:
     """A local folder: its model with a `duration` output gives timings, one without refuses."""
     for name, source in (("timed", _timed_path()), ("plain", KOKORO / "model.onnx")):
@@ -259,6 +267,7 @@ def test_a_users_own_folder_is_used_as_it_is(tmp_path: Path) -> None:
     assert plain.plan("Hello.", "jf_alpha", 1.0)  # untimed speech is unaffected
 
 
+@pytest.mark.slow
 def test_speech_task_gives_each_unit_its_audio_and_edges() -> None:
     """tasks.speech: a timed plan through the scheduler; `each_timed` and `first_timed` /
     `rest_timed` give TimedAudio per unit, the plain methods the same audio alone."""

@@ -31,7 +31,11 @@ from gateway.service import Gateway
 from gateway.tasks import transcription as stt
 
 from .conftest import metric, run_asgi, tone_wav
-from .test_overload import _until, assert_openai_error
+from .support.wait import until as _until
+from .test_overload import assert_openai_error
+
+# long uploads decoded and transcribed to measure memory
+pytestmark = pytest.mark.slow
 
 STT = "/v1/audio/transcriptions"
 SPEECH = "/v1/audio/speech"

@@ -16,6 +16,9 @@ from gateway.engines.whisper import TranscribeUnit, WhisperEngine
 
 from .conftest import spoken_16k, wer
 
+# batched Whisper decodes on real speech throughout
+pytestmark = pytest.mark.slow
+
 MODELS = Settings().models.dir
 TEXTS = [
     "The little robot walked slowly across the kitchen floor.",

@@ -23,6 +23,9 @@ from gateway.engines.whisper import SAMPLE_RATE, TranscribeUnit, WhisperEngine, 
 
 from .conftest import spoken_16k, wer
 
+# long clips through the real Whisper throughout
+pytestmark = pytest.mark.slow
+
 MODELS = Settings().models.dir
 SENTENCES = POOL[:6]
 PAUSES = (0.6, 3.0)  # short pauses stay inside a region; long ones split regions

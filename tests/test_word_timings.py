@@ -148,6 +148,7 @@ def check_words(words: Words, seconds: float) -> None:
 
 
 @pytest.mark.parametrize(("speed", "first_alone"), [(1.0, False), (1.4, True), (0.8, False)])
+@pytest.mark.slow
 def test_pauses_lie_between_the_words_around_them(
     engine: tuple[KokoroEngine, Any], speed: float, first_alone: bool
 ) -> None:
@@ -157,6 +158,7 @@ def test_pauses_lie_between_the_words_around_them(
     assert check_pauses(audio, words, boundaries) >= 3
 
 
+@pytest.mark.slow
 def test_english_corpus_every_word_timed_in_order(engine: tuple[KokoroEngine, Any]) -> None:
     text = " ".join(ENGLISH)
     audio, words, boundaries = _speak(engine, text, "jm_kumo")
@@ -165,6 +167,7 @@ def test_english_corpus_every_word_timed_in_order(engine: tuple[KokoroEngine, An
     assert check_pauses(audio, words, boundaries) >= 5
 
 
+@pytest.mark.slow
 def test_japanese_corpus_every_word_timed_in_order(engine: tuple[KokoroEngine, Any]) -> None:
     text = "".join(JAPANESE)
     audio, words, boundaries = _speak(engine, text, "jf_alpha")
@@ -210,6 +213,7 @@ def _post(settings: Settings, **body: Any) -> Any:
     return run_asgi(create_app(settings), work)
 
 
+@pytest.mark.slow
 def test_api_json_gives_the_whole_file_and_its_words(app: Settings) -> None:
     r = _post(app, input=TEXT, voice="jf_alpha", speed=1.2, timestamps=True)
     assert r.status_code == 200, r.text
@@ -232,6 +236,7 @@ def _sse_words(settings: Settings, fmt: str) -> tuple[list[dict[str, Any]], Word
     return deltas, [w for e in deltas for w in e["words"]], data
 
 
+@pytest.mark.slow
 def test_api_sse_deltas_carry_their_words_with_the_stream_delay(app: Settings) -> None:
     """A streamed MP3 has no gapless tag: its words come 1,105 samples later than the same
     speech's in WAV, and still fit the pauses of the decoded stream."""
@@ -248,6 +253,7 @@ def test_api_sse_deltas_carry_their_words_with_the_stream_delay(app: Settings) -
 
 
 @pytest.mark.parametrize("fmt", ["srt", "vtt"])
+@pytest.mark.slow
 def test_api_captions_are_the_words_as_cues(app: Settings, fmt: str) -> None:
     r = _post(app, input="Good morning. The weather is fine!", voice="jf_alpha",
               timestamps=True, response_format=fmt)  # fmt: skip
@@ -291,6 +297,7 @@ def test_api_model_without_durations_is_400(tmp_path: Path) -> None:
     assert r.status_code == 200  # plain speech is unaffected
 
 
+@pytest.mark.slow
 def test_cli_writes_audio_and_captions(tmp_path: Path) -> None:
     from gateway.cli import main
 

@@ -64,6 +64,7 @@ def test_describe_lists_models_voices_and_their_languages(server: LiveServer) ->
     assert set(voices["alloy"]) >= {"en"}  # the OpenAI names are voices too
 
 
+@pytest.mark.slow
 def test_describe_answers_at_once_while_a_long_transcription_runs(server: LiveServer) -> None:
     """Home Assistant waits about 1 s for `info` and tries three times: the protocol's margin."""
     long_clip = encode(np.tile(spoken(PASSAGE), 3), 16000, "wav", "pcm_s16le", "s16")
@@ -106,6 +107,7 @@ def _running(server: LiveServer) -> bool:
         (22050, 3, 1, None),  # no `transcribe`: the default model
     ],
 )
+@pytest.mark.slow
 def test_speech_to_text_any_format(
     server: LiveServer, rate: int, width: int, channels: int, request_: Transcribe | None
 ) -> None:
@@ -139,6 +141,7 @@ def test_audio_stop_with_no_audio_is_an_empty_transcript(server: LiveServer) -> 
         assert events[1].data["text"] == ""
 
 
+@pytest.mark.slow
 def test_streaming_speech_sends_each_sentence_as_it_is_ready_then_reads_back(
     server: LiveServer,
 ) -> None:
@@ -171,6 +174,7 @@ def test_streaming_speech_sends_each_sentence_as_it_is_ready_then_reads_back(
     assert wer(REPLY, text) <= 0.15, text  # the words once: the repeated `synthesize` is not spoken
 
 
+@pytest.mark.slow
 def test_plain_synthesize(server: LiveServer) -> None:
     async def main() -> list:
         async with client(server.wyoming_port) as c:

@@ -135,6 +135,7 @@ def test_bad_frame_closes_that_connection_only(server: LiveServer, case: str) ->
     _still_serving(server)
 
 
+@pytest.mark.slow
 def test_disconnect_mid_utterance_leaves_the_rest_serving(server: LiveServer) -> None:
     async def main() -> None:
         async with client(server.wyoming_port) as c:
@@ -162,6 +163,7 @@ def small() -> Iterator[LiveServer]:
         yield live
 
 
+@pytest.mark.slow
 def test_idle_connection_is_closed(small: LiveServer) -> None:
     assert asyncio.run(_raw(small.wyoming_port, b"")) == b""  # read() returned: closed
     _still_serving(small)
@@ -197,6 +199,7 @@ async def _utterance(port: int) -> list[Event]:
         return await read_until(c, "transcript-stop")
 
 
+@pytest.mark.slow
 def test_queue_full_and_queue_timeout_are_error_events(small: LiveServer) -> None:
     async def two() -> list[list[Event]]:
         return list(await asyncio.gather(_utterance(small.wyoming_port),
@@ -208,6 +211,7 @@ def test_queue_full_and_queue_timeout_are_error_events(small: LiveServer) -> Non
     _still_serving(small)
 
 
+@pytest.mark.slow
 def test_client_gone_with_its_unit_queued_takes_it_back(small: LiveServer) -> None:
     sched = small.gateway.scheduler
     before = httpx.get(small.url + "/metrics").text

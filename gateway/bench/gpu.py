@@ -174,7 +174,7 @@ def raw_whisper(
 def gateway_figures(env: dict[str, str], clip48: bytes, long: bytes, runs: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     with (
-        GatewayProcess(env, name="gpu-bench", ready_timeout_s=300) as gw,
+        GatewayProcess(env, name="gpu-bench", ready_timeout_s=300, quiet=True) as gw,
         httpx.Client(timeout=600) as c,
     ):
         base = gw.base_url
@@ -198,7 +198,7 @@ def gateway_figures(env: dict[str, str], clip48: bytes, long: bytes, runs: int) 
 def sharing(env: dict[str, str], clip48: bytes, window_s: float, runs: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     with (
-        GatewayProcess(env, name="gpu-share", ready_timeout_s=300) as gw,
+        GatewayProcess(env, name="gpu-share", ready_timeout_s=300, quiet=True) as gw,
         httpx.Client(timeout=600) as c,
     ):
         base = gw.base_url
@@ -265,17 +265,11 @@ def concurrency(env: dict[str, str], runs: int) -> dict[str, Any]:
 
 
 def _wer_of(audio: np.ndarray, rate: int, text: str, model: Any) -> float:
-    import jiwer
-
     from ..audio.decode import decode_audio
+    from .accuracy import wer
 
     pcm = decode_audio(encode(audio, rate, "wav"))
-    said = " ".join(s.text for s in model.transcribe(pcm, language="en")[0])
-
-    def clean(t: str) -> str:
-        return " ".join("".join(ch if ch.isalnum() else " " for ch in t.lower()).split())
-
-    return float(jiwer.wer(clean(text), clean(said)))
+    return wer(text, " ".join(s.text for s in model.transcribe(pcm, language="en")[0]))
 
 
 def run(out_path: Path, quick: bool) -> dict[str, Any]:
@@ -307,7 +301,7 @@ def run(out_path: Path, quick: bool) -> dict[str, Any]:
 
     # Clips are spoken by the gateway itself (CPU-only server, so the GPU is idle meanwhile).
     cpu_only = {"GATEWAY_KOKORO__PLACEMENT": "cpu", "GATEWAY_WHISPER__PLACEMENT": "cpu"}
-    with GatewayProcess(cpu_only, name="clips") as cpu:
+    with GatewayProcess(cpu_only, name="clips", quiet=True) as cpu:
         a48, rate = build_clip(cpu.base_url, 48.0)
         a600, _ = build_clip(cpu.base_url, 600.0, start=3)
     from ..audio.decode import decode_audio

@@ -119,7 +119,10 @@ def run(say: Any, logs: Path, quick: bool = False) -> dict[str, Any]:
     results: dict[str, Any] = {}
     for label, env in CONFIGS[:2] if quick else CONFIGS:
         rows = []
-        with GatewayProcess(env, "languages", logs) as gw, httpx.Client(timeout=600) as client:
+        with (
+            GatewayProcess(env, "languages", logs, quiet=True) as gw,
+            httpx.Client(timeout=600) as client,
+        ):
             if not audio:  # spoken once, by the first gateway, as WAV
                 for _, text, voice in items:
                     samples, rate = clips.speak(gw.base_url, text, voice)

@@ -92,7 +92,7 @@ def run(quick: bool, logs: Path, say: Any) -> dict[str, Any]:
     clip_s = 4.0 if quick else 30.0
     model = QUICK_MODEL if quick else MODEL
     load_before = load_average()
-    with GatewayProcess({}, "realtime", logs) as gw:
+    with GatewayProcess({}, "realtime", logs, quiet=True) as gw:
         base = gw.base_url
         pcm = clips.padded_pcm16(base, TURN, TURN_S, RATE)
         wav = _wav(pcm, RATE)  # the same audio for the HTTP call

@@ -43,7 +43,7 @@ def run_report(
         "machine": machine_info(),
         "load_before": load_average(),
     }
-    with GatewayProcess({}, "report", logs) as gw:
+    with GatewayProcess({}, "report", logs, quiet=True) as gw:
         base = gw.base_url
         inputs = measure.prepare(base, quick, say)
         with httpx.Client(timeout=600) as client:  # load both models, then read memory idle
@@ -72,7 +72,7 @@ def run_report(
         }
     # accuracy in a gateway of its own: the hour-long upload's decoded audio (0.2 GiB, 0.5 at
     # its decoding peak) would otherwise be in the memory figures of the workload above
-    with GatewayProcess({}, "accuracy", logs) as gw:
+    with GatewayProcess({}, "accuracy", logs, quiet=True) as gw:
         raw = measure.RawWorker(settings)
         try:
             res["accuracy"] = accuracy.run(gw.base_url, raw, logs, quick, say)

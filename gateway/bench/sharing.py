@@ -125,10 +125,10 @@ def _servers(name: str, log_dir: Path | None) -> list[GatewayProcess]:
     cfg = CONFIGS[name]
     if cfg.get("split"):
         return [
-            GatewayProcess(cfg["env"], f"{name}-speech", log_dir),
-            GatewayProcess(cfg["env"], f"{name}-transcription", log_dir),
+            GatewayProcess(cfg["env"], f"{name}-speech", log_dir, quiet=True),
+            GatewayProcess(cfg["env"], f"{name}-transcription", log_dir, quiet=True),
         ]
-    return [GatewayProcess(cfg["env"], name, log_dir)]
+    return [GatewayProcess(cfg["env"], name, log_dir, quiet=True)]
 
 
 def _probe(client: httpx.Client, base: str, text: str, runs: int, gap_s: float) -> list[float]:

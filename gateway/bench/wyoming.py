@@ -72,7 +72,7 @@ def run(quick: bool, logs: Path, say: Any) -> dict[str, Any]:
     runs = 2 if quick else 10
     port = free_port()
     reply = " ".join(clips.POOL[4:7])  # three sentences, as the streaming section's
-    with GatewayProcess({"GATEWAY_WYOMING__PORT": str(port)}, "wyoming", logs) as gw:
+    with GatewayProcess({"GATEWAY_WYOMING__PORT": str(port)}, "wyoming", logs, quiet=True) as gw:
         base = gw.base_url
         command = clips.padded_pcm16(base, COMMAND, COMMAND_S, 16000)
         batch_clips = [clips.encode(*clips.build_clip(base, 4.0 if quick else 30.0, i * 6), "mp3")
