@@ -15,10 +15,8 @@ import asyncio
 import io
 import json
 import os
-import sys
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import av
@@ -27,9 +25,11 @@ import numpy as np
 import pytest
 
 from gateway.audio.decode import TARGET_RATE
+from gateway.bench.server import proc_status
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-from soak import GatewayProcess, proc_status  # noqa: E402
+from .support.process import GatewayProcess
+
+pytestmark = pytest.mark.slow  # a gateway process and hours of audio
 
 MODEL = "whisper-tiny.en"  # the process's memory is what is measured, not the model's accuracy
 STT = "/v1/audio/transcriptions"

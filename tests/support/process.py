@@ -13,9 +13,9 @@ from typing import cast
 import uvicorn
 
 from gateway.app import create_app
-from gateway.http_server import uvicorn_config
 from gateway.bench.server import GatewayProcess, free_port
 from gateway.config import Settings
+from gateway.http_server import uvicorn_config
 from gateway.service import Gateway
 
 __all__ = ["REPO", "GatewayProcess", "LiveServer", "free_port"]
