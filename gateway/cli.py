@@ -105,8 +105,9 @@ def _cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     from .app import create_app
-    from .http_server import uvicorn_config
+    from .http_server import raise_fd_limit, uvicorn_config
 
+    raise_fd_limit(settings)
     app = create_app(settings)
     gw = app.state.gateway
     grace = settings.server.shutdown_grace_s

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import resource
 from typing import Any
 
 import uvicorn
@@ -35,6 +37,33 @@ def _busy_response() -> bytes:
 
 
 BUSY = _busy_response()
+
+# Descriptors beside the connections: model files, thread pools' pipes, the log, the Wyoming
+# listener's clients, a margin for what a library opens.
+FD_MARGIN = 256
+log = logging.getLogger("gateway.http")
+
+
+def raise_fd_limit(settings: Settings) -> int:
+    """Raise the soft limit on open files toward the hard one, so that the connection caps, not
+    the descriptor table, are what refuses a client: at a soft limit of 1024 (a common default)
+    a thousand idle connections would leave no descriptor for a model file or a new request.
+    Returns the soft limit in force; warns when it is still below what the caps need."""
+    needed = settings.server.max_connections + settings.wyoming.max_connections + FD_MARGIN
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(hard, needed)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        log.warning(
+            "open-file limit %d is below what the connection caps need (%d): lower "
+            "GATEWAY_SERVER__MAX_CONNECTIONS or raise the limit (ulimit -n)", soft, needed
+        )
+    return int(soft)
 
 
 def bounded_protocol(max_connections: int, header_timeout_s: float) -> type[asyncio.Protocol]:

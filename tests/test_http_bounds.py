@@ -194,3 +194,30 @@ def test_client_gone_during_preparation_takes_it_back(
     time.sleep(1.0)  # what would still start, starts now
     assert windows == [], "the VAD ran for a client that had gone"
     assert gw.scheduler.queued() == 0 and not any(gw.scheduler.busy.values())
+
+
+def test_serve_raises_a_low_open_file_limit_to_what_the_caps_need() -> None:
+    """At a soft limit of 512 (1024 is common) the HTTP cap of 1000 idle connections would use up
+    the descriptor table before it refuses anyone; `gateway serve` raises the soft limit toward
+    the hard one first. Run in a child whose soft limit is lowered before it starts."""
+    import resource
+    import subprocess
+    import sys
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    settings = Settings()
+    needed = settings.server.max_connections + settings.wyoming.max_connections + 256
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        pytest.skip(f"the hard open-file limit here ({hard}) is below {needed}")
+    code = (
+        "import resource; from gateway.config import Settings; "
+        "from gateway.http_server import raise_fd_limit; "
+        "print(raise_fd_limit(Settings()), resource.getrlimit(resource.RLIMIT_NOFILE)[0])"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (512, hard)),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    told, now = (int(x) for x in done.stdout.split())
+    assert told == now >= needed, done.stdout
