@@ -132,7 +132,9 @@ def overhead(
                     gw_t.append(timed(partial(speech, client, base, text, VOICE, fmt)))
                     r = spin.call(op="speech", text=text, voice=VOICE)
                     spin_t.append((r["s"], r["cpu"]))
-                cases.append({**_case(label, audio_s, raw_t, gw_t), **_spinning(spin_t, gw_t)})
+                cases.append(
+                    {**_case(label, audio_s, raw_t, gw_t), **_beside("spinning", spin_t, gw_t)}
+                )
             detection = {
                 "segments": settings.whisper.language_segments,
                 "threshold": settings.whisper.language_threshold,
@@ -161,7 +163,7 @@ def overhead(
                         default_t.append((r["s"], r["cpu"]))
                 case = {**_case(label, audio_s, raw_t, gw_t), "language": language}
                 if default_t:
-                    case.update(_default_detection(default_t, gw_t), detection=detection)
+                    case.update(_beside("default", default_t, gw_t), detection=detection)
                 cases.append(case)
             mp3 = mp3_encoding(base, text, max(3, runs))
         mem_raw = raw.call(op="memory")
@@ -227,34 +229,19 @@ def _case(
     }
 
 
-def _spinning(spin: list[tuple[float, float]], gw: list[tuple[float, float]]) -> dict[str, Any]:
-    """The raw call with ONNX Runtime's default spinning threads, against the same gateway runs."""
-    spin_s, spin_cpu = [r[0] for r in spin], [r[1] for r in spin]
-    return {
-        "raw_spinning": spin_s,
-        "raw_spinning_cpu": spin_cpu,
-        "raw_spinning_median": median(spin_s),
-        "raw_spinning_cpu_median": median(spin_cpu),
-        "ratio_spinning": median([g[0] for g in gw]) / median(spin_s),
-        "cpu_ratio_spinning": median([g[1] for g in gw]) / median(spin_cpu)
-        if median(spin_cpu)
-        else float("nan"),
-    }
-
-
-def _default_detection(
-    raw: list[tuple[float, float]], gw: list[tuple[float, float]]
+def _beside(
+    name: str, raw: list[tuple[float, float]], gw: list[tuple[float, float]]
 ) -> dict[str, Any]:
-    """The raw call with faster-whisper's default detection (one 30 s segment, threshold 0.5),
-    against the same gateway runs."""
+    """A second raw baseline (`name`: ONNX Runtime's default spinning threads, or faster-whisper's
+    default detection of one 30 s segment at threshold 0.5) against the same gateway runs."""
     raw_s, raw_cpu = [r[0] for r in raw], [r[1] for r in raw]
     return {
-        "raw_default": raw_s,
-        "raw_default_cpu": raw_cpu,
-        "raw_default_median": median(raw_s),
-        "raw_default_cpu_median": median(raw_cpu),
-        "ratio_default": median([g[0] for g in gw]) / median(raw_s),
-        "cpu_ratio_default": median([g[1] for g in gw]) / median(raw_cpu)
+        f"raw_{name}": raw_s,
+        f"raw_{name}_cpu": raw_cpu,
+        f"raw_{name}_median": median(raw_s),
+        f"raw_{name}_cpu_median": median(raw_cpu),
+        f"ratio_{name}": median([g[0] for g in gw]) / median(raw_s),
+        f"cpu_ratio_{name}": median([g[1] for g in gw]) / median(raw_cpu)
         if median(raw_cpu)
         else float("nan"),
     }
