@@ -1,5 +1,4 @@
-"""The `wyoming` settings section (Home Assistant's protocol), apart from config.py so that file
-stays short; config.py imports it into the one settings tree."""
+"""The `wyoming` settings section (Home Assistant's protocol)."""
 
 from __future__ import annotations
 

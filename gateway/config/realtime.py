@@ -1,6 +1,5 @@
 """The `realtime` settings section (OpenAI's Realtime API, transcription sessions over a
-WebSocket at /v1/realtime), apart from config.py so that file stays short; config.py imports it
-into the one settings tree."""
+WebSocket at /v1/realtime)."""
 
 from __future__ import annotations
 

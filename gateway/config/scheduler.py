@@ -1,5 +1,4 @@
-"""The `scheduler` settings section (queue policies, lanes, slots, memory), apart from config.py so
-that file stays short; config.py imports it into the one settings tree."""
+"""The `scheduler` settings section (queue policies, lanes, slots, memory)."""
 
 from __future__ import annotations
 
