@@ -2,7 +2,7 @@
 section in a module of its own. Other code imports the names below from `gateway.config`."""
 
 from .engines import KokoroSettings, Placement, WhisperSettings
-from .lists import csv
+from .lists import StrList
 from .models import ModelsSettings
 from .realtime import RealtimeSettings
 from .scheduler import QueuePolicy, SchedulerSettings
@@ -19,8 +19,8 @@ __all__ = [
     "SchedulerSettings",
     "ServerSettings",
     "Settings",
+    "StrList",
     "WhisperSettings",
     "WyomingSettings",
-    "csv",
     "env_vars",
 ]

@@ -6,10 +6,10 @@ from __future__ import annotations
 from enum import Enum
 from typing import Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..text.languages import LANGUAGE_NAMES
-from .lists import csv
+from .lists import StrList
 
 
 class Placement(str, Enum):
@@ -95,6 +95,10 @@ class KokoroSettings(BaseModel):
 
 
 class WhisperSettings(BaseModel):
+    # An assignment of the comma form (`= "a,b"`, as tests and tools do) is decoded like the
+    # environment, so a list setting never holds a bare string.
+    model_config = ConfigDict(validate_assignment=True)
+
     placement: Placement = Field(Placement.auto, description="auto | gpu | cpu.")
     gpu_budget_mib: int = Field(
         1536,
@@ -137,8 +141,8 @@ class WhisperSettings(BaseModel):
         "`language_threshold`); empty: Whisper's guess. `en`: the embedded voices' English is "
         "heard as Japanese at up to p = 0.96 (README, Languages).",
     )
-    languages: str = Field(
-        "",
+    languages: StrList = Field(
+        default_factory=list,
         description="Candidate languages, comma-separated (`en,de`): detection picks the most "
         "probable of these; one code pins it. Empty: any language Whisper knows.",
     )
@@ -151,7 +155,7 @@ class WhisperSettings(BaseModel):
 
     @model_validator(mode="after")
     def _languages(self) -> WhisperSettings:
-        for code in [self.language, *csv(self.languages)]:
+        for code in [self.language, *self.languages]:
             if code and code not in LANGUAGE_NAMES:
                 raise ValueError(f"unknown language {code!r}: use a code Whisper knows")
         return self

@@ -6,10 +6,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
+
+from .lists import StrList
 
 
 class ModelsSettings(BaseModel):
+    # An assignment of the comma form (`= "a,b"`, as tests and tools do) is decoded like the
+    # environment, so a list setting never holds a bare string.
+    model_config = ConfigDict(validate_assignment=True)
+
     dir: Path = Field(
         Path(os.path.expanduser("~/.cache/gateway/models")),
         description="Folder where assembled and downloaded model files live.",
@@ -35,11 +41,13 @@ class ModelsSettings(BaseModel):
         default_factory=dict,
         description='Per-model folder of your own, as JSON: `{"whisper-base": "/data/wb"}`.',
     )
-    preload: str = Field(
-        "", description="Comma-separated model ids loaded at start-up instead of on first use."
+    preload: StrList = Field(
+        default_factory=list,
+        description="Comma-separated model ids loaded at start-up instead of on first use.",
     )
-    pinned: str = Field(
-        "", description="Comma-separated model ids never unloaded by idle TTL or eviction."
+    pinned: StrList = Field(
+        default_factory=list,
+        description="Comma-separated model ids never unloaded by idle TTL or eviction.",
     )
     keep_alive: dict[str, str] = Field(
         default_factory=dict,

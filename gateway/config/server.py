@@ -6,14 +6,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
+
+from .lists import StrList
 
 
 class ServerSettings(BaseModel):
+    # An assignment of the comma form (`= "a,b"`, as tests and tools do) is decoded like the
+    # environment, so a list setting never holds a bare string.
+    model_config = ConfigDict(validate_assignment=True)
+
     host: str = Field("127.0.0.1", description="Address `gateway serve` binds to.")
     port: int = Field(8000, ge=1, le=65535, description="TCP port `gateway serve` listens on.")
-    api_keys: str = Field(
-        "",
+    api_keys: StrList = Field(
+        default_factory=list,
         description="Comma-separated API keys. Empty: no key is required. Keys are compared in "
         "constant time and never logged.",
     )
@@ -22,8 +28,8 @@ class ServerSettings(BaseModel):
         description="File with one API key per line (e.g. a mounted Kubernetes Secret); "
         "added to `api_keys`.",
     )
-    open_paths: str = Field(
-        "/status,/realtime",
+    open_paths: StrList = Field(
+        default_factory=lambda: ["/status", "/realtime"],
         description="Comma-separated paths that answer without a key when keys are configured, "
         "besides the probes (`/health`, `/ready`) and the model and voice lists, which are always "
         "open (Open WebUI reads them without a key). The default opens only the two HTML pages, "
@@ -54,8 +60,9 @@ class ServerSettings(BaseModel):
         description="Longest a whole request body may take to arrive (a 25 MiB upload at 1 "
         "Mbit/s takes 210 s); a body still arriving then gets 408.",
     )
-    cors_origins: str = Field(
-        "", description="Comma-separated origins allowed by CORS. Empty: CORS is off."
+    cors_origins: StrList = Field(
+        default_factory=list,
+        description="Comma-separated origins allowed by CORS. Empty: CORS is off.",
     )
     max_upload_mb: float = Field(
         25.0, gt=0, description="Largest audio upload in MiB; larger requests get 413."

@@ -4,7 +4,9 @@ Every field is read from the environment with the prefix ``GATEWAY_`` and ``__``
 sections, e.g. ``GATEWAY_WHISPER__COMPUTE_TYPE=int8`` or
 ``GATEWAY_SCHEDULER__BATCH__MAX_QUEUE_SIZE=16``. A ``.env`` file in the working directory is
 read too. The README's settings table is generated from these descriptions
-(``gateway settings --markdown``), so the text in each section's module is the documentation.
+(``gateway settings --markdown``), so the text in each section's module is the documentation. A setting that is a list
+(`lists.StrList`) takes a comma-separated value, ``GATEWAY_MODELS__PRELOAD=whisper-base,kokoro``,
+or a JSON list, ``GATEWAY_MODELS__PRELOAD='["whisper-base","kokoro"]'``.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ class Settings(BaseSettings):
     realtime: RealtimeSettings = Field(default_factory=RealtimeSettings)
 
     def api_keys(self) -> list[str]:
-        keys = [k.strip() for k in self.server.api_keys.split(",") if k.strip()]
+        keys = list(self.server.api_keys)
         path = self.server.api_keys_file
         if path is not None:
             try:
@@ -79,6 +81,8 @@ def env_vars() -> list[tuple[str, str, str]]:
                 continue
             if isinstance(value, Enum):
                 value = value.value
+            if isinstance(value, list):
+                value = ",".join(value)  # shown in the comma form users set, "" when empty
             if name == "cores" and model is SchedulerSettings:
                 value = 0  # resolved from the machine at start-up
             shown = '""' if value == "" else str(value).replace(os.path.expanduser("~"), "~")
