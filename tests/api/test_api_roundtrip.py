@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from openai import OpenAI
 
-from .conftest import PASSAGE, LiveServer, decode, encode, wer
+from ..conftest import PASSAGE, LiveServer, decode, encode, wer
 
 
 @pytest.fixture(scope="module")

@@ -360,7 +360,7 @@ case("speech-model-gpt-4o-mini-tts", speech(model="gpt-4o-mini-tts", instruction
 case("speech-text-control-inside", speech(input="Hello\x00 wor\x07ld."), 200, check=MP3)
 case("speech-text-emoji-inside", speech(input="Hi \U0001f600."), 200, check=MP3)
 # Text with nothing to say is a short silence, not an error (chat clients send a reply's `---`
-# or an emoji alone as a piece of it): tests/test_quiet_pieces.py
+# or an emoji alone as a piece of it): tests/tasks/test_quiet_pieces.py
 for name, text in {"emoji-only": "\U0001f600\U0001f389\U0001f680",
                    "punctuation-only": "...!?;:-"}.items():  # fmt: skip
     case(f"speech-text-{name}", speech(input=text), 200, check=MP3)

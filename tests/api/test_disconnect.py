@@ -18,8 +18,8 @@ import httpx
 from gateway.config import Settings
 from gateway.engines.whisper import TranscribeResult
 
-from .conftest import LiveServer, metric, tone_wav
-from .support.wait import wait_until
+from ..conftest import LiveServer, metric, tone_wav
+from ..support.wait import wait_until
 
 
 def _multipart(port: int, wav: bytes, prompt: str) -> bytes:

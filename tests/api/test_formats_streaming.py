@@ -10,7 +10,7 @@ import httpx
 import numpy as np
 import pytest
 
-from .conftest import PASSAGE, LiveServer, decode, wer
+from ..conftest import PASSAGE, LiveServer, decode, wer
 
 # each output format is a real round trip (test_api_roundtrip keeps one)
 pytestmark = pytest.mark.slow
@@ -144,7 +144,7 @@ def test_speech_sse_events(server: LiveServer) -> None:
 
 
 def test_silence_transcribes_to_empty_text(server: LiveServer) -> None:
-    from .conftest import encode
+    from ..conftest import encode
 
     wav = encode(np.zeros(16000 * 3, np.float32), 16000, "wav", "pcm_s16le", "s16")
     assert _transcribe(server, wav).json() == {"text": ""}

@@ -20,7 +20,7 @@ import pytest
 import gateway.tasks.transcription as stt
 from gateway.config import ServerSettings, Settings
 
-from .conftest import PASSAGE, LiveServer, encode, metric, spoken_16k
+from ..conftest import PASSAGE, LiveServer, encode, metric, spoken_16k
 
 MAX_CONNECTIONS = 20
 HEADER_TIMEOUT_S = 1.0

@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 from gateway.app import create_app
 from gateway.config import ServerSettings, Settings
 
-from .conftest import encode
+from ..conftest import encode
 
 
 def test_audio_longer_than_max_audio_s_is_refused() -> None:

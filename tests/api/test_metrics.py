@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from gateway.config import Settings
 from gateway.logs import setup
 
-from .conftest import LiveServer
+from ..conftest import LiveServer
 
 # real requests move the metrics
 pytestmark = pytest.mark.slow
@@ -182,7 +182,7 @@ def test_request_id_is_honoured_and_logs_hold_no_secrets(
 def test_grafana_dashboard_uses_exported_metrics(live: LiveServer) -> None:
     """docs/grafana-dashboard.json is valid JSON, covers every area, and names only metrics the
     gateway exports (the GPU families are declared even on a CPU-only machine)."""
-    path = Path(__file__).resolve().parents[1] / "docs" / "grafana-dashboard.json"
+    path = Path(__file__).resolve().parents[2] / "docs" / "grafana-dashboard.json"
     dash = json.loads(path.read_text())
     panels = [p for p in dash["panels"] if p.get("type") != "row"]
     exprs = [t["expr"] for p in panels for t in p["targets"]]

@@ -19,8 +19,8 @@ from gateway.cli import main as cli
 from gateway.config import Settings
 from gateway.engines.memory import release_free_memory
 
-from .conftest import PASSAGE, LiveServer, decode, run_asgi
-from .support.wait import wait_until
+from ..conftest import PASSAGE, LiveServer, decode, run_asgi
+from ..support.wait import wait_until
 
 KEY = "sk-control-test"
 AUTH = {"Authorization": f"Bearer {KEY}"}

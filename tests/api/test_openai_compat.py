@@ -15,7 +15,7 @@ import pytest
 from openai import OpenAI
 from tokenizers import Tokenizer
 
-from .conftest import LiveServer, decode, models_dir, wer
+from ..conftest import LiveServer, decode, models_dir, wer
 
 SENTENCE = "Please remember to water the plants on Monday morning before you leave for work."
 

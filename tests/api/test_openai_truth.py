@@ -28,7 +28,7 @@ from gateway.config import Settings
 from gateway.engines.whisper import LANGUAGES, TranscribeResult, Window
 from gateway.tasks import transcription as stt_task
 
-from .conftest import encode, run_asgi, tone_wav
+from ..conftest import encode, run_asgi, tone_wav
 
 HOLD_S = 60  # an upper bound on each hold, so that a broken build fails instead of hanging
 

@@ -17,9 +17,9 @@ import pytest
 from gateway.app import create_app
 from gateway.config import Settings
 
-from .conftest import tone_wav
-from .support.process import GatewayProcess
-from .support.wait import until as _until
+from ..conftest import tone_wav
+from ..support.process import GatewayProcess
+from ..support.wait import until as _until
 
 # floods of real requests against a gateway process
 pytestmark = pytest.mark.slow

@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from .conftest import missing_tool  # noqa: E402
+from ..conftest import missing_tool  # noqa: E402
 
 try:
     import schemathesis

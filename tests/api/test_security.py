@@ -20,8 +20,8 @@ from gateway.config import ServerSettings, Settings
 from gateway.logs import JsonFormatter
 from gateway.registry.store import ModelError
 
-from .conftest import LiveServer  # noqa: E402
-from .support.process import GatewayProcess
+from ..conftest import LiveServer  # noqa: E402
+from ..support.process import GatewayProcess
 
 KEY = "sk-test-9f8e7d6c5b4a"
 KEY2 = "second-key-from-env"

@@ -1,6 +1,6 @@
 """The live status page (/status) in a real headless Chromium against a real `gateway serve`.
 
-The browser is Debian's `chromium`, driven over the Chrome DevTools Protocol (tests/browser.py).
+The browser is Debian's `chromium`, driven over the Chrome DevTools Protocol (tests/support/browser.py).
 The gateway runs with one CPU slot and no background slot, so work units queue behind each other.
 The test:
 
@@ -27,9 +27,9 @@ import httpx
 import numpy as np
 import pytest
 
-from .browser import ARTIFACTS, Browser, browser_fixture  # noqa: F401  (the `browser` fixture)
-from .conftest import encode
-from .support.process import GatewayProcess
+from ..conftest import encode
+from ..support.browser import ARTIFACTS, Browser, browser_fixture  # noqa: F401  (the `browser` fixture)
+from ..support.process import GatewayProcess
 
 # a headless Chromium against a gateway process under real load
 pytestmark = pytest.mark.slow

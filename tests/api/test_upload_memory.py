@@ -30,8 +30,8 @@ from gateway.engines.whisper import WHISPER_INPUT
 from gateway.service import Gateway
 from gateway.tasks import transcription as stt
 
-from .conftest import metric, run_asgi, tone_wav
-from .support.wait import until as _until
+from ..conftest import metric, run_asgi, tone_wav
+from ..support.wait import until as _until
 from .test_overload import assert_openai_error
 
 # long uploads decoded and transcribed to measure memory

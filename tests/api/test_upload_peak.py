@@ -27,7 +27,7 @@ import pytest
 from gateway.audio.decode import TARGET_RATE
 from gateway.bench.server import proc_status
 
-from .support.process import GatewayProcess
+from ..support.process import GatewayProcess
 
 pytestmark = pytest.mark.slow  # a gateway process and hours of audio
 

@@ -14,7 +14,7 @@ import pytest
 from gateway.audio.encode import StreamEncoder, encode_audio
 from gateway.audio.mp3 import ENCODER_DELAY, FrameHeader, count_frames
 
-from .conftest import LiveServer, decode
+from ..conftest import LiveServer, decode
 
 RATE = 24000
 

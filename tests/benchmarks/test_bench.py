@@ -236,7 +236,7 @@ def test_raw_kokoro_baseline_runs_like_the_gateway_cpu_lane() -> None:
     from gateway.engines.base import Device
     from gateway.engines.kokoro import KokoroEngine
 
-    from .conftest import models_dir
+    from ..conftest import models_dir
 
     key = "session.intra_op.allow_spinning"
     folder = models_dir() / "kokoro"

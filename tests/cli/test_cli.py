@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import decode, wer
+from ..conftest import decode, wer
 
 GATEWAY = [sys.executable, "-m", "gateway.cli"]
 

@@ -31,8 +31,8 @@ import pytest
 
 from gateway.bench.clips import encode
 
-from .conftest import tone_wav
-from .support.process import REPO, GatewayProcess, free_port
+from ..conftest import tone_wav
+from ..support.process import REPO, GatewayProcess, free_port
 
 # gateway processes drained mid-inference, one per test
 pytestmark = pytest.mark.slow

@@ -33,9 +33,9 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from .conftest import missing_tool
+from ..conftest import missing_tool
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
 DOCKERFILES = {"cpu": ROOT / "docker" / "Dockerfile", "cuda": ROOT / "docker" / "Dockerfile.cuda"}
 KUBE_VERSION = "1.32.0"
@@ -452,7 +452,7 @@ def test_pod_serves_on_the_configmap_port(render, target, monkeypatch) -> None:
 def test_serve_without_flags_listens_on_the_port_setting(tmp_path: Path) -> None:
     """A real `gateway serve` started as the image starts it (its CMD, no flags) with
     GATEWAY_SERVER__PORT set, then the image's health check run as the container runs it."""
-    from .conftest import free_port
+    from ..conftest import free_port
 
     port = str(free_port())
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_SERVER__")}

@@ -15,7 +15,7 @@ import pytest
 from gateway.engines.kokoro import KokoroEngine
 from gateway.engines.whisper import WhisperEngine
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "gpu_check.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "gpu_check.py"
 
 
 @pytest.fixture

@@ -18,9 +18,9 @@ import pytest
 
 from gateway.bench.server import GatewayProcess
 
-from .conftest import missing_tool
+from ..conftest import missing_tool
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LOCUSTFILE = ROOT / "loadtests" / "locustfile.py"
 LENIENT = ["--p95-speech-ms", "600000", "--p95-voicenote-ms", "600000",
            "--p95-batch-ms", "900000"]  # fmt: skip

@@ -14,7 +14,7 @@ from gateway.config import Settings
 from gateway.engines.base import Device
 from gateway.engines.whisper import TranscribeUnit, WhisperEngine
 
-from .conftest import spoken_16k, wer
+from ..conftest import spoken_16k, wer
 
 # batched Whisper decodes on real speech throughout
 pytestmark = pytest.mark.slow

@@ -21,7 +21,7 @@ from gateway.engines import whisper as whisper_mod
 from gateway.engines.base import Device
 from gateway.engines.whisper import SAMPLE_RATE, TranscribeUnit, WhisperEngine, plan_windows
 
-from .conftest import spoken_16k, wer
+from ..conftest import spoken_16k, wer
 
 # long clips through the real Whisper throughout
 pytestmark = pytest.mark.slow

@@ -26,8 +26,8 @@ from gateway.tasks.timings import WordClock
 from gateway.text.normalize import normalize_text
 from gateway.text.words import written_words
 
-from .conftest import decode, missing_tool, run_asgi
-from .test_word_map import ENGLISH, JAPANESE, _key
+from ..conftest import decode, missing_tool, run_asgi
+from ..text.test_word_map import ENGLISH, JAPANESE, _key
 
 KOKORO = Settings().models.dir / "kokoro"
 TIMED = KOKORO / "model.timed.onnx"

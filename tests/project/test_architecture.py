@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1] / "gateway"
+ROOT = Path(__file__).resolve().parents[2] / "gateway"
 
 
 def _module(path: Path) -> str:

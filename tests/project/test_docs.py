@@ -6,7 +6,7 @@ from pathlib import Path
 
 from gateway.config import env_vars
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_every_setting_is_in_the_readme_table() -> None:

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from . import test_deploy
-from .conftest import missing_tool
+from ..conftest import missing_tool
+from ..deploy import test_deploy
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BLOCK_TOOLS = """
 import sys
 
@@ -46,7 +46,7 @@ def test_deploy_tool_check_fails_under_ci(ci: str, outcome: type, monkeypatch: p
         test_deploy._require("kubernetes-validate-that-does-not-exist")
 
 
-@pytest.mark.parametrize("module", ["tests.test_loadtest", "tests.test_schema_fuzz"])
+@pytest.mark.parametrize("module", ["tests.deploy.test_loadtest", "tests.api.test_schema_fuzz"])
 def test_missing_python_tool_fails_collection_under_ci(module: str, tmp_path: Path) -> None:
     """Hide locust / schemathesis: locally the module is skipped, under CI=true it fails."""
     hide = tmp_path / "hide"
@@ -65,7 +65,7 @@ def test_missing_python_tool_fails_collection_under_ci(module: str, tmp_path: Pa
 
 def test_tests_find_models_where_gateway_models_dir_says(tmp_path: Path) -> None:
     env = {**os.environ, "GATEWAY_MODELS__DIR": str(tmp_path), "PYTHONPATH": str(ROOT)}
-    code = "import tests.test_faults as t; print(t.CACHE)"
+    code = "import tests.scheduler.test_faults as t; print(t.CACHE)"
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -94,9 +94,9 @@ def test_wer_scorer_agrees_with_jiwer(reference: str, hypothesis: str) -> None:
 # One real round trip per front door stays out of the `slow` mark, so `make test-fast` still
 # fails when a model path breaks.
 FRONT_DOORS = {
-    "HTTP speech and transcription": ("test_api_roundtrip", "test_speech_default_is_mp3_and_round_trips"),
-    "Wyoming": ("test_wyoming", "test_home_assistant_session_one_connection_after_another"),
-    "Realtime": ("test_realtime", "test_turn_detection_null_with_explicit_commits"),
+    "HTTP speech and transcription": ("api.test_api_roundtrip", "test_speech_default_is_mp3_and_round_trips"),
+    "Wyoming": ("wyoming.test_wyoming", "test_home_assistant_session_one_connection_after_another"),
+    "Realtime": ("realtime.test_realtime", "test_turn_detection_null_with_explicit_commits"),
 }  # fmt: skip
 
 

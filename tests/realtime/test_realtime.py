@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from .conftest import LiveServer, metric, wer
-from .realtime_util import (
+from ..conftest import LiveServer, metric, wer
+from ..support.realtime_util import (
     COMPLETED,
     MODEL,
     SENTENCES,

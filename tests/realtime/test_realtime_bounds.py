@@ -17,8 +17,8 @@ import pytest
 
 from gateway.config import RealtimeSettings, SchedulerSettings, Settings
 
-from .conftest import PASSAGE, LiveServer, encode, spoken_16k
-from .realtime_util import MODEL, pcm16, raw, recv, send, sentences
+from ..conftest import PASSAGE, LiveServer, encode, spoken_16k
+from ..support.realtime_util import MODEL, pcm16, raw, recv, send, sentences
 
 MAX_PENDING = 2
 TURN_S = 40.0

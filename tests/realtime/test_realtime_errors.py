@@ -19,8 +19,18 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from gateway.config import RealtimeSettings, SchedulerSettings, ServerSettings, Settings
 
-from .conftest import PASSAGE, LiveServer, encode, metric, spoken_16k
-from .realtime_util import COMPLETED, MODEL, appends, pcm16, raw, recv, sdk, send, sentences
+from ..conftest import PASSAGE, LiveServer, encode, metric, spoken_16k
+from ..support.realtime_util import (
+    COMPLETED,
+    MODEL,
+    appends,
+    pcm16,
+    raw,
+    recv,
+    sdk,
+    send,
+    sentences,
+)
 
 KEY = "sk-realtime-test"
 AUTH = {"Authorization": f"Bearer {KEY}"}

@@ -9,7 +9,7 @@ header), sends session.update (session.type "transcription", server_vad), stream
 100 ms appends at the pace it is spoken, and shows each turn's transcript: two turns whose words
 are those of the sentences. Without a key the page says the gateway refused it.
 
-Waits are for states the page shows (tests/browser.py); no Chromium: a skip, under CI a failure.
+Waits are for states the page shows (tests/support/browser.py); no Chromium: a skip, under CI a failure.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .browser import ARTIFACTS, Browser, browser_fixture  # noqa: F401  (the `browser` fixture)
-from .conftest import encode
-from .realtime_util import SENTENCES, clip
-from .support.process import GatewayProcess
+from ..conftest import encode
+from ..support.browser import ARTIFACTS, Browser, browser_fixture  # noqa: F401  (the `browser` fixture)
+from ..support.process import GatewayProcess
+from ..support.realtime_util import SENTENCES, clip
 
 # a headless Chromium streaming speech to a gateway process
 pytestmark = pytest.mark.slow

@@ -26,7 +26,7 @@ from gateway.registry.fp16 import FP16_OPS, KEEP_FP32, fp16_file
 from gateway.registry.manifest import load_manifest
 from gateway.registry.store import RECORD
 
-from .conftest import encode, missing_tool, wer
+from ..conftest import encode, missing_tool, wer
 
 MODELS_DIR = Settings().models.dir
 MANIFEST = load_manifest()

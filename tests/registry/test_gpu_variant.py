@@ -28,7 +28,7 @@ from gateway.registry.dequantize import INTEGER_OPS, dequantize_file, integer_op
 from gateway.registry.manifest import load_manifest
 from gateway.registry.store import RECORD, ModelStore
 
-from .conftest import encode, missing_tool, wer
+from ..conftest import encode, missing_tool, wer
 
 # derives and runs the 325 MB float variant
 pytestmark = pytest.mark.slow

@@ -37,7 +37,7 @@ from gateway.registry.store import RECORD, ModelStore
 from gateway.registry.timed import add_duration_output, timed_file
 from gateway.tasks import speech
 
-from .conftest import missing_tool, run_asgi
+from ..conftest import missing_tool, run_asgi
 
 MODELS_DIR = Settings().models.dir  # honours GATEWAY_MODELS__DIR
 KOKORO = MODELS_DIR / "kokoro"

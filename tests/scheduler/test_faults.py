@@ -30,7 +30,7 @@ from gateway.engines.whisper import WhisperEngine
 from gateway.scheduler import SimulatedGpu
 from gateway.service import Gateway
 
-from .conftest import metric, missing_tool, models_dir, run_asgi, tone_wav
+from ..conftest import metric, missing_tool, models_dir, run_asgi, tone_wav
 
 CACHE = models_dir()  # GATEWAY_MODELS__DIR when set
 DEFAULTS = ("kokoro", "whisper-base", "whisper-tiny.en")

@@ -11,7 +11,7 @@ from prometheus_client.metrics import MetricWrapperBase
 
 from gateway.scheduler import Level, ModelPolicy, Scheduler, SimulatedGpu, control
 
-from .support.wait import until
+from ..support.wait import until
 from .test_scheduler import TimedEngine, make, run_job
 
 BUDGET = 2000

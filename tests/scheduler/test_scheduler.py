@@ -23,7 +23,7 @@ from gateway.scheduler import (
     SimulatedGpu,
 )  # fmt: skip
 
-from .support.wait import until
+from ..support.wait import until
 
 
 class TimedEngine:

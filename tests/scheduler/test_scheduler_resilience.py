@@ -28,7 +28,7 @@ from gateway.scheduler import (
     SimulatedGpu,
 )
 
-from .support.wait import until
+from ..support.wait import until
 from .test_scheduler import TimedEngine, run_job
 
 OOM = "CUDA error: out of memory (simulated)"

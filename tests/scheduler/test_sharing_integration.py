@@ -19,7 +19,7 @@ from gateway.engines.whisper import SAMPLE_RATE, TranscribeUnit, plan_windows
 from gateway.scheduler import Level
 from gateway.service import Gateway
 
-from .conftest import wer
+from ..conftest import wer
 
 # a long transcription under both queue policies on the real engines
 pytestmark = pytest.mark.slow

@@ -21,9 +21,9 @@ from typing import Any
 import httpx
 import pytest
 
-from .conftest import free_port, missing_tool
+from ..conftest import free_port, missing_tool
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(os.environ.get("GATEWAY_TEST_ARTIFACTS", REPO / "test-artifacts"))
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from openai import AsyncOpenAI
 from websockets.asyncio.client import ClientConnection, connect
 
-from .conftest import spoken_16k
+from ..conftest import spoken_16k
 
 READ_TIMEOUT = 300.0  # a guard against a hang on a busy machine, not a measurement
 SENTENCES = ("The little robot walked slowly across the kitchen floor.",

@@ -12,7 +12,7 @@ from wyoming.client import AsyncTcpClient
 from wyoming.event import Event
 from wyoming.tts import SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeVoice
 
-from .conftest import spoken_16k
+from ..conftest import spoken_16k
 
 READ_TIMEOUT = 300.0  # a guard against a hang on a busy machine, not a measurement
 COMMAND = "Switch off the lights in the kitchen."

@@ -26,7 +26,7 @@ from gateway.service import Gateway
 from gateway.tasks import transcription as stt
 from gateway.text.languages import Detection
 
-from .conftest import encode, models_dir, run_asgi, spoken_16k, wer
+from ..conftest import encode, models_dir, run_asgi, spoken_16k, wer
 
 LIBRARY = "Our new library opens at nine and closes at six on most weekdays."  # heard as ja
 ENGLISH = (LIBRARY, "What time does the train leave?", "I have 312 apples.")

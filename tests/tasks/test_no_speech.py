@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 from wyoming.asr import Transcribe
 
-from .conftest import LiveServer
-from .realtime_util import COMPLETED, events_until, ga_session, sdk
-from .wyoming_util import client, read_until, send_utterance, shape
+from ..conftest import LiveServer
+from ..support.realtime_util import COMPLETED, events_until, ga_session, sdk
+from ..support.wyoming_util import client, read_until, send_utterance, shape
 
 RATE = 16000
 rng = np.random.default_rng(29)

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from wyoming.tts import Synthesize
 
-from .conftest import LiveServer, decode
-from .wyoming_util import audio_of, client, read_until, shape, stream_reply
+from ..conftest import LiveServer, decode
+from ..support.wyoming_util import audio_of, client, read_until, shape, stream_reply
 
 PIECES = ["---", "***", "...", "$", "1.", "\U0001f600\U0001f389"]
 RATE = 24000

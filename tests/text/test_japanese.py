@@ -13,7 +13,7 @@ from kokoro_onnx.tokenizer import Tokenizer
 
 from gateway.text.japanese import MAX_PIECE_CHARS, JapaneseG2P, phonemize, pieces, split_runs
 
-from .roundtrip import kokoro, speak, transcribe
+from ..support.roundtrip import kokoro, speak, transcribe
 
 SENTENCES = [
     "こんにちは。今日はとてもいい天気ですね。公園へ散歩に行きましょう。",

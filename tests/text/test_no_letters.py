@@ -15,8 +15,8 @@ from wyoming.tts import Synthesize
 
 from gateway.text.text import detect_lang
 
-from .conftest import LiveServer
-from .wyoming_util import client, read_until
+from ..conftest import LiveServer
+from ..support.wyoming_util import client, read_until
 
 DIGITS = "9" * 4096  # at the input limit; read one by one, 20,475 characters
 

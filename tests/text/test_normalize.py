@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from gateway.text.normalize import SpokenTooLong, normalize_text
 from gateway.text.text import split_sentences
 
-from .conftest import wer
-from .roundtrip import speak, transcribe
+from ..conftest import wer
+from ..support.roundtrip import speak, transcribe
 
 CASES = [
     ("# Title\n\nSome **bold** and *italic* text.", "Title. Some bold and italic text."),
@@ -121,7 +121,7 @@ def test_the_spoken_bound_refuses_early() -> None:
     assert len(normalize_text(billions, "en-us", limit=4 * 4096)) < 2 * 4096
 
 
-CORPUS = Path(__file__).parent / "data" / "chat_replies.md"
+CORPUS = Path(__file__).parents[1] / "data" / "chat_replies.md"
 SYMBOL_NAMES = {"asterisk", "asterisks", "hash", "hashtag", "slash", "slashes", "backslash",
                 "backtick", "backticks", "underscore", "pipe", "pipes", "bracket", "brackets",
                 "tilde", "caret", "ampersand", "colon", "semicolon", "http", "https", "www",

@@ -1,6 +1,6 @@
 """The map from a plan's phonemes back to the written words (text/words.py), checked against
 phonemes known word by word: each English word phonemized alone by the same espeak, Japanese words
-as written out below. No model runs here (tests/test_word_timings.py times real speech)."""
+as written out below. No model runs here (tests/engines/test_word_timings.py times real speech)."""
 
 from __future__ import annotations
 

@@ -20,8 +20,8 @@ from wyoming.tts import (
     SynthesizeVoice,
 )
 
-from .conftest import PASSAGE, LiveServer, encode, metric, wer
-from .wyoming_util import (
+from ..conftest import PASSAGE, LiveServer, encode, metric, wer
+from ..support.wyoming_util import (
     COMMAND,
     REPLY,
     REPLY_PIECES,

@@ -23,8 +23,8 @@ from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, Synthesize
 
 from gateway.config import QueuePolicy, SchedulerSettings, Settings, WyomingSettings
 
-from .conftest import PASSAGE, LiveServer, encode, metric
-from .wyoming_util import COMMAND, client, pcm, read_until, send_utterance, spoken
+from ..conftest import PASSAGE, LiveServer, encode, metric
+from ..support.wyoming_util import COMMAND, client, pcm, read_until, send_utterance, spoken
 
 LIMIT = Settings().server.max_input_chars
 
