@@ -118,3 +118,13 @@ def test_list_settings_reach_the_app(monkeypatch: pytest.MonkeyPatch) -> None:
         headers={"Origin": "https://b.example", "Access-Control-Request-Method": "POST"},
     )
     assert preflight.headers["access-control-allow-origin"] == "https://b.example"
+
+
+@pytest.mark.slow  # a model load: 3.5 s under load
+def test_preload_and_pinned_reach_the_scheduler(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The deployed comma form preloads the models it names at start-up; the JSON form pins."""
+    monkeypatch.setenv("GATEWAY_MODELS__PRELOAD", " kokoro, no-such-model")
+    monkeypatch.setenv("GATEWAY_MODELS__PINNED", '["kokoro"]')
+    with TestClient(create_app(Settings(_env_file=None))) as client:
+        models = {m["model"]: m for m in client.get("/api/ps").json()["models"]}
+    assert set(models) == {"kokoro"} and models["kokoro"]["pinned"] is True
