@@ -13,7 +13,7 @@ from . import __version__, errors
 from .api import catalog, ops, ps, realtime, speech, transcriptions
 from .api.guard import KeyGuard, open_paths
 from .api.status_page import router as status_router
-from .config import Settings, csv
+from .config import Settings
 from .middleware import GatewayMiddleware
 from .realtime import Realtime
 from .service import Gateway, assemble_defaults
@@ -68,7 +68,7 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
     app.include_router(status_router)  # GET /status, the live status page
     # innermost of the three: a 401 still gets CORS headers and is counted with the others
     app.add_middleware(KeyGuard, keys=app.state.api_keys, paths=app.state.open_paths)
-    origins = csv(settings.server.cors_origins)
+    origins = settings.server.cors_origins
     if origins:
         app.add_middleware(
             CORSMiddleware,

@@ -14,7 +14,7 @@ from .config import Settings
 
 
 async def _call(settings: Settings, method: str, path: str, **kwargs: Any) -> httpx.Response:
-    settings.server.api_keys, settings.server.api_keys_file = "", None  # local use: no key
+    settings.server.api_keys, settings.server.api_keys_file = [], None  # local use: no key
     # A local command opens no listener: a server on this machine already holds Wyoming's port.
     settings.wyoming.enabled = False
     app = create_app(settings)

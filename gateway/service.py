@@ -13,7 +13,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from .audio.budget import AudioBudget
-from .config import Settings, csv
+from .config import Settings
 from .doctor import Verdict, diagnose, log_verdicts
 from .engines.base import Engine
 from .engines.cuda import preload_cuda
@@ -181,7 +181,7 @@ class Gateway:
             gpu_budget_mib=spec.gpu_budget_mib or section.gpu_budget_mib,
             cpu_threads=self.settings.cpu_threads(spec.family),
             cpu_nice=section.cpu_nice,
-            pinned=spec.id in csv(self.settings.models.pinned),
+            pinned=spec.id in self.settings.models.pinned,
             max_batch=max_batch,
             batch_latency_s=batch_latency_s,
             gpu_concurrency=family(spec.family).gpu_concurrency(self.settings),
@@ -317,7 +317,7 @@ class Gateway:
                     "; ".join(state.problems),
                     model_id,
                 )
-        preload = [m for m in csv(self.settings.models.preload) if m in self.scheduler.engines]
+        preload = [m for m in self.settings.models.preload if m in self.scheduler.engines]
         if preload:
             await self.scheduler.preload(preload)
 

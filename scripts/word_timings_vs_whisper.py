@@ -14,7 +14,7 @@ from gateway.engines.base import Device, Lane
 from gateway.engines.kokoro import KokoroEngine
 from gateway.tasks.speech import SpeechPlan
 from gateway.tasks.timings import WordClock
-from tests.test_word_map import ENGLISH
+from tests.text.test_word_map import ENGLISH
 
 MODELS = Settings().models.dir  # honours GATEWAY_MODELS__DIR
 

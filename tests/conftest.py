@@ -111,7 +111,7 @@ def spoken_16k(texts: list[str], voice: str = "jf_alpha") -> list[np.ndarray]:
     (16-bit WAV decoded to 16 kHz mono)."""
     from gateway.audio.decode import decode_audio
 
-    from .roundtrip import kokoro as loaded
+    from .support.roundtrip import kokoro as loaded
 
     kokoro, handle = loaded()  # one load for the session (seconds on 2 busy cores): only read
     out = []

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..config import csv
 from ..errors import error_response
 from .deps import invalid_key, key_matches
 
@@ -17,9 +16,9 @@ ALWAYS_OPEN = frozenset({"/health", "/ready", "/v1/models", "/v1/audio/models",
 OPEN_PREFIXES = ("/v1/models/",)  # one model, as Open WebUI may ask
 
 
-def open_paths(setting: str) -> frozenset[str]:
+def open_paths(setting: list[str]) -> frozenset[str]:
     """The paths that need no key: those always open and those the setting adds."""
-    return ALWAYS_OPEN | {p.rstrip("/") or "/" for p in csv(setting)}
+    return ALWAYS_OPEN | {p.rstrip("/") or "/" for p in setting}
 
 
 def is_open(paths: frozenset[str], path: str) -> bool:

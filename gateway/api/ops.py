@@ -6,7 +6,6 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from ..config import csv
 from .deps import GatewayDep, require_key
 
 router = APIRouter(tags=["operations"])
@@ -43,7 +42,7 @@ async def scheduler_status(gw: GatewayDep) -> dict:
     w = gw.settings.whisper
     languages = {
         "default": w.language or None,
-        "candidates": csv(w.languages),
+        "candidates": w.languages,
         "threshold": w.language_threshold,
         "segments": w.language_segments,
     }

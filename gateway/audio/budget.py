@@ -10,7 +10,7 @@ of 4 bytes so that the cap bounds memory: its encoded bytes (held until it is cu
 and the windows in flight, each joined from its speech regions and then padded to Whisper's
 input, with the first one's language probe. The decoder writes into the array itself and the
 VAD runs over slices of 8 s (engines/vad.py), so they add nothing that grows with the upload.
-tests/test_upload_peak.py measures a running server against it.
+tests/api/test_upload_peak.py measures a running server against it.
 """
 
 from __future__ import annotations

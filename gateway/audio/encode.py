@@ -42,7 +42,7 @@ FORMATS: dict[str, Format] = {
 
 
 # Where a decoder puts the first input sample, measured with ffmpeg's decoders through PyAV
-# (tests/test_word_timings.py checks each): a whole MP3's gapless tag has the decoder skip LAME's
+# (tests/engines/test_word_timings.py checks each): a whole MP3's gapless tag has the decoder skip LAME's
 # delay; a streamed MP3 has no tag, so LAME's 576 samples and the decoder's own 529 come first;
 # ADTS cannot state AAC's 1024 priming samples; Ogg Opus's pre-skip is honoured; the rest are
 # sample for sample.

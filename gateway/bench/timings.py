@@ -36,7 +36,7 @@ FORMS: dict[str, dict[str, Any]] = {
 
 async def _run(rounds: int, text: str = TEXT) -> dict[str, list[float]]:
     settings = Settings()
-    settings.server.api_keys, settings.server.api_keys_file = "", None
+    settings.server.api_keys, settings.server.api_keys_file = [], None
     app = create_app(settings)
     times: dict[str, list[float]] = {name: [] for name in FORMS}
     async with app.router.lifespan_context(app):

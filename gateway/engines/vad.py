@@ -6,7 +6,7 @@ for a two-hour upload, the largest part of its request's peak). This runs the sa
 over slices of the clip, with the LSTM state and the context carried from one slice to the next
 as faster-whisper carries them between its own batches, so the model gets the same inputs and
 gives the same probabilities; the regions then come from faster-whisper's rules, copied below
-(tests/test_upload_memory.py compares both passes on speech).
+(tests/api/test_upload_memory.py compares both passes on speech).
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..config_realtime import RealtimeSettings
+from ..config import RealtimeSettings
 from ..errors import APIError, as_api_error, bad_request
 from ..service import Gateway
 from ..tasks.transcription import MIN_AUDIO_S, TranscriptionPlan

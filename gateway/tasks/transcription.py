@@ -18,7 +18,7 @@ import numpy as np
 
 from ..audio.budget import AudioBudgetFull, Hold, beside
 from ..audio.decode import TARGET_RATE, AudioDecodeError, AudioFile
-from ..config import WhisperSettings, csv
+from ..config import WhisperSettings
 from ..engines.whisper import (
     LANGUAGES,
     WHISPER_INPUT,
@@ -116,7 +116,7 @@ def join_text(parts: list[str], lang: str | None) -> str:
 def detection(w: WhisperSettings) -> Detection:
     """The deployment's language settings, as a unit with no language carries them."""
     return Detection(
-        candidates=tuple(csv(w.languages)),
+        candidates=tuple(w.languages),
         default=w.language or None,
         threshold=w.language_threshold,
         segments=w.language_segments,

@@ -21,7 +21,7 @@ from wyoming.ping import Ping, Pong
 from wyoming.server import AsyncEventHandler
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop
 
-from ..config_wyoming import WyomingSettings
+from ..config import WyomingSettings
 from ..errors import APIError, as_api_error, bad_request
 from ..service import Gateway
 from ..tasks.transcription import TranscriptionPlan
