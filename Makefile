@@ -48,7 +48,7 @@ test-fast: setup-test
 	$(BIN)/python -m pytest -m "not slow"
 
 lint: setup-test
-	$(BIN)/ruff check gateway tests
+	$(BIN)/ruff check gateway benchmarks tests
 	$(BIN)/mypy
 
 clean:
@@ -61,9 +61,10 @@ USERS ?= 3
 loadtest: setup-test
 	DURATION="$(DURATION)" USERS="$(USERS)" PYTHON=$(BIN)/python scripts/loadtest.sh
 
-# Benchmarks: writes docs/benchmarks.md and docs/img/*.png (about 15 min on 2 cores).
+# Benchmarks (benchmarks/, run from this checkout, not installed): writes docs/benchmarks.md and
+# docs/img/*.png (about 15 min on 2 cores).
 bench: setup-test
-	$(BIN)/gateway bench report
+	$(BIN)/python -m benchmarks report
 
 # The whole report in quick mode (tiny inputs, few runs) into a temporary folder, then a check
 # that every section, table, plot and raw figure came out; not part of `make test` (minutes).
