@@ -74,9 +74,10 @@ bench-smoke: setup-test
 # The project's lent GPU machine (no network, 64 MiB a transfer): pack this checkout, the wheels
 # its image lacks and the models into .gpu-pack/ chunks with ../shared/gpu/pack.sh. The derived
 # Kokoro files (timed 92 MB, float 325 MB, fp16 273 MB) are not packed: `gateway models pull
-# kokoro` derives them there (docs/benchmarks-gpu.md: measuring the fp16 variant).
-GPU_PACK_EXTRA := lameenc emoji markdown-it-py mdurl linkify-it-py uc-micro-py num2words jiwer \
-	rapidfuzz click
+# kokoro` derives them there (docs/benchmarks-gpu.md: measuring the fp16 variant). The checkout's
+# files go along (benchmarks/ and tests/support/, which `python -m benchmarks gpu` runs there); the
+# GPU benchmark scores with tests/support/wer.py, so no jiwer.
+GPU_PACK_EXTRA := lameenc emoji markdown-it-py mdurl linkify-it-py uc-micro-py num2words
 gpu-pack: setup-test
 	rm -rf /tmp/gpu-pack-models && mkdir -p /tmp/gpu-pack-models
 	d=$$($(BIN)/python -c "from gateway.config import Settings; print(Settings().models.dir)") && \
