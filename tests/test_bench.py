@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
 from argparse import Namespace
 from dataclasses import asdict
 from pathlib import Path
@@ -256,3 +258,19 @@ def test_quick_never_writes_docs() -> None:
     args = Namespace(name="report", quick=True, out=report.DOCS)
     with pytest.raises(SystemExit):
         report.main(args, None)  # type: ignore[arg-type]
+
+
+def test_the_report_finds_the_checkouts_docs_from_any_working_folder(tmp_path: Path) -> None:
+    """benchmarks/ runs only from a checkout, so docs/ is found from the package's own place,
+    not from the working folder; `python -m benchmarks report --quick` refuses to write there."""
+    from benchmarks.__main__ import main
+
+    checkout = Path(__file__).resolve().parents[1]
+    probe = "import benchmarks; print(benchmarks.DOCS)"
+    env = {**os.environ, "PYTHONPATH": str(checkout)}
+    run = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
+    assert Path(run.stdout.strip()) == checkout / "docs"
+    assert (checkout / "docs" / "benchmarks.md").is_file()
+    with pytest.raises(SystemExit, match="never writes to docs"):
+        main(["report", "--quick", "--out", str(checkout / "docs")])
