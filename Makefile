@@ -48,7 +48,7 @@ test-fast: setup-test
 	$(BIN)/python -m pytest -m "not slow"
 
 lint: setup-test
-	$(BIN)/ruff check gateway tests
+	$(BIN)/ruff check gateway benchmarks tests
 	$(BIN)/mypy
 
 clean:
@@ -61,9 +61,10 @@ USERS ?= 3
 loadtest: setup-test
 	DURATION="$(DURATION)" USERS="$(USERS)" PYTHON=$(BIN)/python scripts/loadtest.sh
 
-# Benchmarks: writes docs/benchmarks.md and docs/img/*.png (about 15 min on 2 cores).
+# Benchmarks (benchmarks/, run from this checkout, not installed): writes docs/benchmarks.md and
+# docs/img/*.png (about 15 min on 2 cores).
 bench: setup-test
-	$(BIN)/gateway bench report
+	$(BIN)/python -m benchmarks report
 
 # The whole report in quick mode (tiny inputs, few runs) into a temporary folder, then a check
 # that every section, table, plot and raw figure came out; not part of `make test` (minutes).
@@ -73,9 +74,10 @@ bench-smoke: setup-test
 # The project's lent GPU machine (no network, 64 MiB a transfer): pack this checkout, the wheels
 # its image lacks and the models into .gpu-pack/ chunks with ../shared/gpu/pack.sh. The derived
 # Kokoro files (timed 92 MB, float 325 MB, fp16 273 MB) are not packed: `gateway models pull
-# kokoro` derives them there (docs/benchmarks-gpu.md: measuring the fp16 variant).
-GPU_PACK_EXTRA := lameenc emoji markdown-it-py mdurl linkify-it-py uc-micro-py num2words jiwer \
-	rapidfuzz click
+# kokoro` derives them there (docs/benchmarks-gpu.md: measuring the fp16 variant). The checkout's
+# files go along (benchmarks/ and tests/support/, which `python -m benchmarks gpu` runs there); the
+# GPU benchmark scores with tests/support/wer.py, so no jiwer.
+GPU_PACK_EXTRA := lameenc emoji markdown-it-py mdurl linkify-it-py uc-micro-py num2words
 gpu-pack: setup-test
 	rm -rf /tmp/gpu-pack-models && mkdir -p /tmp/gpu-pack-models
 	d=$$($(BIN)/python -c "from gateway.config import Settings; print(Settings().models.dir)") && \

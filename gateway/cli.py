@@ -1,4 +1,5 @@
-"""The `gateway` command: serve, models, speak, transcribe, doctor, settings, bench."""
+"""The `gateway` command: serve, models, speak, transcribe, doctor, settings. (Benchmarks run
+from a checkout, `python -m benchmarks`, and are not part of the installed package.)"""
 
 from __future__ import annotations
 
@@ -65,12 +66,6 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("doctor", help="diagnose GPU, CUDA libraries, runtimes and models")
     st = sub.add_parser("settings", help="print every setting with its env var and default")
     st.add_argument("--markdown", action="store_true")
-
-    b = sub.add_parser("bench", help="benchmarks (docs/benchmarks.md, docs/benchmarks-gpu.md)")
-    b.add_argument("name", choices=["sharing", "report", "gpu"])
-    b.add_argument("--quick", action="store_true", help="short run (CI smoke)")
-    b.add_argument("--out", type=Path, default=None, help="output folder / file")
-    b.add_argument("--md", type=Path, default=None, help="gpu: also write the Markdown report")
     return p
 
 
@@ -243,12 +238,6 @@ def _cmd_transcribe(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
-    from .bench import run_bench
-
-    return run_bench(args, settings)
-
-
 COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "serve": _cmd_serve,
     "models": _cmd_models,
@@ -256,7 +245,6 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "transcribe": _cmd_transcribe,
     "doctor": _cmd_doctor,
     "settings": _cmd_settings,
-    "bench": _cmd_bench,
 }
 
 

@@ -13,7 +13,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gateway.bench import clips
+from benchmarks import clips
 
 log = logging.getLogger("loadtest.audio")
 logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per TTS call is noise here

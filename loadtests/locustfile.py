@@ -14,7 +14,7 @@ A 429 with Retry-After is the gateway's expected backpressure: it is recorded un
 set the exit code when locust quits (see `--help`, section "Custom arguments"): the failure ratio
 without 429s and the p95 of each user class.
 
-    locust -f loadtests/locustfile.py --headless --host http://127.0.0.1:8000 -u 6 -r 2 -t 60s
+    PYTHONPATH=. locust -f loadtests/locustfile.py --headless --host http://127.0.0.1:8000 -u 6 -r 2 -t 60s
 
 Audio inputs are spoken by the gateway under test (its own TTS) before the users start and
 cached in a temp folder; nothing is downloaded.

@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
-"""`make bench-smoke`: one `gateway bench report --quick` into a temporary folder, then a check
+"""`make bench-smoke`: one `python -m benchmarks report --quick` into a temporary folder, then a check
 that the report machinery produced every section, table, plot and raw figure.
 
     .venv/bin/python scripts/bench_smoke.py [--keep DIR]
 
 Timings are never judged (quick mode is tiny inputs and few runs): only that each benchmark ran
 end to end against real gateway processes and its results reached the page. Run it after
-changing anything under gateway/bench/ or the code a benchmark drives (front doors, scheduler,
+changing anything under benchmarks/ or the code a benchmark drives (front doors, scheduler,
 engines); the test suite covers only the bench's pure functions. Exit status 0 when every check
 passes, 1 with the failed checks listed otherwise.
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -77,8 +78,12 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-smoke-") as tmp:
         out = args.keep or Path(tmp) / "report"
         started = time.monotonic()
-        cmd = [sys.executable, "-m", "gateway.cli", "bench", "report", "--quick", "--out", str(out)]
-        r = subprocess.run(cmd, cwd=tmp)
+        cmd = [sys.executable, "-m", "benchmarks", "report", "--quick", "--out", str(out)]
+        # from a folder of its own, so a path written relative to the working directory shows;
+        # the checkout on PYTHONPATH is how benchmarks/ is found (it is not installed)
+        path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+        env = {**os.environ, "PYTHONPATH": path}
+        r = subprocess.run(cmd, cwd=tmp, env=env)
         took = time.monotonic() - started
         if r.returncode != 0:
             print(f"bench-smoke: `{' '.join(cmd[1:])}` exited with {r.returncode}", file=sys.stderr)

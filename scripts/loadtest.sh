@@ -13,6 +13,8 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
+# the locust file's audio inputs are built with benchmarks/clips.py, found in the checkout
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 PYTHON=${PYTHON:-.venv/bin/python}
 DURATION=${DURATION:-60s}
 USERS=${USERS:-3}

@@ -19,10 +19,11 @@ import pytest
 # several worktrees run at once on one machine); LiveServer.wyoming_port says which.
 os.environ.setdefault("GATEWAY_WYOMING__PORT", "0")
 
-from gateway.bench.accuracy import wer  # noqa: E402
 from gateway.config import Settings  # noqa: E402
 
-from .support.process import LiveServer, free_port  # noqa: E402
+from .support.live import LiveServer  # noqa: E402
+from .support.process import free_port  # noqa: E402
+from .support.wer import wer  # noqa: E402
 
 __all__ = ["LiveServer", "free_port", "wer"]  # where the tests have always found them
 

@@ -1,6 +1,6 @@
 """MP3 through LAME in one C call per chunk (`lameenc`), with a gapless Info/LAME tag.
 
-Why not PyAV's libmp3lame: measured by `gateway bench report` on the same 9.2 s of Kokoro speech
+Why not PyAV's libmp3lame: measured by `python -m benchmarks report` on the same 9.2 s of Kokoro speech
 at the same LAME quality (3, LAME's default and the one ffmpeg uses), PyAV's bundled LAME took
 2.8x as long (199 ms against 70 ms on the 2-core CI machine; `docs/benchmarks.md`, section 1). MP3 is what Open WebUI asks for, and
 on a GPU host its encoding was the largest part of the gateway's overhead over raw synthesis.

@@ -16,11 +16,10 @@ test_bad_input.py and the API tests).
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from ..conftest import missing_tool  # noqa: E402
+from ..support.wait import wait_until
 
 try:
     import schemathesis
@@ -86,9 +85,7 @@ def _gateway_lifecycle():  # type: ignore[no-untyped-def]
 
 def _wait_ready() -> None:
     """/ready is 503 until the model files are hashed; fuzz it once they are."""
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not _gw.ready()[0]:
-        time.sleep(0.2)
+    wait_until(lambda: _gw.ready()[0], "the model files hashed (/ready)")
 
 
 @schema.parametrize()

@@ -25,9 +25,8 @@ import numpy as np
 import pytest
 
 from gateway.audio.decode import TARGET_RATE
-from gateway.bench.server import proc_status
 
-from ..support.process import GatewayProcess
+from ..support.process import GatewayProcess, proc_status
 
 pytestmark = pytest.mark.slow  # a gateway process and hours of audio
 

@@ -1,21 +1,23 @@
 """The benchmark generator: its arithmetic and rendering on made-up numbers, checked as a reader
 reads the page (each figure with its unit, each goal met / not met). The real end-to-end run,
-`gateway bench report --quick`, is `make bench-smoke` (scripts/bench_smoke.py), not a test: it
+`python -m benchmarks report --quick`, is `make bench-smoke` (scripts/bench_smoke.py), not a test: it
 takes many minutes on 2 cores."""
 
 from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
 from argparse import Namespace
 from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 
-from gateway.bench import report, sharing, timings
-from gateway.bench.client import BatchLoop, JobRecord, summary
-from gateway.bench.server import CpuTimes, cpu_busy, machine_info, proc_memory
+from benchmarks import report, sharing, timings
+from benchmarks.client import BatchLoop, JobRecord, summary
+from benchmarks.server import CpuTimes, cpu_busy, machine_info, proc_memory
 
 PNG = b"\x89PNG\r\n\x1a\n"
 PLOTS = ("sharing", "overhead", "throughput", "memory", "streaming")
@@ -106,7 +108,7 @@ def fake_results() -> dict:
     level = {"clients": 1, "requests": 2, "errors": [], "wall_s": 3.0, "rps": 0.66, "rtf": 0.4,
              "latency": summary([1.5, 1.5])}  # fmt: skip
     return {
-        "quick": True, "date": "2026-01-01 00:00 UTC", "command": "gateway bench report --quick",
+        "quick": True, "date": "2026-01-01 00:00 UTC", "command": "python -m benchmarks report --quick",
         "machine": machine_info(), "load_before": (0.1, 0.2, 0.3), "load_after": (1.0, 0.5, 0.3),
         "memory_idle": {"VmRSS": 700.0, "VmHWM": 720.0},
         "memory_after": {"VmRSS": 750.0, "VmHWM": 800.0},
@@ -232,7 +234,7 @@ def test_long_transcriptions_held_to_the_raw_call_that_detects_alike(tmp_path: P
 def test_raw_kokoro_baseline_runs_like_the_gateway_cpu_lane() -> None:
     """The raw baseline's session has the gateway CPU lane's options (idle threads sleep), so
     the overhead ratio measures the gateway; `spinning` keeps ONNX Runtime's default."""
-    from gateway.bench.raw import _load
+    from benchmarks.raw import _load
     from gateway.engines.base import Device
     from gateway.engines.kokoro import KokoroEngine
 
@@ -256,3 +258,19 @@ def test_quick_never_writes_docs() -> None:
     args = Namespace(name="report", quick=True, out=report.DOCS)
     with pytest.raises(SystemExit):
         report.main(args, None)  # type: ignore[arg-type]
+
+
+def test_the_report_finds_the_checkouts_docs_from_any_working_folder(tmp_path: Path) -> None:
+    """benchmarks/ runs only from a checkout, so docs/ is found from the package's own place,
+    not from the working folder; `python -m benchmarks report --quick` refuses to write there."""
+    from benchmarks.__main__ import main
+
+    checkout = Path(__file__).resolve().parents[2]
+    probe = "import benchmarks; print(benchmarks.DOCS)"
+    env = {**os.environ, "PYTHONPATH": str(checkout)}
+    run = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
+    assert Path(run.stdout.strip()) == checkout / "docs"
+    assert (checkout / "docs" / "benchmarks.md").is_file()
+    with pytest.raises(SystemExit, match="never writes to docs"):
+        main(["report", "--quick", "--out", str(checkout / "docs")])

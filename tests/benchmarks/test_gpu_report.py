@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.bench.gpu_report import render
+from benchmarks.gpu_report import render
 
 
 def _res(lane_file: str, rate8: float) -> dict[str, Any]:

@@ -29,8 +29,6 @@ import httpx
 import numpy as np
 import pytest
 
-from gateway.bench.clips import encode
-
 from ..conftest import tone_wav
 from ..support.process import REPO, GatewayProcess, free_port
 
@@ -76,6 +74,7 @@ def _clips(url: str) -> tuple[bytes, bytes]:
     """~28 s of speech (one work unit: windows are up to 30 s) and a short one, spoken by the
     server's own TTS."""
     from gateway.audio.decode import decode_audio
+    from gateway.audio.encode import encode_audio
 
     r = httpx.post(
         url + "/v1/audio/speech",
@@ -87,7 +86,7 @@ def _clips(url: str) -> tuple[bytes, bytes]:
     gap = np.zeros(4000, np.float32)
     reps = int(28 * 16000 // (len(speech) + len(gap))) + 1
     audio = np.concatenate([speech, gap] * reps)[: 28 * 16000]
-    return encode(audio, 16000, "mp3"), encode(speech, 16000, "mp3")
+    return encode_audio(audio, "mp3", 16000), encode_audio(speech, "mp3", 16000)
 
 
 async def _wait_state(client: httpx.AsyncClient, predicate: Any, what: str) -> None:

@@ -16,9 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.bench.server import GatewayProcess
-
 from ..conftest import missing_tool
+from ..support.process import GatewayProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCUSTFILE = ROOT / "loadtests" / "locustfile.py"
@@ -141,7 +140,10 @@ def held_gateway(
 def locust(host: str, out: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--host", host,
            "--only-summary", "--csv", str(out / "run"), *args]  # fmt: skip
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=out)
+    # the locust file builds its inputs with benchmarks/clips.py, found in the checkout
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=out, env=env)
 
 
 def stats(out: Path) -> dict[str, dict[str, str]]:

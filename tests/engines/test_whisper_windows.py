@@ -14,7 +14,7 @@ from faster_whisper import transcribe as fw_transcribe
 from faster_whisper import vad as fw_vad
 from faster_whisper.vad import VadOptions
 
-from gateway.bench.clips import POOL
+from benchmarks.clips import POOL
 from gateway.config import Settings
 from gateway.engines import vad
 from gateway.engines import whisper as whisper_mod
@@ -107,7 +107,7 @@ def test_one_vad_pass_and_windows_decode_as_well_as_the_raw_call(
     raw_segments, _ = handle.transcribe(audio, language="en", beam_size=5, vad_filter=True)  # type: ignore[attr-defined]
     raw = wer(text, " ".join(s.text for s in raw_segments))
     # The bound is +1 point, measured on the long clips and the hour-long upload by
-    # `gateway bench report` (docs/benchmarks.md, section 6). On this clip of a few dozen words
+    # `python -m benchmarks report` (docs/benchmarks.md, section 6). On this clip of a few dozen words
     # one word is several points, and two CI runs of the same code differed by one word (0.103
     # against 0.077 once): the test allows one word, so it fails on a window that loses a
     # phrase, not on a single word that comes and goes.

@@ -80,13 +80,13 @@ def test_tests_find_models_where_gateway_models_dir_says(tmp_path: Path) -> None
     ("one two three", ""),
 ])  # fmt: skip
 def test_wer_scorer_agrees_with_jiwer(reference: str, hypothesis: str) -> None:
-    """The tests and the benchmarks score transcripts with one scorer (gateway.bench.accuracy,
+    """The tests and the benchmarks score transcripts with one scorer (tests/support/wer.py,
     no jiwer at run time); jiwer, an independent implementation, must agree on the same words."""
     import jiwer
 
-    from gateway.bench.accuracy import _words, wer
+    from .support.wer import wer, words
 
-    expected = jiwer.wer(" ".join(_words(reference)), " ".join(_words(hypothesis)))
+    expected = jiwer.wer(" ".join(words(reference)), " ".join(words(hypothesis)))
     assert wer(reference, hypothesis) == pytest.approx(expected)
     assert wer("Hello, World!", "hello world") == 0.0  # case and punctuation are not errors
 

@@ -1,3 +1,5 @@
-"""Helpers the tests share: a gateway to test against (`process`), waiting for a state (`wait`).
-The WER scorer is the benchmarks' (`gateway.bench.accuracy.wer`), so a figure in a test and one
-in docs/benchmarks.md mean the same thing."""
+"""Helpers the tests share, and the harness the benchmarks start gateways with: a gateway in this
+process (`live.LiveServer`) or in a process of its own (`process.GatewayProcess`, with free_port
+and the kernel's readings of a process), waiting for a state (`wait`), and the one WER scorer
+(`wer`, the benchmarks' too, so a figure in a test and one in docs/benchmarks.md mean the same
+thing). Nothing here imports the benchmarks."""

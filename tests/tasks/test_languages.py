@@ -196,7 +196,7 @@ def test_streamed_transcript_says_its_language_in_headers(clips: dict[str, np.nd
 def test_bench_corpus_and_its_report_section() -> None:
     """The benchmark's corpus is the issue's (>= 20 English, >= 10 Japanese, every voice), and
     its section renders a row per setting (figures made up here, never measured)."""
-    from gateway.bench import languages as bench
+    from benchmarks import languages as bench
 
     items = bench.corpus()
     assert sum(lang == "en" for lang, _, _ in items) >= 20

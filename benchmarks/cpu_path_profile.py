@@ -1,9 +1,9 @@
 """Where the wall time of one transcription over HTTP goes, against the raw library call.
 
-    python scripts/cpu_path_profile.py [--seconds 48] [--runs 3] [--language en|none]
+    python -m benchmarks.cpu_path_profile [--seconds 48] [--runs 3] [--language en|none]
                                        [--env GATEWAY_X=Y ...] [--detection SEGMENTS,THRESHOLD]
 
-Starts an instrumented `gateway serve` and an instrumented raw worker (gateway.bench.raw: the
+Starts an instrumented `gateway serve` and an instrumented raw worker (benchmarks.raw: the
 raw call `WhisperModel.transcribe(path, beam_size=5, vad_filter=True)`), each in a process of
 its own, and sends the report's clip (pool sentences, 0.6 s pauses, MP3; cached) to both,
 interleaved. Both processes time the same library functions (decode, Silero VAD, features,
@@ -178,9 +178,9 @@ def serve(port: int, trace: Path) -> None:
 
 
 def raw(argv: list[str]) -> None:
-    """gateway.bench.raw's worker with the hooks; each reply carries its events."""
+    """benchmarks.raw's worker with the hooks; each reply carries its events."""
     _library_hooks()
-    from gateway.bench import raw as worker
+    from benchmarks import raw as worker
 
     handle = worker._handle
 
@@ -309,8 +309,8 @@ def raw_path(reply: dict) -> dict[str, float]:
     return out
 
 
-def main() -> int:
-    p = argparse.ArgumentParser()
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.cpu_path_profile")
     p.add_argument("--seconds", type=float, default=48.0)
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--language", default="en")
@@ -319,7 +319,11 @@ def main() -> int:
     p.add_argument("--priority", default="", help="X-Priority of the gateway's requests")
     p.add_argument("--serve", nargs=2)
     p.add_argument("--raw", nargs="*")
-    args = p.parse_args()
+    return p
+
+
+def main() -> int:
+    args = _parser().parse_args()
     if args.serve:
         serve(int(args.serve[0]), Path(args.serve[1]))
         return 0
@@ -328,10 +332,10 @@ def main() -> int:
         return 0
     import httpx
 
-    from gateway.bench import clips
-    from gateway.bench.client import AUTH
-    from gateway.bench.measure import RawWorker
-    from gateway.bench.server import GatewayProcess, free_port, load_average, proc_cpu_seconds
+    from benchmarks import child_env, clips
+    from benchmarks.client import AUTH
+    from benchmarks.measure import RawWorker
+    from benchmarks.server import GatewayProcess, free_port, load_average, proc_cpu_seconds
     from gateway.config import Settings
 
     language = None if args.language == "none" else args.language
@@ -346,8 +350,8 @@ def main() -> int:
     env.setdefault("GATEWAY_SERVER__LOG_LEVEL", "WARNING")
     env.setdefault("GATEWAY_WYOMING__ENABLED", "false")
     server = subprocess.Popen(
-        [sys.executable, __file__, "--serve", str(port), str(trace)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [sys.executable, "-m", "benchmarks.cpu_path_profile", "--serve", str(port), str(trace)],
+        env=child_env(env), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     from gateway.registry.manifest import load_manifest
@@ -357,12 +361,13 @@ def main() -> int:
         settings.models.dir, load_manifest(settings.models.manifest), settings.models.local_paths
     )
     threads = min(settings.cpu_threads("kokoro"), settings.cpu_threads("whisper"))
-    rawp = RawWorker.__new__(RawWorker)  # gateway.bench.raw's worker, instrumented
+    rawp = RawWorker.__new__(RawWorker)  # benchmarks.raw's worker, instrumented
     rawp.proc = subprocess.Popen(
-        [sys.executable, __file__, "--raw", str(store.folder(settings.models.speech_default)),
+        [sys.executable, "-m", "benchmarks.cpu_path_profile", "--raw",
+         str(store.folder(settings.models.speech_default)),
          str(store.folder(settings.models.transcription_default)), str(threads),
          settings.whisper.compute_type, "sleeping"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1, env=child_env(),
     )  # fmt: skip
     assert rawp._read().get("ready")
     for _ in range(600):

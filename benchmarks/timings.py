@@ -2,7 +2,7 @@
 timings, in-process (no socket), alternating, on the CPU lane (which runs the timed model either
 way, so the difference is the word map, the word clock and the JSON around the audio).
 
-Section 10 of `gateway bench report`; run alone: `python -m gateway.bench.timings [--rounds N]`
+Section 10 of `python -m benchmarks report`; run alone: `python -m benchmarks.timings [--rounds N]`
 (prints the section).
 """
 
@@ -17,8 +17,8 @@ from typing import Any
 
 import httpx
 
-from ..app import create_app
-from ..config import Settings
+from gateway.app import create_app
+from gateway.config import Settings
 
 TEXT = (
     "The storm passed quickly. By noon, the streets were dry again, and people came back "

@@ -10,7 +10,6 @@ a phrase after a long silence is most easily clipped. Target: gateway WER <= raw
 
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
 from typing import Any
@@ -18,29 +17,14 @@ from typing import Any
 import httpx
 import numpy as np
 
+from tests.support.wer import error_rate, wer, words
+
 from . import clips
 from .client import AUTH
 
+__all__ = ["TARGET_POINTS", "error_rate", "run", "wer"]
+
 TARGET_POINTS = 1.0
-
-
-def _words(text: str) -> list[str]:
-    return re.sub(r"[^a-z0-9' ]+", " ", text.lower().replace("-", " ")).split()
-
-
-def error_rate(ref: list[str], hyp: list[str]) -> float:
-    """Substitutions + deletions + insertions over the reference's length."""
-    row = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        prev, row[0] = row[0], i
-        for j, h in enumerate(hyp, 1):
-            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
-    return row[-1] / max(len(ref), 1)
-
-
-def wer(reference: str, hypothesis: str) -> float:
-    """Word error rate."""
-    return error_rate(_words(reference), _words(hypothesis))
 
 
 def _resample(audio: np.ndarray, src: int, dst: int) -> np.ndarray:
@@ -114,7 +98,7 @@ def run(base: str, raw: Any, folder: Path, quick: bool, say: Any) -> dict[str, A
                 {
                     "case": label,
                     "audio_s": len(audio) / rate,
-                    "words": len(_words(text)),
+                    "words": len(words(text)),
                     "raw_wer": theirs,
                     "gateway_wer": ours,
                     "points": 100 * (ours - theirs),

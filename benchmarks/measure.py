@@ -1,4 +1,4 @@
-"""Sections of `gateway bench report` that run against one gateway: overhead against the raw
+"""Sections of `python -m benchmarks report` that run against one gateway: overhead against the raw
 libraries, throughput against concurrency, and streaming's time to first audio byte."""
 
 from __future__ import annotations
@@ -15,10 +15,11 @@ from typing import Any
 
 import httpx
 
-from ..config import Settings
-from ..registry.manifest import load_manifest
-from ..registry.store import ModelStore
-from . import clips
+from gateway.config import Settings
+from gateway.registry.manifest import load_manifest
+from gateway.registry.store import ModelStore
+
+from . import child_env, clips
 from .client import median, speech, stream_speech, summary, transcribe
 from .server import load_average, proc_cpu_seconds
 
@@ -27,7 +28,7 @@ VOICE = "jf_alpha"  # what `alloy` maps to in the embedded pack; named, so both 
 
 
 class RawWorker:
-    """The child process of gateway.bench.raw, holding both models loaded (`whisper=False`:
+    """The child process of benchmarks.raw, holding both models loaded (`whisper=False`:
     Kokoro only). `spinning`: Kokoro's idle threads spin (ONNX Runtime's default) instead of
     sleeping as on the gateway's CPU lane."""
 
@@ -47,7 +48,7 @@ class RawWorker:
         cmd = [
             sys.executable,
             "-m",
-            "gateway.bench.raw",
+            "benchmarks.raw",
             str(kdir),
             str(wdir) if whisper else "-",
             str(threads),
@@ -55,7 +56,12 @@ class RawWorker:
             "spinning" if spinning else "sleeping",
         ]
         self.proc = subprocess.Popen(
-            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1
+            cmd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+            env=child_env(),
         )
         ready = self._read()
         if not ready.get("ready"):
@@ -184,7 +190,7 @@ def overhead(
 def mp3_encoding(base: str, text: str, runs: int) -> dict[str, Any]:
     """The speech case's audio encoded to MP3 at the gateway's quality both ways, interleaved,
     in this process: PyAV's libmp3lame against LAME through lameenc (the gateway's path)."""
-    from ..audio.encode import MP3_QUALITY, encode_audio
+    from gateway.audio.encode import MP3_QUALITY, encode_audio
 
     audio, rate = clips.speak(base, text, VOICE)
     pyav, lame = [], []

@@ -1,4 +1,4 @@
-"""The realtime section of `gateway bench report`: a 3 s spoken turn's latency over the Realtime
+"""The realtime section of `python -m benchmarks report`: a 3 s spoken turn's latency over the Realtime
 WebSocket (`/v1/realtime?intent=transcription`) from the end of speech to its `completed` event,
 idle and while two batch transcriptions loop over HTTP, against the same turn through
 `POST /v1/audio/transcriptions`. Goals: the realtime turn within 1.1x the HTTP call on the same
@@ -176,13 +176,13 @@ def render(r: dict[str, Any] | None) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """This section alone (it is also part of `gateway bench report`): prints its Markdown and
+    """This section alone (it is also part of `python -m benchmarks report`): prints its Markdown and
     writes the raw figures as JSON to --out."""
     import argparse
     import sys
     import tempfile
 
-    p = argparse.ArgumentParser(prog="python -m gateway.bench.realtime")
+    p = argparse.ArgumentParser(prog="python -m benchmarks.realtime")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--out", type=Path, default=None, help="raw results (JSON)")
     args = p.parse_args(argv)

@@ -1,4 +1,4 @@
-"""The Wyoming section of `gateway bench report`: a streamed three-sentence reply's time to its
+"""The Wyoming section of `python -m benchmarks report`: a streamed three-sentence reply's time to its
 first audio over Wyoming against the same text over HTTP streaming (one gateway, runs taken in
 turn), and a 3 s voice command's transcript latency after `audio-stop`, idle and while two
 batch transcriptions loop over HTTP (the sharing goal: p95 within 1.1x idle)."""

@@ -4,7 +4,7 @@ voices through the gateway's TTS, transcribed with no `language` by gateways wit
 language settings, and by the raw library (`WhisperModel.transcribe(vad_filter=True)`, whose
 detection is Whisper's own). Scored: the language chosen, English WER, Japanese CER.
 
-Run alone: `python -m gateway.bench.languages [--out FILE.json]` (prints the Markdown section).
+Run alone: `python -m benchmarks.languages [--out FILE.json]` (prints the Markdown section).
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from typing import Any
 
 import httpx
 
-from ..config import Settings
+from gateway.config import Settings
+
 from . import clips
 from .accuracy import error_rate, wer
 from .client import AUTH
@@ -111,7 +112,7 @@ def run(say: Any, logs: Path, quick: bool = False) -> dict[str, Any]:
     library."""
     from faster_whisper import WhisperModel
 
-    from ..text.languages import LANGUAGE_NAMES
+    from gateway.text.languages import LANGUAGE_NAMES
 
     codes = {name: code for code, name in LANGUAGE_NAMES.items()}
     items = corpus(quick)

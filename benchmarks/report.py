@@ -1,4 +1,4 @@
-"""`gateway bench report`: measure everything in one run and write docs/benchmarks.md + plots.
+"""`python -m benchmarks report`: measure everything in one run and write docs/benchmarks.md + plots.
 
 Sections: (1) overhead against the raw libraries, (2) sharing (the `sharing` benchmark),
 (3) throughput against concurrency, (4) memory, (5) streaming, (6) accuracy of long
@@ -19,12 +19,12 @@ from typing import Any
 
 import httpx
 
-from ..config import Settings
-from . import accuracy, goals, languages, measure, realtime, sharing, timings, wyoming
+from gateway.config import Settings
+
+from . import DOCS, ROOT, accuracy, goals, languages, measure, realtime, sharing, timings, wyoming
 from .client import speech, transcribe
 from .server import GatewayProcess, load_average, machine_info
 
-DOCS = Path(__file__).resolve().parents[2] / "docs"
 NAN = float("nan")
 
 
@@ -217,7 +217,7 @@ def _sharing(sh: dict[str, Any], cfg: dict[str, Any], img: str) -> list[str]:
     rows = [
         "## 2. Sharing: an interactive sentence while batch transcriptions saturate the CPU",
         "",
-        f"`gateway bench sharing`: the sentence “{probe.get('text', '')}” "
+        f"`python -m benchmarks sharing`: the sentence “{probe.get('text', '')}” "
         f"({probe.get('audio_s', 0):.1f} s of audio, default MP3) asked for {p['idle_runs']} "
         f"times idle, then {p['load_runs']} times while {p['loops']} clients loop "
         f"{p['clip_s']:g} s MP3 clips with `X-Priority: batch` ({p['gap_s']:g} s between "
@@ -358,10 +358,10 @@ def main(args: Any, settings: Settings) -> int:
         raise SystemExit("--quick never writes to docs/; give another --out")
     out.mkdir(parents=True, exist_ok=True)
     # raw numbers and server logs never go to docs/
-    raw_dir = DOCS.parent / "results" if out.resolve() == DOCS.resolve() else out
+    raw_dir = ROOT / "results" if out.resolve() == DOCS.resolve() else out
     raw_dir.mkdir(parents=True, exist_ok=True)
     command = (
-        "gateway bench report"
+        "python -m benchmarks report"
         + (" --quick" if args.quick else "")
         + (f" --out {shlex.quote(str(args.out))}" if args.out is not None else "")
     )

@@ -18,7 +18,7 @@ import av
 import httpx
 import numpy as np
 
-from ..audio.encode import encode_audio
+from gateway.audio.encode import encode_audio
 
 # The interactive probe of the sharing benchmark: one sentence, about 3.6 s of audio.
 PROBE_SENTENCE = "The quick brown fox jumps over the lazy dog near the riverbank."

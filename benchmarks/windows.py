@@ -1,11 +1,11 @@
 """The CPU transcription path against the raw call, in one process: where the time of a long
 clip goes when it is cut into windows.
 
-    python -m gateway.bench.windows [SECONDS ...] [--runs N]
+    python -m benchmarks.windows [SECONDS ...] [--runs N]
 
 Builds each clip as the report does (the pool's sentences spoken by Kokoro, 0.6 s pauses, cut
 to SECONDS; cached), then times, interleaved on one loaded Whisper model, the raw call
-(`transcribe(vad_filter=True)` on the whole clip, as `gateway.bench.raw`) and the gateway's
+(`transcribe(vad_filter=True)` on the whole clip, as `benchmarks.raw`) and the gateway's
 engine path (`plan_windows`, then one `WhisperEngine.run` per window, later windows with the
 language of the first, as a transcription on the CPU lane runs them). Prints each clip's
 windows (seconds of speech) and the medians of CPU and wall time of both sides, and their ratio.
@@ -22,11 +22,12 @@ from typing import Any
 
 import numpy as np
 
-from ..audio.decode import decode_audio
-from ..audio.encode import encode_audio
-from ..config import Settings
-from ..engines.base import Device, Lane
-from ..engines.whisper import SAMPLE_RATE, TranscribeUnit, WhisperEngine, plan_windows
+from gateway.audio.decode import decode_audio
+from gateway.audio.encode import encode_audio
+from gateway.config import Settings
+from gateway.engines.base import Device, Lane
+from gateway.engines.whisper import SAMPLE_RATE, TranscribeUnit, WhisperEngine, plan_windows
+
 from .clips import POOL, VOICE, cache_dir
 
 
@@ -36,7 +37,7 @@ def clip_16k(seconds: float, pause_s: float = 0.6) -> np.ndarray:
     path = cache_dir() / f"windows-{seconds:g}s-{key}.npy"
     if path.is_file():
         return np.load(path)
-    from ..engines.kokoro import KokoroEngine
+    from gateway.engines.kokoro import KokoroEngine
 
     kokoro = KokoroEngine("kokoro", Settings().models.dir / "kokoro")
     handle = kokoro.load(Device(Lane.cpu, 0, 2))
@@ -74,7 +75,7 @@ def raw_call(handle: Any, audio: np.ndarray) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gateway.bench.windows")
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.windows")
     parser.add_argument("seconds", nargs="*", type=float, default=[48.0, 60.0])
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args(argv)

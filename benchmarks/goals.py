@@ -1,4 +1,4 @@
-"""The figures `gateway bench report` is held to (issue #12 and ARCHITECTURE.md's "Numbers to
+"""The figures `python -m benchmarks report` is held to (issue #12 and ARCHITECTURE.md's "Numbers to
 beat"), each with its goal and met / not met, computed from the report's raw results."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""`gateway bench sharing`: interactive speech latency while batch transcriptions saturate the CPU.
+"""`python -m benchmarks sharing`: interactive speech latency while batch transcriptions saturate the CPU.
 
 Three layouts, each in fresh processes started one after another on the same machine:
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Soak test: run the gateway for N minutes under mixed load and watch its memory.
 
-    .venv/bin/python scripts/soak.py --minutes 10
-    .venv/bin/python scripts/soak.py --minutes 60 --speech-workers 2 --json soak.json
+    .venv/bin/python -m benchmarks.soak --minutes 10
+    .venv/bin/python -m benchmarks.soak --minutes 60 --speech-workers 2 --json soak.json
 
 It starts `gateway serve` on a free loopback port (a real uvicorn process, with whatever GATEWAY_*
 settings are in the environment), warms both models up, then runs bounded-concurrency loops:
@@ -23,7 +23,7 @@ The default load (one speech loop, one transcription loop) keeps 2 cores busy wi
 saturating them with speech; `--speech-workers 2` does saturate them, and then Whisper, niced
 to 19, gets almost no CPU (see docs/robustness.md).
 
-The server process is `gateway.bench.server.GatewayProcess`, the one the benchmarks and the tests
+The server process is `benchmarks.server.GatewayProcess`, the one the benchmarks and the tests
 start gateways with.
 """
 
@@ -40,11 +40,11 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 
-from gateway.bench.server import GatewayProcess
+from benchmarks.server import GatewayProcess
 
 # -- inputs ---------------------------------------------------------------------------------------
 
@@ -65,6 +65,7 @@ def sentence(rng: random.Random) -> str:
 def encode(samples: Any, rate: int, fmt: str) -> bytes:
     import av
     import numpy as np
+    from av.audio.stream import AudioStream
 
     codec = {"mp3": "libmp3lame", "webm": "libopus", "wav": "pcm_s16le"}[fmt]
     out_rate = 48000 if fmt == "webm" else rate
@@ -74,10 +75,12 @@ def encode(samples: Any, rate: int, fmt: str) -> bytes:
         x = np.interp(np.linspace(0, len(x) - 1, n), np.arange(len(x)), x).astype(np.float32)
     buf = io.BytesIO()
     with av.open(buf, "w", format=fmt) as out:
-        stream = out.add_stream(codec, rate=out_rate)
+        stream = cast(AudioStream, out.add_stream(codec, rate=out_rate))
         stream.layout = "mono"
         ctx = stream.codec_context
-        stream.format = ctx.codec.audio_formats[0].name
+        formats = ctx.codec.audio_formats
+        assert formats, codec  # an audio codec names its sample formats
+        stream.format = formats[0].name
         size = ctx.frame_size or 1024
         pts = 0
         for i in range(0, len(x), size):
@@ -332,7 +335,7 @@ async def run_soak(args: argparse.Namespace) -> dict[str, Any]:
             if warm.failures:
                 raise RuntimeError(f"warm-up failed: {warm.failures}")
             print(f"running mixed load for {args.minutes:g} min", file=sys.stderr)
-            stats, samples = Stats(), []
+            stats, samples = Stats(), list[dict[str, float]]()
             t0 = time.monotonic()
             stop = t0 + args.minutes * 60
             workers = [speech_worker(client, stats, stop, random.Random(rng.random()))

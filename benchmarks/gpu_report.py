@@ -1,4 +1,4 @@
-"""docs/benchmarks-gpu.md from the JSON `gateway bench gpu` writes: every figure beside its
+"""docs/benchmarks-gpu.md from the JSON `python -m benchmarks gpu` writes: every figure beside its
 target (issue 9's, for an H200) with met / not met."""
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def render(res: dict[str, Any], json_name: str) -> str:
         f"Measured on **{res.get('gpu')}**, {res.get('started')}, with "
         f"{res.get('versions')}. Raw libraries and the gateway (over HTTP) ran side by side in "
         "one run, on the same GPU and model files. Command: "
-        "`gateway bench gpu --quick --out docs/benchmarks-gpu.json --md docs/benchmarks-gpu.md` "
+        "`python -m benchmarks gpu --quick --out docs/benchmarks-gpu.json --md docs/benchmarks-gpu.md` "
         f"(raw figures: [`{json_name}`]({json_name})).",
         "",
         "| figure | raw library | gateway | gateway / raw | target | |",

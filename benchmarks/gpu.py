@@ -1,4 +1,4 @@
-"""`gateway bench gpu`: the GPU lane measured against the raw libraries on the same GPU.
+"""`python -m benchmarks gpu`: the GPU lane measured against the raw libraries on the same GPU.
 
 Side by side in one run (ratios, not absolute timings, are what to compare between machines):
 - speech: raw kokoro-onnx (int8 on CUDA as shipped; the float variant; the fp16 variant)
@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from . import DOCS
 from .client import AUTH, BatchLoop, speech, summary, transcribe
 from .clips import build_clip, encode
 from .server import GatewayProcess
@@ -265,7 +266,8 @@ def concurrency(env: dict[str, str], runs: int) -> dict[str, Any]:
 
 
 def _wer_of(audio: np.ndarray, rate: int, text: str, model: Any) -> float:
-    from ..audio.decode import decode_audio
+    from gateway.audio.decode import decode_audio
+
     from .accuracy import wer
 
     pcm = decode_audio(encode(audio, rate, "wav"))
@@ -273,7 +275,7 @@ def _wer_of(audio: np.ndarray, rate: int, text: str, model: Any) -> float:
 
 
 def run(out_path: Path, quick: bool) -> dict[str, Any]:
-    from ..config import Settings
+    from gateway.config import Settings
 
     models = Settings().models.dir
     runs = 5 if quick else 15
@@ -304,7 +306,7 @@ def run(out_path: Path, quick: bool) -> dict[str, Any]:
     with GatewayProcess(cpu_only, name="clips", quiet=True) as cpu:
         a48, rate = build_clip(cpu.base_url, 48.0)
         a600, _ = build_clip(cpu.base_url, 600.0, start=3)
-    from ..audio.decode import decode_audio
+    from gateway.audio.decode import decode_audio
 
     wav48 = encode(a48, rate, "wav")
     pcm48, pcm600 = decode_audio(wav48), decode_audio(encode(a600, rate, "wav"))
@@ -368,8 +370,10 @@ def run(out_path: Path, quick: bool) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="gateway bench gpu", description=__doc__.splitlines()[0])
-    p.add_argument("--out", type=Path, default=Path("docs/benchmarks-gpu.json"))
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks gpu", description=__doc__.splitlines()[0]
+    )
+    p.add_argument("--out", type=Path, default=DOCS / "benchmarks-gpu.json")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--md", type=Path, help="also write the Markdown report here")
     p.add_argument("--render", action="store_true", help="only render --md from --out")

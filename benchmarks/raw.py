@@ -1,6 +1,6 @@
 """The raw library calls the gateway is compared with, in a child process of their own.
 
-`python -m gateway.bench.raw KOKORO_DIR WHISPER_DIR THREADS [COMPUTE_TYPE] [spinning]` loads
+`python -m benchmarks.raw KOKORO_DIR WHISPER_DIR THREADS [COMPUTE_TYPE] [spinning]` loads
 Kokoro (kokoro_onnx on an ONNX Runtime session with the same model files, thread count and
 session options as the gateway's CPU lane: idle threads sleep) and Whisper (faster_whisper's
 WhisperModel, same compute type and threads), then answers one JSON command per stdin line.
@@ -37,7 +37,7 @@ def _load(
     import onnxruntime as ort
     from kokoro_onnx import Kokoro
 
-    from ..engines.kokoro import cpu_session_options, find_files
+    from gateway.engines.kokoro import cpu_session_options, find_files
 
     model_path, voices_path = find_files(kokoro_dir)
     if spinning:
