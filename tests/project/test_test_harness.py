@@ -84,7 +84,7 @@ def test_wer_scorer_agrees_with_jiwer(reference: str, hypothesis: str) -> None:
     no jiwer at run time); jiwer, an independent implementation, must agree on the same words."""
     import jiwer
 
-    from .support.wer import wer, words
+    from ..support.wer import wer, words
 
     expected = jiwer.wer(" ".join(words(reference)), " ".join(words(hypothesis)))
     assert wer(reference, hypothesis) == pytest.approx(expected)
