@@ -16,6 +16,7 @@ import pytest
 from faster_whisper import WhisperModel
 from openai import OpenAI
 
+from gateway.audio.decode import decode_audio
 from gateway.tasks.transcription import live_requested
 from gateway.wyoming.speech_to_text import plan as wyoming_plan
 
@@ -111,19 +112,20 @@ def test_keywords_make_device_names_recognised(client: OpenAI) -> None:
 
 
 @lru_cache(maxsize=1)
-def _word_probabilities(audio_bytes: bytes) -> list[tuple[str, float]]:
+def _word_probabilities(wav: bytes) -> list[tuple[str, float]]:
     """faster-whisper's own word probabilities (the mean of its aligned token probabilities),
-    computed here apart from the gateway: what the gateway's per-token values must agree with."""
+    computed here apart from the gateway, on the audio as it hears the WAV: what the gateway's
+    per-token values must agree with."""
     model = WhisperModel(str(models_dir() / TINY), device="cpu", compute_type="int8")
-    audio = np.frombuffer(audio_bytes, np.float32)
+    audio = decode_audio(wav)
     segments, _ = model.transcribe(audio, language="en", word_timestamps=True, vad_filter=True)
     return [(w.word, w.probability) for s in segments for w in s.words or []]
 
 
 @pytest.mark.slow
 def test_logprobs_are_the_models_token_probabilities(client: OpenAI) -> None:
-    audio = _said(SENTENCE)
-    out = client.audio.transcriptions.create(model=TINY, file=_wav(audio), include=["logprobs"])
+    file = _wav(_said(SENTENCE))
+    out = client.audio.transcriptions.create(model=TINY, file=file, include=["logprobs"])
     assert out.logprobs, out
     assert "".join(p.token or "" for p in out.logprobs).strip() == out.text
     for p in out.logprobs:
@@ -131,7 +133,7 @@ def test_logprobs_are_the_models_token_probabilities(client: OpenAI) -> None:
         assert bytes(int(b) for b in p.bytes).decode() == p.token
     # a word of one token: its probability is that token's (a word of several is their mean)
     tokens = {p.token: math.exp(p.logprob or 0.0) for p in out.logprobs}
-    words = _word_probabilities(audio.tobytes())
+    words = _word_probabilities(file[1])
     single = [(w, prob) for w, prob in words if w in tokens]
     assert len(single) >= len(words) // 2, (words, tokens)
     for word, prob in single:
