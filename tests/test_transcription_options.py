@@ -138,8 +138,14 @@ def test_logprobs_are_the_models_token_probabilities(client: OpenAI) -> None:
     assert len(single) >= len(words) // 2, (words, tokens)
     for word, prob in single:
         assert abs(tokens[word] - prob) < 0.002, (word, tokens[word], prob)
-    # whisper-1 answers duration usage on json; the token-billed names none there
-    assert out.usage is None or out.usage.type == "duration"
+    assert out.usage is not None and out.usage.type == "duration"
+    # streamed, the done event carries them
+    events = list(client.audio.transcriptions.create(model=TINY, file=file, stream=True,
+                                                      include=["logprobs"]))  # fmt: skip
+    done = events[-1]
+    assert done.type == "transcript.text.done" and done.logprobs is not None
+    assert [(p.token, p.logprob) for p in done.logprobs] == \
+        [(p.token, p.logprob) for p in out.logprobs]  # fmt: skip
 
 
 @pytest.mark.slow
