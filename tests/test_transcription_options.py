@@ -17,6 +17,8 @@ from faster_whisper import WhisperModel
 from openai import OpenAI
 
 from gateway.audio.decode import decode_audio
+from gateway.engines.base import Device
+from gateway.engines.whisper import TranscribeUnit, WhisperEngine
 from gateway.tasks.transcription import live_requested
 from gateway.wyoming.speech_to_text import plan as wyoming_plan
 
@@ -229,3 +231,18 @@ def test_realtime_bad_languages_is_an_error_event(server: LiveServer) -> None:
         _realtime(server.url, {"model": TINY, "languages": ["xx"]}, np.zeros(1600, np.float32))
     )
     assert error.type == "error" and error.error.param == "languages", error
+
+
+@pytest.mark.slow
+def test_batched_decode_takes_keywords_and_logprobs() -> None:
+    """The GPU lane's batched decode (run here on the CPU) gets the keywords and the log
+    probabilities as the sequential one does."""
+    engine = WhisperEngine(TINY, models_dir() / TINY, multilingual=False)
+    handle = engine.load(Device("cpu", threads=1))
+    unit = TranscribeUnit(audio=_said(DEVICES), offset_s=0.0, language="en",
+                          hotwords=", ".join(KEYWORDS), logprobs=True)  # fmt: skip
+    one, two = engine.run_batch(handle, [unit, unit], 2)
+    assert one.segments == two.segments
+    text = "".join(s["text"] for s in one.segments)
+    assert "Tuya" in text and "Nabu Casa" in text, text
+    assert one.logprobs and "".join(p["token"] for p in one.logprobs) == text
