@@ -292,7 +292,8 @@ class TranscriptionJob:
     def __init__(self, job: Job, work: Transcription) -> None:
         self.job = job
         self.work = work
-        self.results: list[TranscribeResult] = []  # every window's, as they finish
+        # every window's, as they finish (text and times, no audio): for the logprobs
+        self.results: list[TranscribeResult] = []
 
     @property
     def logprobs(self) -> list[dict[str, Any]] | None:
