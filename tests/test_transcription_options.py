@@ -39,8 +39,13 @@ def client(base_url: str) -> OpenAI:
 
 
 @lru_cache(maxsize=4)
-def _said(text: str, silence_s: float = 0.3) -> np.ndarray:
+def _spoken(text: str) -> np.ndarray:
     (audio,) = spoken_16k([text], voice="alloy")
+    return audio
+
+
+def _said(text: str, silence_s: float = 0.3) -> np.ndarray:
+    audio = _spoken(text)  # synthesized once, whatever silence leads it
     quiet = np.zeros(int(16000 * silence_s), np.float32)
     return np.concatenate([quiet, audio, np.zeros(4800, np.float32)])
 
