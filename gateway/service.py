@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import threading
 import zipfile
 from dataclasses import dataclass, field
@@ -43,6 +44,8 @@ ALIASES: dict[str, dict[str, str | None]] = {
         "whisper-1": None,
         "gpt-4o-transcribe": None,
         "gpt-4o-mini-transcribe": None,
+        "gpt-transcribe": None,
+        "gpt-live-transcribe": None,  # also asks a Realtime session for live mode
         "tiny.en": "whisper-tiny.en",
         "base": "whisper-base",
         "small": "whisper-small",
@@ -53,8 +56,20 @@ ALIASES: dict[str, dict[str, str | None]] = {
 }
 LISTED_ALIASES = {
     "speech": ["tts-1", "tts-1-hd", "gpt-4o-mini-tts"],
-    "transcription": ["whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe"],
+    "transcription": ["whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe",
+                      "gpt-transcribe", "gpt-live-transcribe"],
 }
+# OpenAI's dated snapshots (`gpt-4o-mini-transcribe-2025-12-15`) name the alias before the date:
+# a rule, so a snapshot published later needs no release of the gateway.
+DATED = re.compile(r"^(?P<alias>.+)-\d{4}-\d{2}-\d{2}$")
+
+
+def undated(name: str, task: str) -> str:
+    """An OpenAI alias without its snapshot date (`gpt-4o-transcribe-2025-03-20` ->
+    `gpt-4o-transcribe`); any other name as it is."""
+    m = DATED.match(name)
+    alias = m.group("alias") if m else None
+    return alias if alias is not None and alias in ALIASES.get(task, {}) else name
 
 
 @dataclass
@@ -263,9 +278,9 @@ class Gateway:
         """Map a requested model name (alias or id) to an available model id; raises
         UnknownModel (404) or ModelUnavailable (503)."""
         aliases = ALIASES.get(task, {})
-        model_id = name
-        if name in aliases:
-            model_id = aliases[name] or self.default_model(task)
+        model_id = undated(name, task)
+        if model_id in aliases:
+            model_id = aliases[model_id] or self.default_model(task)
         state = self.models.get(model_id)
         if state is None or state.spec.task != task:
             raise UnknownModel(name, task, self.aliases(task) + self.available(task))

@@ -2,13 +2,32 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel
+
+
+class Logprob(BaseModel):
+    """One text token's log probability (`include[]=logprobs`)."""
+
+    token: str
+    logprob: float
+    bytes: list[int]
+
+
+class UsageDuration(BaseModel):
+    """`usage` of a Whisper-named model (`whisper-1`): the audio's length, as OpenAI bills it."""
+
+    type: Literal["duration"] = "duration"
+    seconds: float
 
 
 class Transcription(BaseModel):
     """`response_format=json`."""
 
     text: str
+    logprobs: list[Logprob] | None = None
+    usage: UsageDuration | None = None
 
 
 class TranscriptionWord(BaseModel):
@@ -42,3 +61,4 @@ class TranscriptionVerbose(BaseModel):
     text: str
     segments: list[TranscriptionSegment] | None = None
     words: list[TranscriptionWord] | None = None
+    usage: UsageDuration | None = None

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.datastructures import FormData
 
 from ..audio.subtitles import to_srt, to_vtt
 from ..errors import APIError, bad_request
@@ -31,7 +32,13 @@ from .deps import (
     sse_or_error,
     until_disconnect,
 )
-from .schemas import Transcription, TranscriptionSegment, TranscriptionVerbose, TranscriptionWord
+from .schemas import (
+    Transcription,
+    TranscriptionSegment,
+    TranscriptionVerbose,
+    TranscriptionWord,
+    UsageDuration,
+)
 
 router = APIRouter(prefix="/v1/audio", tags=["transcription"], dependencies=[Depends(require_key)])
 
@@ -89,7 +96,8 @@ async def _transcribe(
             usage = functools.partial(
                 usage_task.transcription_usage, gw, plan.model, work.duration, plan.prompt
             )
-            events = sse_or_error(_events(job.deltas(first), usage), request.url.path)
+            deltas = _events(job.deltas(first), usage, lambda: job.logprobs)
+            events = sse_or_error(deltas, request.url.path)
             heard = None
             if plan.language is None and first is not None and first.language:
                 heard = (first.language, first.language_probability)
@@ -97,7 +105,7 @@ async def _transcribe(
                 events, media_type="text/event-stream", headers=language_headers(heard)
             )
         transcript = await until_disconnect(request, job.transcript())
-    response = _format(transcript, req.response_format, plan)
+    response = _format(transcript, req, plan)
     if transcript.language_probability is not None:
         heard = (transcript.language, transcript.language_probability)
         response.headers.update(language_headers(heard))
@@ -112,7 +120,9 @@ def language_headers(heard: tuple[str, float] | None) -> dict[str, str]:
 
 
 async def _events(
-    deltas: AsyncIterator[str], usage: Callable[[str], dict[str, Any]]
+    deltas: AsyncIterator[str],
+    usage: Callable[[str], dict[str, Any]],
+    logprobs: Callable[[], list[dict[str, Any]] | None],
 ) -> AsyncIterator[bytes]:
     texts: list[str] = []
     async for delta in deltas:
@@ -120,16 +130,21 @@ async def _events(
         yield sse({"type": "transcript.text.delta", "delta": delta})
     text = "".join(texts)
     # OpenAI's done event carries `usage` (see tasks/usage.py); tokenizing runs off the loop
-    done = {
+    done: dict[str, Any] = {
         "type": "transcript.text.done",
         "text": text,
         "usage": await asyncio.to_thread(usage, text),
     }
+    if (heard := logprobs()) is not None:
+        done["logprobs"] = heard
     yield sse(done)
 
 
-def _format(t: stt.Transcript, fmt: str, plan: stt.TranscriptionPlan) -> Response:
-    text = t.text
+def _format(
+    t: stt.Transcript, req: stt.TranscriptionInput, plan: stt.TranscriptionPlan
+) -> Response:
+    text, fmt = t.text, req.response_format
+    usage = None if req.translate else usage_task.duration_usage(req.model, t.duration)
     if fmt == "text":
         return PlainTextResponse(text + "\n" if text else "")
     if fmt == "srt":
@@ -137,7 +152,9 @@ def _format(t: stt.Transcript, fmt: str, plan: stt.TranscriptionPlan) -> Respons
     if fmt == "vtt":
         return PlainTextResponse(to_vtt(t.segments), media_type="text/vtt")
     if fmt == "json":
-        return JSONResponse(Transcription(text=text).model_dump())
+        plain = Transcription.model_validate({"text": text, "logprobs": t.logprobs,
+                                              "usage": usage})  # fmt: skip
+        return JSONResponse(plain.model_dump(exclude_none=True))
     body = TranscriptionVerbose(
         task=t.task,
         language=stt.language_name(t.language),
@@ -146,6 +163,7 @@ def _format(t: stt.Transcript, fmt: str, plan: stt.TranscriptionPlan) -> Respons
         else round(t.language_probability, 4),
         duration=round(t.duration, 3),
         text=text,
+        usage=usage and UsageDuration.model_validate(usage),
     )
     if plan.segments:
         body.segments = [
@@ -158,15 +176,35 @@ def _format(t: stt.Transcript, fmt: str, plan: stt.TranscriptionPlan) -> Respons
 
 
 FileField = Annotated[UploadFile, File(description="Audio: webm, ogg, mp4/m4a, mp3, wav, flac.")]
-ModelField = Annotated[str, Form(description="`whisper-1`, `whisper-base`, `whisper-tiny.en`.")]
+ModelField = Annotated[
+    str,
+    Form(description="`whisper-1`, `gpt-transcribe`, `gpt-4o-mini-transcribe-2025-12-15` (any "
+         "dated OpenAI name), `whisper-base`, `whisper-tiny.en`."),
+]  # fmt: skip
 LanguageField = Annotated[str | None, Form(max_length=16)]
 PromptField = Annotated[str | None, Form(max_length=2000)]
 FormatField = Annotated[TextFormat, Form()]
 TempField = Annotated[float, Form(ge=0.0, le=1.0, allow_inf_nan=False)]
 GrainsField = Annotated[list[str] | None, Form(alias="timestamp_granularities[]")]
 StreamField = Annotated[bool, Form()]
+LanguagesField = Annotated[list[str] | None, Form(alias="languages[]")]
+KeywordsField = Annotated[list[str] | None, Form(alias="keywords[]")]
+IncludeField = Annotated[list[str] | None, Form(alias="include[]")]
+# `auto` or a JSON object; the openai SDK sends an object as `chunking_strategy[threshold]` etc.
+ChunkingField = Annotated[str | None, Form()]
 LevelDep = Annotated[Level | None, Depends(priority_level)]
 TimeoutDep = Annotated[float | None, Depends(queue_timeout)]
+
+
+def _chunking(form: FormData, value: str | None) -> Any:
+    """`chunking_strategy` as sent: a string (`auto`, JSON), or the fields the openai SDK
+    flattens an object into (`chunking_strategy[type]=server_vad`, ...)."""
+    prefix = "chunking_strategy["
+    nested = {k[len(prefix) : -1]: v for k, v in form.multi_items()
+              if k.startswith(prefix) and k.endswith("]")}  # fmt: skip
+    if nested and value is not None:
+        raise bad_request("send chunking_strategy once", "chunking_strategy", "invalid_value")
+    return nested or value
 
 
 @router.post("/transcriptions", responses=RESPONSES, response_class=Response)
@@ -181,12 +219,18 @@ async def create_transcription(
     temperature: TempField = 0.0,
     timestamp_granularities: GrainsField = None,
     stream: StreamField = False,
+    languages: LanguagesField = None,
+    keywords: KeywordsField = None,
+    include: IncludeField = None,
+    chunking_strategy: ChunkingField = None,
     level: LevelDep = None,
     timeout_s: TimeoutDep = None,
 ) -> Response:
     req = stt.TranscriptionInput(
-        model, False, language, prompt, temperature, timestamp_granularities, response_format
-    )
+        model, False, language, prompt, temperature, timestamp_granularities, response_format,
+        languages=languages, keywords=keywords, include=include,
+        chunking=_chunking(await request.form(), chunking_strategy),
+    )  # fmt: skip
     return await _transcribe(request, gw, req, file, stream, level, timeout_s)
 
 

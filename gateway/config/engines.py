@@ -146,6 +146,12 @@ class WhisperSettings(BaseModel):
         description="Candidate languages, comma-separated (`en,de`): detection picks the most "
         "probable of these; one code pins it. Empty: any language Whisper knows.",
     )
+    keywords: StrList = Field(
+        default_factory=list,
+        description="Terms Whisper is biased toward (faster-whisper's `hotwords`), comma-"
+        "separated: a home's device and room names. Every request gets them, Wyoming's "
+        "included; a request's own `keywords` are added to them.",
+    )
     language_threshold: float = Field(
         0.97, ge=0, le=1, description="Detection below this probability uses `language`."
     )
@@ -158,4 +164,6 @@ class WhisperSettings(BaseModel):
         for code in [self.language, *self.languages]:
             if code and code not in LANGUAGE_NAMES:
                 raise ValueError(f"unknown language {code!r}: use a code Whisper knows")
+        if any(c in k for k in self.keywords for c in "<>\r\n"):
+            raise ValueError("whisper.keywords are single-line terms without `<` or `>`")
         return self

@@ -11,6 +11,7 @@ gives the same probabilities; the regions then come from faster-whisper's rules,
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,26 @@ CONTEXT = 64  # samples of the previous window the model hears before each windo
 # (the input and the model's buffers for it), 1,000 by 18 MiB; 256 (8 s of audio) by about 1 MiB,
 # no slower. With the state carried, any size gives the same probabilities.
 SLICE = 256
+
+
+@dataclass(frozen=True)
+class VadTuning:
+    """A request's own VAD parameters (OpenAI's `chunking_strategy: server_vad`), on top of
+    the options a pass would use without them; None: the pass's own value."""
+
+    threshold: float | None = None
+    pad_ms: int | None = None  # `prefix_padding_ms`: speech padded by this each side
+    silence_ms: int | None = None  # `silence_duration_ms`: a pause that ends a region
+
+    def apply(self, options: VadOptions) -> VadOptions:
+        changes: dict[str, Any] = {}
+        if self.threshold is not None:
+            changes["threshold"] = self.threshold
+        if self.pad_ms is not None:
+            changes["speech_pad_ms"] = self.pad_ms
+        if self.silence_ms is not None:
+            changes["min_silence_duration_ms"] = self.silence_ms
+        return replace(options, **changes)
 
 
 def speech_probabilities(audio: np.ndarray) -> np.ndarray:

@@ -29,8 +29,9 @@ from ..audio.decode import TARGET_RATE as SAMPLE_RATE  # Whisper hears 16 kHz, a
 from ..text.languages import Detection
 from .base import Device
 from .memory import release_free_memory
-from .vad import get_speech_timestamps  # faster-whisper's, in memory bounded by a slice
+from .vad import VadTuning, get_speech_timestamps  # faster-whisper's, bounded memory
 from .whisper_batch import decode_clips
+from .whisper_logprobs import token_logprobs
 
 # ISO-639-1 codes Whisper knows (faster-whisper keeps the list private; only this module reads it).
 LANGUAGES = frozenset(_LANGUAGE_CODES)
@@ -82,6 +83,13 @@ class TranscribeUnit:
     detection: Detection = Detection()  # how a unit with no language gets one
     # A long file's first window: the speech of its first windows, which detection hears.
     probe: np.ndarray | None = None
+    hotwords: str | None = None  # `keywords`: faster-whisper's hotwords
+    logprobs: bool = False  # give each text token's log probability (whisper_logprobs.py)
+    vad: VadTuning | None = None  # the request's VAD parameters (`chunking_strategy`)
+
+    def vad_options(self, base: VadOptions | None = None) -> VadOptions:
+        options = base or VadOptions()
+        return self.vad.apply(options) if self.vad else options
 
 
 @dataclass
@@ -90,9 +98,10 @@ class TranscribeResult:
     language: str | None = None
     language_probability: float = 0.0
     duration: float = 0.0
+    logprobs: list[dict[str, Any]] | None = None
 
 
-def plan_windows(audio: np.ndarray, window_s: float) -> list[Window]:
+def plan_windows(audio: np.ndarray, window_s: float, vad: VadTuning | None = None) -> list[Window]:
     """Windows of at most window_s seconds: the whole clip when short (its unit runs the VAD),
     else one VAD pass over the clip whose padded speech regions are packed into windows of at
     most window_s - MARGIN_S seconds of speech (their units need no second VAD pass)."""
@@ -104,6 +113,8 @@ def plan_windows(audio: np.ndarray, window_s: float) -> list[Window]:
         max_speech_duration_s=window_s - PAD_BEFORE_S - PAD_AFTER_S - 1.0,
         min_silence_duration_ms=500,
     )
+    if vad is not None:
+        options = vad.apply(options)
     regions: list[tuple[int, int]] = []
     for chunk in get_speech_timestamps(audio, options):
         start = max(int(chunk["start"]) - before, regions[-1][1] if regions else 0)
@@ -220,7 +231,8 @@ def _speech_only(unit: TranscribeUnit) -> TranscribeUnit:
     `transcribe(vad_filter=True)` runs it), decoded back to back with no second pass."""
     at = round(unit.offset_s * SAMPLE_RATE)
     chunks = [
-        (int(c["start"]), int(c["end"])) for c in get_speech_timestamps(unit.audio, VadOptions())
+        (int(c["start"]), int(c["end"]))
+        for c in get_speech_timestamps(unit.audio, unit.vad_options())
     ]
     audio = np.concatenate([unit.audio[a:b] for a, b in chunks]) if chunks else unit.audio[:0]
     return replace(
@@ -340,17 +352,28 @@ class WhisperEngine:
             temperature=_temperatures(payload.temperature),
             word_timestamps=payload.word_timestamps,
             vad_filter=payload.vad_filter,
+            vad_parameters=payload.vad_options() if payload.vad_filter else None,
             beam_size=payload.beam_size,
+            hotwords=payload.hotwords,
         )
         # a generator: decoding happens while iterating, in this thread
         when = _Timeline(payload)
-        out = [_segment(seg, when) for seg in segments]
+        decoded = list(segments)
+        out = [_segment(seg, when) for seg in decoded]
+        logprobs = None
+        if payload.logprobs:
+            # the audio the decode heard: the VAD filter's speech, where it ran
+            heard = _speech_only(payload).audio if payload.vad_filter else audio
+            task = payload.task if self.multilingual else "transcribe"
+            logprobs = token_logprobs(handle, heard, [(s.seek, s.tokens) for s in decoded],
+                                      info.language, task)  # fmt: skip
         release_free_memory()
         return TranscribeResult(
             segments=out,
             language=info.language,
             language_probability=probability,
             duration=len(payload.audio) / SAMPLE_RATE,
+            logprobs=logprobs,
         )
 
     def batch_key(self, payload: TranscribeUnit) -> Hashable | None:
@@ -365,6 +388,9 @@ class WhisperEngine:
             payload.temperature,
             payload.word_timestamps,
             payload.beam_size,
+            payload.hotwords,
+            payload.logprobs,
+            payload.vad,
         )
 
     def run_batch(
@@ -400,6 +426,7 @@ class WhisperEngine:
             initial_prompt=first.prompt or None,
             word_timestamps=first.word_timestamps,
             beam_size=first.beam_size,
+            hotwords=first.hotwords,
         )
         for i, window in zip(spoken, decoded, strict=True):
             unit, result = replace(units[i], language=language), results[i]
@@ -407,10 +434,16 @@ class WhisperEngine:
             hotter = _temperatures(unit.temperature)[1:]
             if window.failed and hotter:
                 again = self.run(handle, replace(unit, temperature=hotter[0]))
-                result.segments = again.segments
+                result.segments, result.logprobs = again.segments, again.logprobs
             elif not window.silent:
                 when = _Timeline(unit)
                 result.segments = [_segment(seg, when) for seg in window.segments]
+                if unit.logprobs:
+                    task = unit.task if self.multilingual else "transcribe"
+                    result.logprobs = token_logprobs(
+                        handle, unit.audio, [(0, s.tokens) for s in window.segments],
+                        language, task)  # fmt: skip
+
         release_free_memory()
         return results
 

@@ -12,6 +12,7 @@ from typing import Any
 from ..errors import APIError, bad_request
 from ..service import Gateway
 from ..tasks import transcription as stt
+from ..tasks import transcription_options as opts
 from .codecs import FORMATS, GA_TO_BETA, AudioFormat, ga_format
 from .turns import VadParams, vad_params
 
@@ -62,10 +63,18 @@ class Config:
     turn_detection: dict[str, Any] | None = None  # as sent (None with `vad`: the defaults)
     noise_reduction: Any = None
     beta: bool = False
+    languages: tuple[str, ...] = ()  # the transcription config's `languages`, `keywords`
+    keywords: tuple[str, ...] = ()
+    logprobs: bool = False  # `include: ["item.input_audio_transcription.logprobs"]`
 
     def plan(self, gw: Gateway) -> stt.TranscriptionPlan:
-        return stt.check(gw, stt.TranscriptionInput(self.model, language=self.language,
-                                                    prompt=self.prompt))  # fmt: skip
+        return stt.check(gw, stt.TranscriptionInput(
+            self.model, language=self.language, prompt=self.prompt,
+            languages=self.languages or None, keywords=self.keywords or None,
+            include=[opts.LOGPROBS] if self.logprobs else None))  # fmt: skip
+
+    def _include(self) -> list[str]:
+        return [opts.REALTIME_LOGPROBS] if self.logprobs else []
 
     def _turn_detection(self) -> dict[str, Any] | None:
         if self.vad is None:
@@ -78,21 +87,26 @@ class Config:
 
     def describe(self, session_id: str) -> dict[str, Any]:
         """The session object of `session.created` / `.updated` (or the beta names)."""
-        transcription = {"model": self.model, "language": self.language, "prompt": self.prompt}
+        transcription: dict[str, Any] = {"model": self.model, "language": self.language,
+                                         "prompt": self.prompt}  # fmt: skip
+        if self.languages:
+            transcription["languages"] = list(self.languages)
+        if self.keywords:
+            transcription["keywords"] = list(self.keywords)
         if self.beta:
             return {"id": session_id, "object": "realtime.transcription_session",
                     "input_audio_format": GA_TO_BETA[self.format.name],
                     "input_audio_transcription": transcription,
                     "turn_detection": self._turn_detection(),
                     "input_audio_noise_reduction": self.noise_reduction,
-                    "include": None}  # fmt: skip
+                    "include": self._include() or None}  # fmt: skip
         fmt = {"type": self.format.name, "rate": self.format.rate}
         return {"type": "transcription", "id": session_id,
                 "object": "realtime.transcription_session",
                 "audio": {"input": {"format": fmt, "transcription": transcription,
                                     "turn_detection": self._turn_detection(),
                                     "noise_reduction": self.noise_reduction}},
-                "include": []}  # fmt: skip
+                "include": self._include()}  # fmt: skip
 
 
 def _object(value: Any, param: str) -> dict[str, Any]:
@@ -112,7 +126,26 @@ def _transcription(config: Config, value: Any, param: str) -> Config:
     model = _text(t.get("model"), f"{param}.model") if "model" in t else config.model
     language = _text(t.get("language"), f"{param}.language") if "language" in t else config.language
     prompt = _text(t.get("prompt"), f"{param}.prompt") if "prompt" in t else config.prompt
-    return replace(config, model=model or "whisper-1", language=language, prompt=prompt)
+    languages = _strings(t, "languages", param, config.languages)
+    keywords = _strings(t, "keywords", param, config.keywords)
+    return replace(config, model=model or "whisper-1", language=language, prompt=prompt,
+                   languages=languages, keywords=keywords)  # fmt: skip
+
+
+def _strings(t: dict[str, Any], name: str, param: str, was: tuple[str, ...]) -> tuple[str, ...]:
+    """A list field of the transcription config (absent: as it was; null: none)."""
+    if name not in t:
+        return was
+    value, param = t[name], f"{param}.{name}"
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise bad_request(f"{param} must be an array of strings", param, "invalid_type")
+    return tuple(value)
+
+
+def _logprobs(value: Any, param: str) -> bool:
+    return opts.logprobs(value, opts.REALTIME_LOGPROBS, param)
 
 
 def _turns(config: Config, value: Any, param: str) -> Config:
@@ -139,6 +172,8 @@ def update(config: Config, ev: Event) -> Config:
             out = _turns(out, s["turn_detection"], "session.turn_detection")
         if "input_audio_noise_reduction" in s:
             out = replace(out, noise_reduction=s["input_audio_noise_reduction"])
+        if "include" in s:
+            out = replace(out, logprobs=_logprobs(s["include"], "session.include"))
         return out
     s = _object(ev.get("session"), "session")
     kind = s.get("type", "transcription")
@@ -157,4 +192,6 @@ def update(config: Config, ev: Event) -> Config:
         out = _turns(out, inp["turn_detection"], "session.audio.input.turn_detection")
     if "noise_reduction" in inp:
         out = replace(out, noise_reduction=inp["noise_reduction"])
+    if "include" in s:
+        out = replace(out, logprobs=_logprobs(s["include"], "session.include"))
     return out

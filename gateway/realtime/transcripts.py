@@ -9,6 +9,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -78,6 +79,7 @@ async def transcribe(gw: Gateway, turn: Turn, send: Send) -> tuple[int, str]:
     returns (the status HTTP would answer, the transcript)."""
     base = {"item_id": turn.item_id, "content_index": 0}
     texts: list[str] = []
+    logprobs: list[dict[str, Any]] | None = [] if turn.plan.extras.logprobs else None
     try:
         try:
             work = await stt.prepare(
@@ -93,6 +95,7 @@ async def transcribe(gw: Gateway, turn: Turn, send: Send) -> tuple[int, str]:
                     texts.append(piece)
                     await send(event("conversation.item.input_audio_transcription.delta",
                                      **base, delta=piece))  # fmt: skip
+                logprobs = job.logprobs
     except ConnectionError:
         raise  # the client left: nobody to tell
     except Exception as exc:
@@ -105,8 +108,9 @@ async def transcribe(gw: Gateway, turn: Turn, send: Send) -> tuple[int, str]:
         return err.status, ""
     transcript = "".join(texts)
     usage = {"type": "duration", "seconds": round(turn.seconds, 3)}
+    done = {"logprobs": logprobs} if logprobs is not None else {}
     await send(event("conversation.item.input_audio_transcription.completed", **base,
-                     transcript=transcript, usage=usage))  # fmt: skip
+                     transcript=transcript, usage=usage, **done))  # fmt: skip
     return 200, transcript
 
 

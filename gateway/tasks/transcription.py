@@ -30,6 +30,8 @@ from ..errors import bad_request
 from ..scheduler import Job, Level, QueueFull
 from ..service import Gateway
 from ..text.languages import LANGUAGE_NAMES, Detection
+from .transcription_options import Extras, extras
+from .transcription_options import live_requested as live_requested  # for live mode
 from .windows import WindowUnits
 
 NO_SPACE_LANGS = {"ja", "zh", "th", "lo", "my", "km", "yue", "bo"}
@@ -50,6 +52,11 @@ class TranscriptionInput:
     temperature: float = 0.0
     granularities: list[str] | None = None
     response_format: str = "json"
+    # the 2026 fields, as sent (tasks/transcription_options.py checks them)
+    languages: Sequence[str] | None = None
+    keywords: Sequence[str] | None = None
+    include: Sequence[str] | None = None
+    chunking: Any = None
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,7 @@ class TranscriptionPlan:
     temperature: float
     words: bool
     segments: bool
+    extras: Extras = Extras()
 
 
 @dataclass(frozen=True)
@@ -83,6 +91,7 @@ class Transcript:
     segments: list[dict[str, Any]] = field(default_factory=list)
     # how sure the gateway was of a language it chose; None: the request named it
     language_probability: float | None = None
+    logprobs: list[dict[str, Any]] | None = None  # asked for with include[]=logprobs
 
     @property
     def output_language(self) -> str:
@@ -113,11 +122,15 @@ def join_text(parts: list[str], lang: str | None) -> str:
     return separator(lang).join(p.strip() for p in parts if p.strip())
 
 
-def detection(w: WhisperSettings) -> Detection:
-    """The deployment's language settings, as a unit with no language carries them."""
+def detection(w: WhisperSettings, candidates: tuple[str, ...] = ()) -> Detection:
+    """The deployment's language settings, as a unit with no language carries them; a
+    request's own candidates replace the deployment's (its default stays where it is one)."""
+    default = w.language or None
+    if candidates and default not in candidates:
+        default = None
     return Detection(
-        candidates=tuple(w.languages),
-        default=w.language or None,
+        candidates=candidates or tuple(w.languages),
+        default=default,
         threshold=w.language_threshold,
         segments=w.language_segments,
     )
@@ -150,6 +163,9 @@ def check(gw: Gateway, req: TranscriptionInput) -> TranscriptionPlan:
             "timestamp_granularities[] needs response_format=verbose_json",
             "timestamp_granularities[]",
         )
+    more = extras(gw.settings.whisper, language, multilingual, model, languages_=req.languages,
+                  keywords_=req.keywords, include=req.include, chunking_=req.chunking,
+                  response_format=req.response_format)  # fmt: skip
     return TranscriptionPlan(
         model=model,
         task="translate" if req.translate else "transcribe",
@@ -158,6 +174,7 @@ def check(gw: Gateway, req: TranscriptionInput) -> TranscriptionPlan:
         temperature=req.temperature,
         words="word" in grains,
         segments="segment" in grains or not grains,
+        extras=more,
     )
 
 
@@ -238,7 +255,8 @@ async def _cut(gw: Gateway, plan: TranscriptionPlan, audio: np.ndarray) -> Trans
             "audio_too_short",
         )
     w = gw.settings.whisper
-    windows = await asyncio.to_thread(plan_windows, audio, w.window_s)
+    more = plan.extras
+    windows = await asyncio.to_thread(plan_windows, audio, w.window_s, more.vad)
     probe = w.language_segments if plan.language is None and len(windows) > 1 else 0
     template = TranscribeUnit(
         audio=audio[:0],
@@ -251,7 +269,10 @@ async def _cut(gw: Gateway, plan: TranscriptionPlan, audio: np.ndarray) -> Trans
         vad_filter=w.vad_filter,
         beam_size=w.beam_size,
         job=next(_job_ids),
-        detection=detection(w),
+        detection=detection(w, more.candidates),
+        hotwords=more.keywords,
+        logprobs=more.logprobs,
+        vad=more.vad,
     )
     units = WindowUnits(template, audio, windows, probe)
     return Transcription(plan, units, duration, default_level(gw, duration))
@@ -271,13 +292,25 @@ class TranscriptionJob:
     def __init__(self, job: Job, work: Transcription) -> None:
         self.job = job
         self.work = work
+        # every window's, as they finish (text and times, no audio): for the logprobs
+        self.results: list[TranscribeResult] = []
+
+    @property
+    def logprobs(self) -> list[dict[str, Any]] | None:
+        """The windows' token log probabilities so far, in order (include[]=logprobs)."""
+        if not self.work.plan.extras.logprobs:
+            return None
+        return [p for r in self.results for p in r.logprobs or []]
 
     async def _group(self, group: list[TranscribeUnit]) -> list[TranscribeResult]:
         """Units queued at once (on a batching GPU lane they share batched decodes, and may join
         other requests' windows); results in the units' order."""
         if len(group) == 1:
-            return [await self.job.run(group[0])]
-        return await self.job.run_many(group)
+            out = [await self.job.run(group[0])]
+        else:
+            out = await self.job.run_many(group)
+        self.results += out
+        return out
 
     async def _rest(
         self, first: TranscribeResult | None, start: int = 1
@@ -309,13 +342,18 @@ class TranscriptionJob:
         lang = plan.language or (heard.language if heard else None) or "en"
         segments = [s for r in results for s in r.segments]
         out = Transcript(plan.task, lang, self.work.duration, segments)
+        out.logprobs = self.logprobs
         if plan.language is None:
             out.language_probability = heard.language_probability if heard else 0.0
         return out
 
     async def first(self) -> TranscribeResult | None:
         units = self.work.units
-        return await self.job.run(units[0]) if units else None
+        if not units:
+            return None
+        first = await self.job.run(units[0])
+        self.results.append(first)
+        return first
 
     async def deltas(self, first: TranscribeResult | None) -> AsyncIterator[str]:
         """Text pieces as windows finish (the first already run), each with its leading space;

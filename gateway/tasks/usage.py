@@ -2,6 +2,9 @@
 `{"type": "tokens", "input_tokens", "input_token_details": {"audio_tokens", "text_tokens"},
 "output_tokens", "total_tokens"}` (the openai SDK's `TranscriptionTextDoneEvent.Usage`).
 
+A Whisper-named request (`whisper-1`, or a model id) is metered as OpenAI meters whisper-1:
+`{"type": "duration", "seconds"}` on its json and verbose_json responses (`duration_usage`).
+
 `output_tokens` counts the transcript in the model's own tokenizer (the `tokenizer.json` Whisper
 writes with; about four characters a token where a model folder has none), and `text_tokens` the
 prompt in it. `audio_tokens` is the audio at 10 tokens a second: a stable figure for a client to
@@ -19,7 +22,7 @@ from typing import Any
 from tokenizers import Tokenizer
 
 from ..engines.whisper import WhisperEngine
-from ..service import Gateway
+from ..service import Gateway, undated
 
 AUDIO_TOKENS_PER_S = 10
 _CHARS_PER_TOKEN = 4
@@ -55,3 +58,11 @@ def transcription_usage(
         "output_tokens": output,
         "total_tokens": audio + prompt_tokens + output,
     }
+
+
+def duration_usage(model_name: str, duration_s: float) -> dict[str, Any] | None:
+    """`usage` of a json / verbose_json response: the audio's seconds for any name but OpenAI's
+    token-billed `gpt-*` ones (their usage is the streamed done event's, as before)."""
+    if undated(model_name, "transcription").startswith("gpt-"):
+        return None
+    return {"type": "duration", "seconds": round(duration_s, 3)}

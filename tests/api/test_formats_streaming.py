@@ -69,7 +69,8 @@ def test_text_and_json(server: LiveServer, passage_wav: bytes) -> None:
     plain = _transcribe(server, passage_wav, response_format="text")
     assert plain.headers["content-type"].startswith("text/plain")
     as_json = _transcribe(server, passage_wav, response_format="json").json()
-    assert set(as_json) == {"text"}
+    # whisper-1's usage, as OpenAI meters it: the audio's seconds
+    assert set(as_json) == {"text", "usage"} and as_json["usage"]["type"] == "duration"
     assert wer(PASSAGE, plain.text) <= 0.15 and wer(PASSAGE, as_json["text"]) <= 0.15
 
 
@@ -143,8 +144,11 @@ def test_speech_sse_events(server: LiveServer) -> None:
     assert 8 < len(pcm) / 2 / 24000 < 30
 
 
+DURATION_3S = {"type": "duration", "seconds": 3.0}
+
+
 def test_silence_transcribes_to_empty_text(server: LiveServer) -> None:
     from ..conftest import encode
 
     wav = encode(np.zeros(16000 * 3, np.float32), 16000, "wav", "pcm_s16le", "s16")
-    assert _transcribe(server, wav).json() == {"text": ""}
+    assert _transcribe(server, wav).json() == {"text": "", "usage": DURATION_3S}

@@ -10,6 +10,8 @@ from gateway.config import ServerSettings, Settings
 
 from ..conftest import encode
 
+TWO_S = {"type": "duration", "seconds": 2.0}  # whisper-1's usage of the 2 s clip
+
 
 def test_audio_longer_than_max_audio_s_is_refused() -> None:
     settings = Settings(server=ServerSettings(max_audio_s=5))
@@ -23,4 +25,4 @@ def test_audio_longer_than_max_audio_s_is_refused() -> None:
         short = encode(np.zeros(16000 * 2, np.float32), 16000, "wav", "pcm_s16le", "s16")
         ok = client.post("/v1/audio/transcriptions", files={"file": ("a.wav", short)},
                          data={"model": "whisper-tiny.en"})  # fmt: skip
-        assert ok.status_code == 200 and ok.json() == {"text": ""}
+        assert ok.status_code == 200 and ok.json() == {"text": "", "usage": TWO_S}

@@ -52,6 +52,13 @@ def noise(seconds: float, level: float) -> np.ndarray:
     return (level * rng.standard_normal(int(seconds * RATE))).astype(np.float32)
 
 
+def _usage(r: Any) -> dict[str, Any]:
+    """whisper-1's usage, `{"type": "duration", "seconds"}` (each case's own seconds)."""
+    seconds = r.json()["usage"]["seconds"]
+    assert seconds > 0
+    return {"type": "duration", "seconds": seconds}
+
+
 def _post(server: LiveServer, audio: bytes, path: str = "transcriptions", **form: Any) -> Any:
     return httpx.post(f"{server.url}/v1/audio/{path}", files={"file": ("a.wav", audio)},
                       data={"model": "whisper-1", **form}, timeout=300)  # fmt: skip
@@ -69,11 +76,11 @@ def _post(server: LiveServer, audio: bytes, path: str = "transcriptions", **form
 def test_no_speech_is_an_empty_transcript(server: LiveServer, name: str, audio: Any) -> None:
     r = _post(server, _wav(audio()))
     assert r.status_code == 200, (name, r.status_code, r.text)
-    assert r.json() == {"text": ""}, name
+    assert r.json() == {"text": "", "usage": _usage(r)}, name
 
 
 EMPTY = {
-    "json": lambda r: r.json() == {"text": ""},
+    "json": lambda r: r.json() == {"text": "", "usage": _usage(r)},
     "text": lambda r: r.text == "",
     "srt": lambda r: r.text == "",
     "vtt": lambda r: (
@@ -171,4 +178,4 @@ def test_mulaw_wav_claiming_1_hz_is_a_400(server: LiveServer) -> None:
     assert r.status_code == 400, r.text
     assert r.json()["error"]["code"] == "invalid_audio" and r.json()["error"]["param"] == "file"
     ok = _post(server, _mulaw_wav(8000))  # the same file with a true header is fine
-    assert ok.status_code == 200 and ok.json() == {"text": ""}, ok.text
+    assert ok.status_code == 200 and ok.json() == {"text": "", "usage": _usage(ok)}, ok.text
