@@ -4,9 +4,9 @@ HTTP), answered `transcript-start` -> `transcript-chunk`* -> `transcript` -> `tr
 
 from __future__ import annotations
 
-import io
-import wave
 from collections.abc import Awaitable, Callable
+
+import numpy as np
 
 from wyoming.asr import Transcript, TranscriptChunk, TranscriptStart, TranscriptStop
 from wyoming.audio import AudioChunk, AudioChunkConverter, AudioFormat
@@ -65,14 +65,9 @@ class Utterance:
             raise bad_request(f"utterance is longer than {self.max_audio_s:g} s", "audio",
                               "audio_too_long")  # fmt: skip
 
-    def wav(self) -> bytes:
-        buf = io.BytesIO()
-        with wave.open(buf, "wb") as out:
-            out.setnchannels(CHANNELS)
-            out.setsampwidth(WIDTH)
-            out.setframerate(RATE)
-            out.writeframes(bytes(self.pcm))
-        return buf.getvalue()
+    def samples(self) -> np.ndarray:
+        """The utterance as Whisper hears it: float32 in [-1, 1)."""
+        return np.frombuffer(bytes(self.pcm), np.int16).astype(np.float32) / 32768.0
 
 
 async def _empty(send: Send, language: str | None) -> None:
@@ -88,7 +83,7 @@ async def transcribe(gw: Gateway, utt: Utterance, send: Send) -> None:
         await _empty(send, language)
         return
     try:
-        work = await stt.prepare(gw, utt.plan, utt.wav())
+        work = await stt.prepare_samples(gw, utt.plan, utt.samples())
     except APIError as exc:
         if exc.code == "audio_too_short":  # a blip of sound is heard as nothing said
             await _empty(send, language)
