@@ -14,6 +14,8 @@ import pytest
 from wyoming.asr import Transcribe
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 
+from gateway.errors import APIError
+from gateway.realtime.events import Config, update
 from gateway.tasks.live import Agreement
 
 from .conftest import LiveServer, spoken_16k, wer
@@ -136,3 +138,19 @@ def test_wyoming_live_chunks_stream_and_join_to_the_transcript(server: LiveServe
     assert "transcript-chunk" in kinds[:before], (before, kinds)
     assert "".join(chunks) == final.data["text"]
     assert wer(LONG, final.data["text"]) <= 0.25, final.data["text"]
+
+
+def test_live_mode_follows_the_session_then_the_model_then_the_deployment() -> None:
+    def session(transcription: dict[str, Any]) -> Config:
+        ev = {"type": "session.update", "session": {"type": "transcription",
+              "audio": {"input": {"transcription": transcription}}}}  # fmt: skip
+        return update(Config(), ev)
+
+    assert session({"model": "gpt-live-transcribe"}).live_mode(default=False)
+    assert not session({"model": "whisper-1"}).live_mode(default=False)
+    assert session({"model": "whisper-1"}).live_mode(default=True)
+    assert session({"model": "whisper-1", "live": True}).live_mode(default=False)
+    assert not session({"model": "gpt-live-transcribe", "live": False}).live_mode(default=True)
+    with pytest.raises(APIError) as bad:
+        session({"live": "yes"})
+    assert (bad.value.status, bad.value.param) == (400, "session.audio.input.transcription.live")
