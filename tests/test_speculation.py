@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from gateway.scheduler import Level, Scheduler
+from gateway.scheduler import Level, ModelPolicy, Scheduler
 
 from .support.wait import until
 from .test_scheduler import TimedEngine, make, run_job
@@ -94,3 +94,24 @@ def test_partials_run_after_interactive_units_and_before_unpromoted_batch() -> N
     assert log == ["p1", "i1", "p2", "b1"]
     assert results == [None, "p1", "p2", ["b1"], ["i1"]]
     assert (_partials(s, "run"), _partials(s, "skipped")) == (2, 1)
+
+
+def test_a_niced_engine_runs_partials_on_the_background_slot_beside_interactive_work() -> None:
+    async def main() -> dict[str, Any]:
+        fg, stt = TimedEngine("fg", 0.01), TimedEngine("stt", 0.01)
+        fg.hold("speech")
+        stt.hold("partial")
+        pol = {"fg": ModelPolicy(cpu_threads=2), "stt": ModelPolicy(cpu_threads=2, cpu_nice=19)}
+        s = make({"fg": fg, "stt": stt}, None, pol)
+        speech = asyncio.create_task(run_job(s, "fg", Level.interactive, ["speech"]))
+        await until(lambda: fg.started == ["speech"], "speech running")
+        partial = asyncio.create_task(s.speculation("stt").run("partial"))
+        await until(lambda: stt.started == ["partial"] or len(s.queue) == 1, "partial placed")
+        lane: dict[str, Any] = s.status()["lanes"]["cpu"]
+        fg.release()
+        stt.release()
+        await asyncio.gather(speech, partial)
+        return lane
+
+    lane = asyncio.run(main())
+    assert lane["busy"] == 1 and lane["background_busy"] == 1  # beside it, not queued behind

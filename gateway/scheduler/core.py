@@ -197,7 +197,8 @@ class Scheduler:
     # -- dispatch -------------------------------------------------------------------------------
 
     def _spillover(self, unit: Unit) -> bool:
-        ahead = len(self.queue) - 1 + self.busy["gpu"]  # the unit itself is queued
+        # queued work ahead of it (partials never are), the unit itself not counted
+        ahead = self.queue.count() - (0 if unit.speculative else 1) + self.busy["gpu"]
         return self.estimates.gpu_wait_too_long(ahead)
 
     def _instance(self, model: str, lane: Lane, background: bool) -> Instance:
@@ -221,7 +222,10 @@ class Scheduler:
             for cand in candidates:
                 if cand.evict is not None:
                     self.placer.admit(unit.model, cand.evict)
-            background = self._background(unit.model) and unit.job.level == Level.batch
+            # a partial decode is speculative: a niced engine runs it on the background slot,
+            # beside interactive work and with idle cycles only (speculation.py)
+            low = unit.job.level == Level.batch or unit.speculative
+            background = self._background(unit.model) and low
             interactive = self.queue.level_now(unit, loop.time()) == Level.interactive
             for cand in candidates:
                 inst = self._instance(unit.model, cand.lane, background)

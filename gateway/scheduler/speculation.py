@@ -13,6 +13,8 @@ partial decodes are worth running only while they are fresh, so they are their o
   keeps the share its aging guarantees it against interactive work. They never take the last
   free runner of an instance and never age, so an interactive unit waits at most for the one
   unit already running. They count in no level's queue depth, admission or timeout.
+- On the CPU, an engine that runs batch units niced (Whisper's `cpu_nice`, policy `priority`)
+  runs partials on the background slot too: beside interactive work, on idle cycles only.
 """
 
 from __future__ import annotations
