@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 from functools import lru_cache
 from typing import Any
 
@@ -14,6 +15,7 @@ import pytest
 from wyoming.asr import Transcribe
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 
+from gateway.config import Settings
 from gateway.errors import APIError
 from gateway.realtime.events import Config, update
 from gateway.tasks.live import Agreement
@@ -37,6 +39,20 @@ def test_agreement_commits_what_two_decodes_share_and_never_takes_it_back() -> N
     assert a.feed(["Walked", "slowly,", "across"]) == ["Walked", "slowly,"]
     assert a.feed(["slowly", "across"]) == []  # it disagrees: nothing more, nothing taken back
     assert a.committed == ["The", "little", "robot", "Walked", "slowly,"]
+
+
+@pytest.fixture(scope="module")
+def live_server() -> Iterator[LiveServer]:
+    """A gateway with Wyoming's live mode on, and no CPU background slot. With one, Whisper's
+    partials run niced (scheduler/speculation.py), and on this shared, loaded test machine nice-19
+    threads get almost no CPU: the pace test would measure the kernel, not live mode."""
+    s = Settings()
+    s = s.model_copy(update={
+        "scheduler": s.scheduler.model_copy(update={"cpu_background_slots": 0}),
+        "wyoming": s.wyoming.model_copy(update={"live": True}),
+    })  # fmt: skip
+    with LiveServer(s) as live:
+        yield live
 
 
 @lru_cache(maxsize=1)
@@ -73,12 +89,12 @@ async def _live_session(url: str, session: dict[str, Any]) -> tuple[list[dict[st
 
 @pytest.mark.slow
 def test_live_deltas_come_while_the_speaker_talks_and_add_up_to_completed(
-    server: LiveServer,
+    live_server: LiveServer,
 ) -> None:
     # a long pause ends the turn, not the sentence's comma
     session = ga_session({"type": "server_vad", "silence_duration_ms": 1200})
     session["audio"]["input"]["transcription"]["live"] = True  # the gateway's session field
-    events, _ = asyncio.run(_live_session(server.url, session))
+    events, _ = asyncio.run(_live_session(live_server.url, session))
     kinds = [e["type"] for e in events]
     started = next(e for e in events if e["type"] == "input_audio_buffer.speech_started")
     item = started["item_id"]
@@ -122,13 +138,8 @@ async def _wyoming_live(port: int) -> tuple[list[Any], int]:
 
 
 @pytest.mark.slow
-def test_wyoming_live_chunks_stream_and_join_to_the_transcript(server: LiveServer) -> None:
-    settings = server.gateway.settings.wyoming
-    settings.live = True  # the session's server, for this test only
-    try:
-        events, before = asyncio.run(_wyoming_live(server.wyoming_port))
-    finally:
-        settings.live = False
+def test_wyoming_live_chunks_stream_and_join_to_the_transcript(live_server: LiveServer) -> None:
+    events, before = asyncio.run(_wyoming_live(live_server.wyoming_port))
     kinds = [e.type for e in events]
     assert shape(events) == ["transcript-start", "transcript-chunk", "transcript",
                              "transcript-stop"], kinds  # fmt: skip
