@@ -18,7 +18,7 @@ from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from gateway.config import Settings
 from gateway.errors import APIError
 from gateway.realtime.events import Config, update
-from gateway.tasks.live import Agreement
+from gateway.tasks.live import Agreement, trim_point
 
 from .conftest import LiveServer, spoken_16k, wer
 from .realtime_util import COMPLETED, MODEL, READ_TIMEOUT, appends, ga_session, pcm16, sdk
@@ -39,6 +39,15 @@ def test_agreement_commits_what_two_decodes_share_and_never_takes_it_back() -> N
     assert a.feed(["Walked", "slowly,", "across"]) == ["Walked", "slowly,"]
     assert a.feed(["slowly", "across"]) == []  # it disagrees: nothing more, nothing taken back
     assert a.committed == ["The", "little", "robot", "Walked", "slowly,"]
+
+
+def test_a_long_turn_is_cut_only_after_a_segment_of_committed_words() -> None:
+    segments = [{"text": " The little robot walked.", "end": 9.5},
+                {"text": " It picked up a cup", "end": 21.0},
+                {"text": " and placed it", "end": 24.0}]  # fmt: skip
+    assert trim_point(segments, held=6, lang="en") == (4, 9.5)  # "It picked..." is not all in
+    assert trim_point(segments, held=9, lang="en") == (9, 21.0)
+    assert trim_point(segments, held=3, lang="en") is None  # no whole segment committed yet
 
 
 @pytest.fixture(scope="module")

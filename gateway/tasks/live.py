@@ -53,6 +53,21 @@ def _norm(word: str) -> str:
     return "".join(c for c in word.lower() if c.isalnum())
 
 
+def trim_point(
+    segments: list[dict[str, Any]], held: int, lang: str | None
+) -> tuple[int, float] | None:
+    """Where the re-decoded audio may be cut: (words before the cut, its time) at the end of
+    the last segment made only of committed words (`held` of them lead the decode); None where
+    the first segment already holds a word not committed."""
+    count, cut = 0, None
+    for seg in segments:
+        count += len(split(seg["text"], lang))
+        if count > held:
+            break
+        cut = (count, float(seg["end"]))
+    return cut if cut is not None and cut[0] > 0 else None
+
+
 class Agreement:
     """LocalAgreement-2's state: the committed words (append-only) and the previous decode's
     hypothesis of the words that follow them."""
@@ -155,13 +170,8 @@ class LiveTurn:
         if (end - self.base) / RATE <= TRIM_S:
             return
         held = len(self.committed) - self.kept  # committed words in the re-decoded audio
-        count, cut = 0, None
-        for seg in result.segments:
-            count += len(split(seg["text"], self.lang))
-            if count > held:
-                break
-            cut = (count, seg["end"])
-        if cut is not None and cut[0] > 0:
+        cut = trim_point(result.segments, held, self.lang)
+        if cut is not None:
             self.kept += cut[0]
             self.base = max(self.base, min(int(cut[1] * RATE), end))
 
