@@ -41,6 +41,22 @@ def test_agreement_commits_what_two_decodes_share_and_never_takes_it_back() -> N
     assert a.committed == ["The", "little", "robot", "Walked", "slowly,"]
 
 
+@pytest.mark.slow
+def test_live_without_turn_detection_names_the_item_at_the_first_append(
+    live_server: LiveServer,
+) -> None:
+    session = ga_session(None)
+    session["audio"]["input"]["transcription"]["live"] = True
+    events = asyncio.run(_live_session(live_server.url, session, long_speech(), commit=True))
+    kinds = [e["type"] for e in events]
+    (committed,) = (e for e in events if e["type"] == "input_audio_buffer.committed")
+    deltas = [e for e in events if e["type"] == DELTA]
+    assert {d["item_id"] for d in deltas} == {committed["item_id"]}, deltas
+    assert kinds.index(DELTA) < kinds.index("input_audio_buffer.committed"), kinds
+    (completed,) = (e for e in events if e["type"] == COMPLETED)
+    assert "".join(d["delta"] for d in deltas) == completed["transcript"]
+
+
 def test_a_long_turn_is_cut_only_after_a_segment_of_committed_words() -> None:
     segments = [{"text": " The little robot walked.", "end": 9.5},
                 {"text": " It picked up a cup", "end": 21.0},
@@ -65,16 +81,22 @@ def live_server() -> Iterator[LiveServer]:
 
 
 @lru_cache(maxsize=1)
-def long_turn() -> np.ndarray:
+def long_speech() -> np.ndarray:
     (speech,) = spoken_16k([LONG])
+    return speech
+
+
+def long_turn() -> np.ndarray:
+    """The sentence with silence around it: half a second before, the VAD's pause after."""
     quiet = np.zeros(8000, np.float32)
-    return np.concatenate([quiet, speech, quiet, quiet, quiet, quiet])
+    return np.concatenate([quiet, long_speech(), quiet, quiet, quiet, quiet])
 
 
-async def _live_session(url: str, session: dict[str, Any]) -> tuple[list[dict[str, Any]], float]:
-    """Append the turn in real time (100 ms a step) while reading the server's events; returns
-    the events up to `completed` and the seconds of speech in the turn."""
-    audio = long_turn()
+async def _live_session(
+    url: str, session: dict[str, Any], audio: np.ndarray, commit: bool = False
+) -> list[dict[str, Any]]:
+    """Append the turn in real time (100 ms a step) while reading the server's events, then
+    commit it where asked; returns the events up to `completed`."""
     payloads = appends(pcm16(audio), 4800)
     events: list[dict[str, Any]] = []
     async with sdk(url).realtime.connect(extra_query={"intent": "transcription"}) as conn:
@@ -92,8 +114,10 @@ async def _live_session(url: str, session: dict[str, Any]) -> tuple[list[dict[st
         for i, payload in enumerate(payloads):
             await conn.input_audio_buffer.append(audio=payload)
             await asyncio.sleep(max(0.0, start + (i + 1) * 0.1 - time.perf_counter()))
+        if commit:
+            await conn.input_audio_buffer.commit()
         await reader
-    return events, len(audio) / 16000
+    return events
 
 
 @pytest.mark.slow
@@ -103,7 +127,7 @@ def test_live_deltas_come_while_the_speaker_talks_and_add_up_to_completed(
     # a long pause ends the turn, not the sentence's comma
     session = ga_session({"type": "server_vad", "silence_duration_ms": 1200})
     session["audio"]["input"]["transcription"]["live"] = True  # the gateway's session field
-    events, _ = asyncio.run(_live_session(live_server.url, session))
+    events = asyncio.run(_live_session(live_server.url, session, long_turn()))
     kinds = [e["type"] for e in events]
     started = next(e for e in events if e["type"] == "input_audio_buffer.speech_started")
     item = started["item_id"]
