@@ -201,8 +201,8 @@ class UnitQueue:
         )
 
     def _key(self, now: float) -> Callable[[Unit], Any]:
-        """Ranks: interactive (and promoted) units 0, partial decodes 1, batch 2 (a level is
-        twice its rank); under `fifo`, partials after every other unit."""
+        """Ranks: interactive (and promoted) units 0, partial decodes 1, batch 2 (a level's rank
+        is twice the level); under `fifo`, partials after every other unit."""
         if not self.priority:
             return lambda u: (int(u.speculative), u.seq)
         aging = self.aging_s
