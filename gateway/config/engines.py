@@ -113,9 +113,9 @@ class WhisperSettings(BaseModel):
         19,
         ge=0,
         le=19,
-        description="Nice value of the threads running batch-level Whisper units on CPU (under "
-        "policy `priority`). The kernel then gives cores to speech and voice notes first and "
-        "idle cycles to long transcriptions.",
+        description="Nice value of the threads running batch-level Whisper units (and live "
+        "transcription's partial decodes) on CPU (under policy `priority`). The kernel then gives "
+        "cores to speech and voice notes first and idle cycles to long transcriptions.",
     )
     beam_size: int = Field(5, ge=1, le=10, description="Beam size.")
     vad_filter: bool = Field(True, description="Skip silence with the Silero VAD.")

@@ -66,6 +66,14 @@ class Config:
     languages: tuple[str, ...] = ()  # the transcription config's `languages`, `keywords`
     keywords: tuple[str, ...] = ()
     logprobs: bool = False  # `include: ["item.input_audio_transcription.logprobs"]`
+    live: bool | None = None  # the gateway's `transcription.live`; None: the deployment's
+
+    def live_mode(self, default: bool) -> bool:
+        """Words while the speaker talks (tasks/live.py): as the session asked, else on for
+        `gpt-live-transcribe`, else the deployment's default."""
+        if self.live is not None:
+            return self.live
+        return stt.live_requested(self.model) or default
 
     def plan(self, gw: Gateway) -> stt.TranscriptionPlan:
         return stt.check(gw, stt.TranscriptionInput(
@@ -128,8 +136,12 @@ def _transcription(config: Config, value: Any, param: str) -> Config:
     prompt = _text(t.get("prompt"), f"{param}.prompt") if "prompt" in t else config.prompt
     languages = _strings(t, "languages", param, config.languages)
     keywords = _strings(t, "keywords", param, config.keywords)
+    live = t.get("live", config.live)
+    if live is not None and not isinstance(live, bool):
+        raise bad_request(f"{param}.live must be true, false or null", f"{param}.live",
+                          "invalid_type")  # fmt: skip
     return replace(config, model=model or "whisper-1", language=language, prompt=prompt,
-                   languages=languages, keywords=keywords)  # fmt: skip
+                   languages=languages, keywords=keywords, live=live)  # fmt: skip
 
 
 def _strings(t: dict[str, Any], name: str, param: str, was: tuple[str, ...]) -> tuple[str, ...]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -36,6 +37,7 @@ from .queue import (
     Unit,
     UnitQueue,
 )
+from .speculation import Speculation
 from .status import QueueGauges, queue_policy
 from .waiting import Waiting
 
@@ -147,6 +149,15 @@ class Scheduler:
             self.open_jobs[model] -= 1
             self.expire_idle()  # keep_alive 0: unloaded once its job is over
 
+    def speculation(self, model: str) -> Speculation:
+        """A live turn's partial decodes (speculative work, see speculation.py); close it when
+        the turn ends."""
+        if model not in self.engines:
+            raise KeyError(model)
+        job = Job(self, model, Level.interactive, math.inf)
+        return Speculation(job, self.queue, self._dispatch, self.waiting.take,
+                           lambda: self.closing, self.metrics)  # fmt: skip
+
     def queued(self, level: Level | None = None, model: str | None = None) -> int:
         return self.queue.count(level, model)
 
@@ -186,7 +197,8 @@ class Scheduler:
     # -- dispatch -------------------------------------------------------------------------------
 
     def _spillover(self, unit: Unit) -> bool:
-        ahead = len(self.queue) - 1 + self.busy["gpu"]  # the unit itself is queued
+        # queued work ahead of it (partials never are), the unit itself not counted
+        ahead = self.queue.count() - (0 if unit.speculative else 1) + self.busy["gpu"]
         return self.estimates.gpu_wait_too_long(ahead)
 
     def _instance(self, model: str, lane: Lane, background: bool) -> Instance:
@@ -210,7 +222,10 @@ class Scheduler:
             for cand in candidates:
                 if cand.evict is not None:
                     self.placer.admit(unit.model, cand.evict)
-            background = self._background(unit.model) and unit.job.level == Level.batch
+            # a partial decode is speculative: a niced engine runs it on the background slot,
+            # beside interactive work and with idle cycles only (speculation.py)
+            low = unit.job.level == Level.batch or unit.speculative
+            background = self._background(unit.model) and low
             interactive = self.queue.level_now(unit, loop.time()) == Level.interactive
             for cand in candidates:
                 inst = self._instance(unit.model, cand.lane, background)
