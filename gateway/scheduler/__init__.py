@@ -1,12 +1,14 @@
 """GPU-sharing scheduler: the task layer talks to it; it talks to engines through a protocol.
 
-Arrows point one way: core -> lifecycle -> placement -> pool -> policy; pool -> meter;
-placement -> queue; core -> pressure -> placement;
-control -> lifecycle; core -> queue; core -> waiting -> status; core -> batching.
+Arrows point one way: core -> loading -> placement -> pool -> policy; pool -> meter;
+placement -> queue; core -> pressure -> placement; core -> queue; core -> waiting -> metrics;
+core -> batching; core -> snapshot. The view (status) sits above: status -> snapshot; nothing
+below imports it. Everything outside the package uses `Scheduler`'s public API (see its
+docstring) and the names exported here.
 """
 
 from ..engines.base import Lane
-from .core import Scheduler
+from .core import Internals, Scheduler
 from .gpu import GpuInfo, GpuMonitor, NvmlMonitor, SimulatedGpu
 from .metrics import GpuCollector, SchedulerMetrics
 from .policy import ModelPolicy, parse_keep_alive
@@ -21,14 +23,20 @@ from .queue import (
     Unit,
     UnitRecord,
 )
+from .snapshot import LoadedModel, LoadResult, ModelFacts, Snapshot
+from .status import render as render_status
 
 __all__ = [
     "GpuCollector",
     "GpuInfo",
     "GpuMonitor",
+    "Internals",
     "Job",
     "Lane",
     "Level",
+    "LoadResult",
+    "LoadedModel",
+    "ModelFacts",
     "ModelPolicy",
     "NotPlaceable",
     "NvmlMonitor",
@@ -39,7 +47,9 @@ __all__ = [
     "SchedulerMetrics",
     "ShuttingDown",
     "SimulatedGpu",
+    "Snapshot",
     "Unit",
     "UnitRecord",
     "parse_keep_alive",
+    "render_status",
 ]

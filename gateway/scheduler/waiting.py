@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+from .metrics import QueueGauges
 from .queue import Level, QueueTimeout, Unit, UnitQueue
-from .status import QueueGauges
 
 
 class Waiting:
