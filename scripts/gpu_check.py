@@ -191,10 +191,9 @@ def budget_admission() -> dict:
 
 @step("doctor")
 def doctor() -> dict:
-    from gateway.doctor import diagnose
     from gateway.service import Gateway
 
-    return {"verdicts": diagnose(Gateway())}
+    return {"verdicts": Gateway().diagnose()}
 
 
 SPOKEN = "The quick brown fox jumps over the lazy dog near the riverbank."
