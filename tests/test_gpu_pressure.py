@@ -30,6 +30,11 @@ def _setup(
     return s, gpu, engines
 
 
+def _check(s: Scheduler) -> list[str]:
+    """One reading of the GPU pressure watch, taken now; the models it unloaded."""
+    return [i.model for i in s.internals_for_tests().pressure.check()]
+
+
 def _neighbour_leaves_free(gpu: SimulatedGpu, free_mib: int) -> None:
     """The other process grows or shrinks until the device has `free_mib` free."""
     mine = sum(gpu.allocations.values())
@@ -41,7 +46,7 @@ def _sample(metric: MetricWrapperBase, name: str) -> float:
 
 
 def _gpu_models(s: Scheduler) -> list[str]:
-    return sorted(i.model for i in s.internals_for_tests().pool.on_gpu() if i.loaded)
+    return sorted(e.model for e in s.loaded() if e.lane == "gpu")
 
 
 def test_simulated_neighbour_growth_unloads_idle_models_lru_first_never_a_busy_one() -> None:
@@ -54,20 +59,20 @@ def test_simulated_neighbour_growth_unloads_idle_models_lru_first_never_a_busy_o
         await until(lambda: eng["c"].started[-1:] == ["c2"], "c2 running")
 
         _neighbour_leaves_free(gpu, 2500)  # 500 MiB short of the reserve: one model is enough
-        assert [i.model for i in s.internals_for_tests().pressure.check()] == ["a"]
+        assert _check(s) == ["a"]
         await until(lambda: "a" not in gpu.allocations, "a's memory given back")
         assert _gpu_models(s) == ["b", "c"]
 
         _neighbour_leaves_free(gpu, 0)  # it takes all: "b" is not enough, yet busy "c" stays
-        assert [i.model for i in s.internals_for_tests().pressure.check()] == ["b"]
-        assert _gpu_models(s) == ["c"] and s.internals_for_tests().pool.instances[("c", "gpu")].busy
+        assert _check(s) == ["b"]
+        assert [(e.model, e.busy) for e in s.loaded() if e.lane == "gpu"] == [("c", True)]
 
         eng["c"].release()
         assert await busy == ["c2"]  # the running unit finished on the GPU
         assert eng["c"].log[-1] == ("c2", "gpu")
         await until(lambda: "b" not in gpu.allocations, "b's memory given back")
         # b's 2000 MiB leave the device still short of the reserve: "c", idle now, goes too
-        assert [i.model for i in s.internals_for_tests().pressure.check()] == ["c"]
+        assert _check(s) == ["c"]
         await until(lambda: not gpu.allocations, "every model's memory given back")
 
     asyncio.run(main())
@@ -77,10 +82,11 @@ def test_simulated_pressure_sends_new_loads_to_cpu_until_free_memory_holds_above
     async def main() -> None:
         s, gpu, eng = _setup("a", gpu_pressure_hold_s=30.0)
         now = [0.0]
-        s.internals_for_tests().pressure.clock = lambda: now[0]
+        pressure = s.internals_for_tests().pressure
+        pressure.clock = lambda: now[0]
         await run_job(s, "a", Level.interactive, ["before"])
         _neighbour_leaves_free(gpu, 100)
-        s.internals_for_tests().pressure.check()
+        _check(s)
         await until(lambda: not gpu.allocations, "a unloaded")
         assert await run_job(s, "a", Level.interactive, ["squeezed"]) == ["squeezed"]
         done = await s.load("a")  # POST /api/ps/a says why
@@ -88,25 +94,25 @@ def test_simulated_pressure_sends_new_loads_to_cpu_until_free_memory_holds_above
 
         # Room for the reserve, not for the reserve plus a budget: still the CPU.
         _neighbour_leaves_free(gpu, RESERVE + BUDGET - 1)
-        s.internals_for_tests().pressure.check()
+        _check(s)
         assert await run_job(s, "a", Level.batch, ["tight"]) == ["tight"]
 
         # Above the line, but not for the hold yet; a dip under the reserve starts it over.
         _neighbour_leaves_free(gpu, 8000)
-        s.internals_for_tests().pressure.check()
+        _check(s)
         now[0] = 20.0
         _neighbour_leaves_free(gpu, 300)
-        s.internals_for_tests().pressure.check()
+        _check(s)
         now[0] = 25.0
         _neighbour_leaves_free(gpu, 8000)
-        s.internals_for_tests().pressure.check()
+        _check(s)
         now[0] = 50.0  # 30 s since the first clear reading, only 25 s since the last dip
-        s.internals_for_tests().pressure.check()
-        assert s.internals_for_tests().pressure.active
+        _check(s)
+        assert s.snapshot().gpu_pressure["active"]
         assert await run_job(s, "a", Level.interactive, ["holding"]) == ["holding"]
         now[0] = 55.0
-        s.internals_for_tests().pressure.check()
-        assert not s.internals_for_tests().pressure.active
+        _check(s)
+        assert not s.snapshot().gpu_pressure["active"]
         assert await run_job(s, "a", Level.interactive, ["after"]) == ["after"]
 
         lanes = [(p, lane) for p, lane in eng["a"].log]
@@ -144,7 +150,7 @@ def test_simulated_model_with_interactive_work_queued_is_the_last_to_go() -> Non
 
         _neighbour_leaves_free(gpu, 200)
         # "a" is the least recently used, but its interactive unit waits: "b" goes instead.
-        assert [i.model for i in s.internals_for_tests().pressure.check()] == ["b"]
+        assert _check(s) == ["b"]
         eng["c"].release()
         assert await asyncio.gather(busy, waiting) == [["c2"], ["a2"]]
         assert eng["a"].log[-1] == ("a2", "gpu")
@@ -160,7 +166,7 @@ def test_simulated_pressure_watch_runs_in_the_background_and_stops_on_close() ->
         _neighbour_leaves_free(gpu, 0)
         pressure = s.internals_for_tests().pressure
         await until(lambda: pressure.active and not gpu.allocations, "the watch yielded")
-        assert s.internals_for_tests().pressure.others_mib == gpu.other_used_mib
+        assert pressure.others_mib == gpu.other_used_mib
         await s.close(1.0)
 
     asyncio.run(main())
