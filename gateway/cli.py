@@ -184,10 +184,10 @@ def _cmd_models(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
-    from .doctor import diagnose, render
+    from .doctor import render
     from .service import Gateway
 
-    verdicts = diagnose(Gateway(settings))  # reads the models folder, never writes to it
+    verdicts = Gateway(settings).diagnose()  # reads the models folder, never writes to it
     print(render(verdicts))
     return 0
 

@@ -13,13 +13,13 @@ import importlib.metadata
 import logging
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
 from .config import Settings
-from .engines.base import lane_files
 from .engines.cuda import installed_mismatch
-from .scheduler import GpuMonitor, Scheduler
+from .scheduler import GpuMonitor, Snapshot
 
 
 class ModelView(Protocol):
@@ -29,17 +29,6 @@ class ModelView(Protocol):
     def spec(self) -> Any: ...
     @property
     def problems(self) -> list[str]: ...
-
-
-class Gateway(Protocol):
-    """What diagnosis reads (the service's Gateway; doctor never imports the service)."""
-
-    settings: Settings
-    gpu: GpuMonitor
-    scheduler: Scheduler
-
-    @property
-    def models(self) -> Any: ...
 
 
 log = logging.getLogger(__name__)
@@ -145,14 +134,18 @@ def _ct2_checks(has_gpu: bool) -> list[Verdict]:
     ]
 
 
-def diagnose(gw: Gateway) -> list[Verdict]:
+def diagnose(
+    settings: Settings, gpu: GpuMonitor, models: Mapping[str, ModelView], snap: Snapshot
+) -> list[Verdict]:
+    """Verdicts on the GPU, the runtimes and each model (where it runs: the scheduler's
+    snapshot). Diagnosis reads; it never changes the scheduler."""
     out: list[Verdict] = []
-    devices = gw.gpu.devices()
+    devices = gpu.devices()
     out.append(
         _verdict(
             "NVIDIA driver (NVML)",
             bool(devices) or None,
-            gw.gpu.reason,
+            gpu.reason,
             ""
             if devices
             else "no GPU: everything runs on the CPU (that is fine); for "
@@ -170,12 +163,12 @@ def diagnose(gw: Gateway) -> list[Verdict]:
                 + (f" (CUDA_VISIBLE_DEVICES={visible})" if visible is not None else ""),
             )
         )
-    if devices and gw.settings.scheduler.gpu_device >= len(devices):
+    if devices and settings.scheduler.gpu_device >= len(devices):
         out.append(
             _verdict(
                 "GPU index",
                 False,
-                f"GATEWAY_SCHEDULER__GPU_DEVICE={gw.settings.scheduler.gpu_device} "
+                f"GATEWAY_SCHEDULER__GPU_DEVICE={settings.scheduler.gpu_device} "
                 f"but {len(devices)} GPU(s) are visible",
                 "set it to 0",
             )
@@ -201,10 +194,10 @@ def diagnose(gw: Gateway) -> list[Verdict]:
             else "mount a writable emptyDir at /tmp: the phonemizer copies espeak-ng there",
         )
     )
-    for model_id, state in gw.models.items():
+    for model_id, state in models.items():
         if state.engine is None and not state.spec.default:
             continue
-        placement = where(gw, model_id) if state.engine is not None else "unavailable"
+        placement = where(snap, model_id) if state.engine is not None else "unavailable"
         out.append(
             _verdict(
                 f"model {model_id}",
@@ -216,11 +209,10 @@ def diagnose(gw: Gateway) -> list[Verdict]:
     return out
 
 
-def where(gw: Gateway, model_id: str) -> str:
-    if model_id not in gw.scheduler.engines:
-        return "unavailable"
-    engine = gw.scheduler.engines[model_id]
-    return gw.scheduler.placer.explain(model_id, lane_files(engine))
+def where(snap: Snapshot, model_id: str) -> str:
+    """Where a model runs and which file each lane loads, in words."""
+    facts = snap.models.get(model_id)
+    return "unavailable" if facts is None else facts.where
 
 
 def log_verdicts(verdicts: list[Verdict]) -> None:

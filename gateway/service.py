@@ -219,11 +219,9 @@ class Gateway:
         loop, where placement and model state change; `verification` completes after the last."""
         loop = asyncio.get_running_loop()
         todo = [m for m, s in self.models.items() if s.engine is not None]
-        placer = self.scheduler.placer
         for model_id in todo:
-            spec = self.models[model_id].spec
-            if any(v.lane == "gpu" for v in spec.variants) and model_id not in placer.no_variant:
-                placer.hold_gpu_variant(model_id)
+            if any(v.lane == "gpu" for v in self.models[model_id].spec.variants):
+                self.scheduler.hold_gpu_variant(model_id)
         done: asyncio.Future[None] = loop.create_future()
         self.verification = done
 
@@ -267,9 +265,9 @@ class Gateway:
         state.verified = not problems
         problem = variants.get("gpu")
         if problem and state.engine is not None:
-            self.scheduler.placer.refuse_gpu_variant(model_id, problem)
+            self.scheduler.refuse_gpu_variant(model_id, problem)
         else:
-            self.scheduler.placer.pass_gpu_variant(model_id)
+            self.scheduler.pass_gpu_variant(model_id)
 
     def available(self, task: str) -> list[str]:
         return [m for m, s in self.models.items() if s.spec.task == task and s.engine is not None]
@@ -317,14 +315,22 @@ class Gateway:
 
     # -- lifecycle ------------------------------------------------------------------------------
 
+    def diagnose(self) -> list[Verdict]:
+        """`gateway doctor`'s verdicts for this gateway's GPU, runtimes and models."""
+        return diagnose(self.settings, self.gpu, self.models, self.scheduler.snapshot())
+
     async def start(self) -> None:
-        self.diagnosis = diagnose(self)
+        self.diagnosis = self.diagnose()
         log_verdicts(self.diagnosis)
         self.verify_in_background()
         self.scheduler.start()
         log.info("GPU: %s", self.gpu.reason)
-        for model, (ok, why) in self.scheduler.engine_gpu.items():
-            log.info("engine placement", extra={"model": model, "gpu_usable": ok, "detail": why})
+        scheduled = self.scheduler.snapshot().models
+        for model, facts in scheduled.items():
+            log.info(
+                "engine placement",
+                extra={"model": model, "gpu_usable": facts.gpu_usable, "detail": facts.gpu_detail},
+            )
         for model_id, state in self.models.items():
             if state.problems and state.spec.default:
                 log.warning(
@@ -332,7 +338,7 @@ class Gateway:
                     "; ".join(state.problems),
                     model_id,
                 )
-        preload = [m for m in self.settings.models.preload if m in self.scheduler.engines]
+        preload = [m for m in self.settings.models.preload if m in scheduled]
         if preload:
             await self.scheduler.preload(preload)
 

@@ -144,8 +144,8 @@ def budget_admission() -> dict:
             "b": ModelPolicy(gpu_budget_mib=1024, cpu_threads=1),
             "hog": ModelPolicy(gpu_budget_mib=512, cpu_threads=1),
         }
-        sched = Scheduler(engines, pol, SchedulerSettings(cores=2, gpu_reserve_mib=512),  # type: ignore[arg-type]
-                          mon, SchedulerMetrics(CollectorRegistry()))  # fmt: skip
+        cfg = SchedulerSettings(cores=2, gpu_reserve_mib=512)
+        sched = Scheduler(engines, pol, cfg, mon, SchedulerMetrics(CollectorRegistry()))  # type: ignore[arg-type]
         out: dict[str, Any] = {}
         for model in ("a", "b"):
             async with sched.job(model, Level.interactive) as job:
@@ -156,12 +156,11 @@ def budget_admission() -> dict:
         out["process_used_mib_after_two_loads"] = dev.process_used_mib
         # Unload "a" first (a new admission for it), and only then read what is free: its budget
         # comes back to the free memory, and the pressure must account for it.
-        inst_a = next(i for i in sched.pool if i.model == "a" and i.lane == "gpu")
-        await asyncio.wrap_future(sched.pool.unload(inst_a, "test"))
+        await sched.unload("a")
         torch.cuda.empty_cache()
         dev = mon.device(0)
         assert dev is not None
-        take = pressure_mib(dev.free_mib, pol["a"].gpu_budget_mib, sched.settings.gpu_reserve_mib)
+        take = pressure_mib(dev.free_mib, pol["a"].gpu_budget_mib, cfg.gpu_reserve_mib)
         pressure = torch.empty(take * 1024 * 1024, dtype=torch.uint8, device="cuda:0")
         torch.cuda.synchronize()
         out["free_mib_under_pressure"] = mon.device(0).free_mib  # type: ignore[union-attr]
@@ -192,10 +191,9 @@ def budget_admission() -> dict:
 
 @step("doctor")
 def doctor() -> dict:
-    from gateway.doctor import diagnose
     from gateway.service import Gateway
 
-    return {"verdicts": diagnose(Gateway())}
+    return {"verdicts": Gateway().diagnose()}
 
 
 SPOKEN = "The quick brown fox jumps over the lazy dog near the riverbank."

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from ..scheduler import render_status
 from .deps import GatewayDep, require_key
 
 router = APIRouter(tags=["operations"])
@@ -47,7 +48,7 @@ async def scheduler_status(gw: GatewayDep) -> dict:
         "segments": w.language_segments,
     }
     return {
-        **gw.scheduler.status(),
+        **render_status(gw.scheduler.snapshot()),
         "transcription_languages": languages,
         "diagnosis": gw.diagnosis,
         "traffic": gw.traffic.summary(),

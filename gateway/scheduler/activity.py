@@ -98,7 +98,7 @@ class Ledger:
     """Per-unit bookkeeping when a unit starts and finishes: fallback counts, the unit's record
     for its job, recent activity and the Prometheus metrics."""
 
-    def __init__(self, metrics: SchedulerMetrics | None) -> None:
+    def __init__(self, metrics: SchedulerMetrics) -> None:
         self.metrics = metrics
         self.fallback_counts: dict[tuple[str, str], int] = defaultdict(int)
         self.activity = Activity()
@@ -107,12 +107,10 @@ class Ledger:
         if reason:
             self.fallback_counts[(unit.model, reason)] += 1
             self.activity.fallback(unit.model, reason, unit.job.level.name)
-            if self.metrics:
-                self.metrics.fallbacks.labels(unit.model, reason).inc()
-        if self.metrics:
-            wait_s = unit.started - unit.enqueued
-            level = "speculative" if unit.speculative else unit.job.level.name
-            self.metrics.queue_wait.labels(level, unit.model).observe(wait_s)
+            self.metrics.fallbacks.labels(unit.model, reason).inc()
+        wait_s = unit.started - unit.enqueued
+        level = "speculative" if unit.speculative else unit.job.level.name
+        self.metrics.queue_wait.labels(level, unit.model).observe(wait_s)
 
     def finished(self, unit: Unit, inst: Instance, result: Any, run_s: float) -> None:
         wait_s = unit.started - unit.enqueued
@@ -122,7 +120,6 @@ class Ledger:
         )
         audio_s = inst.audio_seconds(unit.payload, result)
         self.activity.finished(unit.model, inst.lane, audio_s, first)
-        if self.metrics:
-            self.metrics.run_time.labels(unit.model, inst.lane).observe(run_s)
-            if audio_s > 0:
-                self.metrics.rtf.labels(unit.model, inst.lane).observe(run_s / audio_s)
+        self.metrics.run_time.labels(unit.model, inst.lane).observe(run_s)
+        if audio_s > 0:
+            self.metrics.rtf.labels(unit.model, inst.lane).observe(run_s / audio_s)

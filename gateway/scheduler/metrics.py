@@ -1,5 +1,9 @@
 """Prometheus metrics of the scheduler. GPU gauges use DCGM's names where they mean the same thing
-(`DCGM_FI_DEV_FB_USED` etc., in MiB), so dashboards built for dcgm-exporter work unchanged."""
+(`DCGM_FI_DEV_FB_USED` etc., in MiB), so dashboards built for dcgm-exporter work unchanged.
+
+`SchedulerMetrics()` without a registry is the null object: its metrics are registered nowhere,
+so nothing exports them, and the scheduler records into them unconditionally (no `if metrics:`).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from .gpu import GpuInfo
+from .queue import Level, Unit, UnitQueue
 
 WAIT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800)
 RUN_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64)
@@ -17,7 +22,7 @@ RTF_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 5)
 
 
 class SchedulerMetrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.queue_depth = Gauge(
             "gateway_queue_depth",
             "Work units waiting, per priority level and engine.",
@@ -128,6 +133,28 @@ class SchedulerMetrics:
             buckets=RTF_BUCKETS,
             registry=registry,
         )
+
+
+class QueueGauges:
+    """Queue depth and rejections, per level and model."""
+
+    def __init__(self, queue: UnitQueue, metrics: SchedulerMetrics) -> None:
+        self.queue = queue
+        self.metrics = metrics
+
+    def depth(self, unit: Unit) -> None:
+        level = unit.job.level
+        self.metrics.queue_depth.labels(level.name, unit.model).set(
+            self.queue.count(level, unit.model)
+        )
+
+    def rejected(self, level: Level, reason: str) -> None:
+        self.metrics.rejections.labels(level.name, reason).inc()
+
+    def cancelled(self, unit: Unit) -> None:
+        """A queued unit taken back because its caller went away."""
+        self.depth(unit)
+        self.metrics.cancelled.labels(unit.job.level.name, unit.model).inc()
 
 
 class GpuCollector(Collector):

@@ -123,8 +123,7 @@ class Placer:
         error = self.gpu_broken.pop(model)
         self.gpu_retry_at.pop(model, None)
         log.info("retrying the GPU after a failed load", extra={"model": model, "error": error})
-        if self.metrics:
-            self.metrics.gpu_load_retries.labels(model).inc()
+        self.metrics.gpu_load_retries.labels(model).inc()
         return False
 
     def retry_in_s(self, model: str) -> float | None:
@@ -239,8 +238,7 @@ class Placer:
             cooldown,
             extra={"model": model, "error": error[:300]},
         )
-        if self.metrics:
-            self.metrics.gpu_load_failures.labels(model).inc()
+        self.metrics.gpu_load_failures.labels(model).inc()
 
     def watch_budget(self, inst: Instance) -> None:
         """After a GPU unit of an uncapped runtime (CTranslate2): unload it from the GPU when the

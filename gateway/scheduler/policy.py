@@ -6,7 +6,8 @@ import math
 import re
 from dataclasses import dataclass
 
-from ..config import Placement, SchedulerSettings
+from ..config import Placement, QueuePolicy, SchedulerSettings
+from .queue import Level
 
 
 @dataclass
@@ -68,3 +69,7 @@ def check_cpu_plan(policies: dict[str, ModelPolicy], settings: SchedulerSettings
                 f"{model}: {settings.cpu_slots} CPU slots x {policy.cpu_threads} "
                 f"threads exceed {settings.cores} cores"
             )
+
+
+def queue_policy(settings: SchedulerSettings, level: Level) -> QueuePolicy:
+    return settings.interactive if level == Level.interactive else settings.batch

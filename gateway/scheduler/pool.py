@@ -244,7 +244,7 @@ class InstancePool:
         engines: dict[str, Engine],
         policies: dict[str, ModelPolicy],
         settings: SchedulerSettings,
-        metrics: SchedulerMetrics | None,
+        metrics: SchedulerMetrics,
         gpu: GpuMonitor | None = None,
     ) -> None:
         self.engines = engines
@@ -306,7 +306,7 @@ class InstancePool:
 
     def unload(self, inst: Instance, reason: str) -> Future[Any]:
         self.instances.pop(inst.key, None)
-        if self.metrics and inst.loaded:
+        if inst.loaded:
             self.metrics.unloads.labels(inst.model, inst.lane, reason).inc()
         return inst.unload()
 

@@ -87,8 +87,7 @@ class PressureWatch:
             mine = sum(i.held_mib for i in self.pool.on_gpu())
         self.others_mib = max(0, dev.used_mib - mine)
         self.free_mib = dev.free_mib
-        if self.metrics:
-            self.metrics.gpu_other_mib.set(self.others_mib)
+        self.metrics.gpu_other_mib.set(self.others_mib)
         unloaded: list[Instance] = []
         if dev.free_mib < self.settings.gpu_reserve_mib:
             self.clear_since = None
@@ -113,9 +112,8 @@ class PressureWatch:
                 "unloaded": [],
             }
         )
-        if self.metrics:
-            self.metrics.gpu_pressure_events.inc()
-            self.metrics.gpu_pressure.set(1)
+        self.metrics.gpu_pressure_events.inc()
+        self.metrics.gpu_pressure.set(1)
         log.warning(
             "GPU pressure from other processes: yielding memory, new loads go to the CPU",
             extra={"free_mib": dev.free_mib, "others_mib": self.others_mib},
@@ -135,8 +133,7 @@ class PressureWatch:
         self.placer.gpu_pressure = False
         if self.events:
             self.events[-1]["ended"] = time.time()
-        if self.metrics:
-            self.metrics.gpu_pressure.set(0)
+        self.metrics.gpu_pressure.set(0)
         log.info("GPU pressure over: new loads use the GPU again", extra={"free_mib": dev.free_mib})
 
     def _interactive_queued(self, model: str) -> bool:

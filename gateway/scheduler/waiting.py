@@ -13,8 +13,8 @@ import asyncio
 import math
 from collections.abc import Callable
 
+from .metrics import QueueGauges
 from .queue import Level, QueueTimeout, Unit, UnitQueue
-from .status import QueueGauges
 
 
 class Waiting:

@@ -1,11 +1,15 @@
-"""Model control (Ollama's /api/ps shape): list loaded models, load one now, unload one now."""
+"""Model control, in Ollama's shape: list the loaded models (`ps`), load one now (`load`, with a
+keep-alive of its own), unload one now (`unload`). The one home of these operations: the
+`/api/ps` routes (api/ps.py) call them, `gateway models ps|load|unload` (remote.py) calls those
+routes, and the scheduler carries them out (`Scheduler.loaded/load/unload`)."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from ..errors import UnknownModel, bad_request
-from ..scheduler import Lane, control, parse_keep_alive
+from ..scheduler import Lane, parse_keep_alive
 from ..service import Gateway
 
 
@@ -29,8 +33,8 @@ def keep_alive_seconds(value: str | float | None) -> float | None:
 
 
 def ps(gw: Gateway) -> dict[str, Any]:
-    s = gw.scheduler
-    return {"models": control.ps(s.pool), "gpu_pressure": s.pressure.describe()}
+    snap = gw.scheduler.snapshot()
+    return {"models": [asdict(m) for m in snap.loaded], "gpu_pressure": dict(snap.gpu_pressure)}
 
 
 async def load(
@@ -38,12 +42,10 @@ async def load(
 ) -> dict[str, Any]:
     model = resolve(gw, name)
     seconds = keep_alive_seconds(keep_alive)
-    s = gw.scheduler
-    inst, reason = await control.load(s, model, Lane(lane) if lane else None, seconds)
-    return {**control.entry(s.pool, inst), "loaded": inst.loaded, "reason": reason}
+    done = await gw.scheduler.load(model, Lane(lane) if lane else None, seconds)
+    return {**asdict(done.entry), "loaded": done.loaded, "reason": done.reason}
 
 
 async def unload(gw: Gateway, name: str) -> dict[str, Any]:
     model = resolve(gw, name)
-    gone = await control.unload(gw.scheduler, model)
-    return {"model": model, "unloaded": [str(i.lane) for i in gone]}
+    return {"model": model, "unloaded": await gw.scheduler.unload(model)}

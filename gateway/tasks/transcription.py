@@ -182,14 +182,11 @@ def check(gw: Gateway, req: TranscriptionInput) -> TranscriptionPlan:
 
 def default_level(gw: Gateway, duration_s: float) -> Level:
     """Clips longer than `batch_threshold_s` default to level batch."""
-    return (
-        Level.interactive if duration_s <= gw.settings.scheduler.batch_threshold_s else Level.batch
-    )
+    return gw.scheduler.level_for(duration_s)
 
 
 def _audio_full(gw: Gateway, level: Level | None, exc: AudioBudgetFull) -> QueueFull:
-    gw.scheduler.gauges.rejected(level or Level.batch, "audio_held")
-    return QueueFull(str(exc), gw.scheduler.estimates.retry_after(gw.scheduler.queued()))
+    return gw.scheduler.refuse(level or Level.batch, "audio_held", str(exc))
 
 
 async def _decode(

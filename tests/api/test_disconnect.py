@@ -81,4 +81,4 @@ def test_client_closing_its_socket_cancels_the_queued_request() -> None:
         post("next")
         assert results["next"].status_code == 200
         assert ran == ["first", "next"], ran  # the cancelled unit never ran
-        assert not any(gw.scheduler.busy.values())
+        assert not any(gw.scheduler.snapshot().busy.values())

@@ -193,7 +193,7 @@ def test_client_gone_during_preparation_takes_it_back(
         time.sleep(0.1)
     time.sleep(1.0)  # what would still start, starts now
     assert windows == [], "the VAD ran for a client that had gone"
-    assert gw.scheduler.queued() == 0 and not any(gw.scheduler.busy.values())
+    assert gw.scheduler.queued() == 0 and not any(gw.scheduler.snapshot().busy.values())
 
 
 def test_serve_raises_a_low_open_file_limit_to_what_the_caps_need() -> None:

@@ -132,7 +132,7 @@ def test_metrics_parse_and_move(live: LiveServer) -> None:
     moved("gateway_real_time_factor_count", engine="whisper-tiny.en")
     moved("gateway_model_loads_total", engine="whisper-tiny.en")
     # no GPU here: every unit ran on the CPU with a reason
-    if not live.gateway.scheduler.gpu_present:
+    if not live.gateway.scheduler.snapshot().gpu_present:
         moved("gateway_fallbacks_total", 1, engine="kokoro", reason="no_gpu")
     assert value(after, "gateway_queue_depth") == 0  # nothing left waiting
     # the 400 ran no unit: only requests that were served moved the unit counters

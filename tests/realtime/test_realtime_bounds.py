@@ -49,13 +49,13 @@ def _with_lane_busy(live: LiveServer, work: Callable[[], Awaitable[Any]]) -> Any
             files = {"file": ("long.wav", clip, "audio/wav")}
             post = asyncio.ensure_future(http.post("/v1/audio/transcriptions", files=files))
             try:
-                while not sched.status()["lanes"]["cpu"]["busy"]:
+                while not sched.snapshot().busy["cpu"]:
                     assert not post.done(), post.result().text
                     await asyncio.sleep(0.05)
                 return await work()
             finally:
                 post.cancel()
-                while sched.status()["lanes"]["cpu"]["busy"]:  # no decode outlives the server
+                while sched.snapshot().busy["cpu"]:  # no decode outlives the server
                     await asyncio.sleep(0.05)
 
     return asyncio.run(main())

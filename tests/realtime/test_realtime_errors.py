@@ -286,7 +286,7 @@ def test_client_gone_with_its_turn_queued_takes_it_back(keyed: LiveServer) -> No
             post = asyncio.ensure_future(http.post("/v1/audio/transcriptions", files=files,
                                                    data={"model": "whisper-1"}))  # fmt: skip
             try:
-                while not sched.status()["lanes"]["cpu"]["busy"]:
+                while not sched.snapshot().busy["cpu"]:
                     assert not post.done(), post.result().text
                     await asyncio.sleep(0.05)
                 async with raw(keyed.url, additional_headers=AUTH) as ws:
@@ -294,13 +294,13 @@ def test_client_gone_with_its_turn_queued_takes_it_back(keyed: LiveServer) -> No
                     for audio in payloads:
                         await send(ws, **_append(audio))
                     await send(ws, type="input_audio_buffer.commit")
-                    while not sched.status()["queues"]["interactive"]["depth"]:
+                    while not sched.snapshot().queues["interactive"].depth:
                         await asyncio.sleep(0.01)
-                while sched.status()["queues"]["interactive"]["depth"]:  # taken back, not run
+                while sched.snapshot().queues["interactive"].depth:  # taken back, not run
                     await asyncio.sleep(0.01)
             finally:
                 post.cancel()
-                while sched.status()["lanes"]["cpu"]["busy"]:  # no decode outlives the server
+                while sched.snapshot().busy["cpu"]:  # no decode outlives the server
                     await asyncio.sleep(0.05)
 
     asyncio.run(main())

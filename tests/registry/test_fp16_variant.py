@@ -25,6 +25,7 @@ from gateway.engines.precision import gpu_precision
 from gateway.registry.fp16 import FP16_OPS, KEEP_FP32, fp16_file
 from gateway.registry.manifest import load_manifest
 from gateway.registry.store import RECORD
+from gateway.scheduler import render_status
 
 from ..conftest import encode, missing_tool, wer
 
@@ -230,6 +231,6 @@ def test_simulated_gpu_the_lane_loads_the_file_doctor_and_status_name(
     settings.kokoro.gpu_precision = setting  # type: ignore[assignment]
     monkeypatch.setattr(KokoroEngine, "gpu_support", lambda self: (True, "simulated CUDA"))
     gw = Gateway(settings, gpu=SimulatedGpu(16384, compute_capability=capability))
-    status = gw.scheduler.status()["models"]["kokoro"]
+    status = render_status(gw.scheduler.snapshot())["models"]["kokoro"]
     assert status["variants"]["gpu"] == loads
-    assert (loads or "gpu_variant") in where(gw, "kokoro")  # what `gateway doctor` prints
+    assert (loads or "gpu_variant") in where(gw.scheduler.snapshot(), "kokoro")  # `gateway doctor`

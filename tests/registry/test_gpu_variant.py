@@ -27,6 +27,7 @@ from gateway.engines.kokoro import GpuOptions, KokoroEngine
 from gateway.registry.dequantize import INTEGER_OPS, dequantize_file, integer_ops
 from gateway.registry.manifest import load_manifest
 from gateway.registry.store import RECORD, ModelStore
+from gateway.scheduler import render_status
 
 from ..conftest import encode, missing_tool, wer
 
@@ -257,9 +258,9 @@ def test_simulated_gpu_a_bad_variant_sends_kokoro_to_the_cpu_with_its_reason(
 ) -> None:
     gw = _gateway_with_variant(tmp_path, monkeypatch, case == "corrupt", case == "missing")
     _verified(gw)
-    placer = gw.scheduler.placer
+    placer = gw.scheduler.internals_for_tests().placer
     lane = placer.candidates("kokoro")[0]
-    status = gw.scheduler.status()["models"]["kokoro"]
+    status = render_status(gw.scheduler.snapshot())["models"]["kokoro"]
     if case == "intact":
         assert (lane.lane, lane.reason) == ("gpu", None)
         assert status["gpu_variant_ok"] and status["variants"]["gpu"] == VARIANT.name
@@ -287,7 +288,7 @@ def test_simulated_gpu_a_variant_still_being_verified_is_not_used_until_it_passe
         return real(model_id, precision)
 
     monkeypatch.setattr(gw.store, "verify_variants", held)
-    placer = gw.scheduler.placer
+    placer = gw.scheduler.internals_for_tests().placer
     passed_on: list[threading.Thread] = []
     real_pass = placer.pass_gpu_variant
 
@@ -304,13 +305,13 @@ def test_simulated_gpu_a_variant_still_being_verified_is_not_used_until_it_passe
             await asyncio.sleep(0.01)
         for _ in range(3):  # loop turns while the hash runs: still the CPU
             lane = placer.candidates("kokoro")[0]
-            ok = gw.scheduler.status()["models"]["kokoro"]["gpu_variant_ok"]
+            ok = gw.scheduler.snapshot().models["kokoro"].gpu_variant_ok
             seen.append((str(lane.lane), lane.reason, ok))
             await asyncio.sleep(0.01)
         release.set()
         await asyncio.wait_for(gw.verification, 300)
         lane = placer.candidates("kokoro")[0]
-        ok = gw.scheduler.status()["models"]["kokoro"]["gpu_variant_ok"]
+        ok = gw.scheduler.snapshot().models["kokoro"].gpu_variant_ok
         return [*seen, (str(lane.lane), lane.reason, ok)]
 
     seen = asyncio.run(main())

@@ -100,6 +100,11 @@ async def one(s: Scheduler, model: str, payload: Any, level: Level = Level.batch
         return await job.run(payload)
 
 
+def _limit(s: Scheduler) -> int:
+    """Units per GPU call of model `w` now, as the status shows it."""
+    return s.snapshot().models["w"].batch_limit
+
+
 def test_simulated_gpu_queued_units_with_equal_keys_share_one_call() -> None:
     async def main() -> None:
         gpu = SimulatedGpu(total_mib=16000)
@@ -128,14 +133,15 @@ def test_simulated_gpu_batch_limit_follows_the_latency_budget() -> None:
     gpu = SimulatedGpu(total_mib=16000)
     eng = GatedBatchEngine("w", gpu)
     s = make(eng, gpu, max_batch=16)
-    s.policies["w"].batch_latency_s = 1.0
-    assert s.batch_limit("w") == 16  # nothing measured yet: the cap
-    s.batcher.measured("w", 3.0, 1)  # a lone unit (sequential decode) says nothing of batches
-    assert s.batch_limit("w") == 16
-    s.batcher.measured("w", 2.0, 8)  # measured in a batch: 0.25 s per unit
-    assert s.batch_limit("w") == 4
-    s.batcher.measured("w", 6.0, 2)  # slower than the budget: one at a time
-    assert s.batch_limit("w") == 1
+    inner = s.internals_for_tests()
+    inner.placer.policies["w"].batch_latency_s = 1.0
+    assert _limit(s) == 16  # nothing measured yet: the cap
+    inner.batcher.measured("w", 3.0, 1)  # a lone unit (sequential decode) says nothing of batches
+    assert _limit(s) == 16
+    inner.batcher.measured("w", 2.0, 8)  # measured in a batch: 0.25 s per unit
+    assert _limit(s) == 4
+    inner.batcher.measured("w", 6.0, 2)  # slower than the budget: one at a time
+    assert _limit(s) == 1
 
 
 def test_simulated_gpu_interactive_unit_waits_for_at_most_one_batch() -> None:
@@ -178,9 +184,9 @@ def test_simulated_gpu_out_of_memory_halves_the_batch_then_goes_to_cpu_nothing_l
         assert calls[:4] == [("gpu", [1]), ("gpu", [2, 3, 4, 5]), ("gpu", [2, 3]), ("gpu", [2])]
         assert ("cpu", [2]) in calls
         assert sorted(v for lane, vs in calls[4:] if lane == "gpu" for v in vs) == [3, 4, 5]
-        assert s.batch_limit("w") == 1  # three lone calls in a row have filled the cap of one
+        assert _limit(s) == 1  # three lone calls in a row have filled the cap of one
         assert await one(s, "w", ("en", 6)) == 60
-        assert s.batch_limit("w") == 2  # the fourth doubles it: it recovers
+        assert _limit(s) == 2  # the fourth doubles it: it recovers
         await s.close(1)
 
     asyncio.run(main())
@@ -217,14 +223,14 @@ def test_simulated_gpu_batch_cap_recovers_after_calls_without_error() -> None:
         eng.fail = ["CUDA failed: out of memory"]  # the first call only
         async with s.job("w", Level.batch) as job:
             assert await job.run_many([("en", v) for v in (1, 2, 3, 4)]) == [10, 20, 30, 40]
-        assert s.batch_limit("w") == 2
+        assert _limit(s) == 2
         for start in (10, 20):  # calls of two (four in a row fill the cap), then of four
             async with s.job("w", Level.batch) as job:
                 await job.run_many([("en", start + v) for v in range(4)])
         sizes = [len(payloads) for _, payloads in eng.calls]
         assert Batcher.recover_after == 4
         assert sizes == [4, 2, 2, 2, 2, 4], sizes
-        assert s.batch_limit("w") == 4
+        assert _limit(s) == 4
         await s.close(1)
 
     asyncio.run(main())
@@ -236,20 +242,20 @@ def test_simulated_gpu_slow_batch_estimate_recovers_from_lone_calls() -> None:
     two measure a batch again."""
     gpu = SimulatedGpu(total_mib=16000)
     s = make(GatedBatchEngine("w", gpu), gpu, max_batch=16)
-    s.policies["w"].batch_latency_s = 1.0
-    b = s.batcher
+    s.internals_for_tests().placer.policies["w"].batch_latency_s = 1.0
+    b = s.internals_for_tests().batcher
     b.measured("w", 6.0, 2)  # 3 s per unit: one at a time
-    assert s.batch_limit("w") == 1
+    assert _limit(s) == 1
     b.measured("w", 0.3, 1)  # a lone unit took 0.3 s: a batched one takes at most that
-    assert s.batch_limit("w") == 3
+    assert _limit(s) == 3
     b.measured("w", 6.0, 2)
     for _ in range(b.recover_after - 1):
         b.succeeded("w", 0.8, 1, timed=True)  # lone calls too slow to allow two by the bound
-        assert s.batch_limit("w") == 1
+        assert _limit(s) == 1
     b.succeeded("w", 0.8, 1, timed=True)
-    assert s.batch_limit("w") == 2  # the probe
+    assert _limit(s) == 2  # the probe
     b.succeeded("w", 0.4, 2, timed=True)  # the batch was fast: 0.2 s per unit
-    assert s.batch_limit("w") == 5
+    assert _limit(s) == 5
 
 
 def test_simulated_gpu_failed_load_in_a_batch_is_a_gpu_failure_not_an_oom() -> None:
@@ -262,11 +268,12 @@ def test_simulated_gpu_failed_load_in_a_batch_is_a_gpu_failure_not_an_oom() -> N
         async with s.job("w", Level.batch) as job:
             assert await job.run_many([("en", v) for v in (1, 2, 3)]) == [10, 20, 30]
         assert {lane for lane, _ in eng.calls} == {"cpu"}  # the load failed before any call
-        assert "initialization error" in s.gpu_broken["w"]
-        assert s.fallback_counts[("w", "gpu_error")] == 3
+        assert "initialization error" in (s.snapshot().models["w"].gpu_broken or "")
+        assert s.snapshot().fallbacks[("w", "gpu_error")] == 3
         eng.fail_gpu_load = None
-        s.placer.gpu_retry_at["w"] = 0.0  # the cooldown is over: the GPU again, full batches
-        assert s.batch_limit("w") == 4
+        placer = s.internals_for_tests().placer
+        placer.gpu_retry_at["w"] = 0.0  # the cooldown is over: the GPU again, full batches
+        assert _limit(s) == 4
         async with s.job("w", Level.batch) as job:
             await job.run_many([("en", v) for v in (4, 5, 6, 7)])
         assert eng.calls[-1] == ("gpu", [("en", v) for v in (4, 5, 6, 7)])
@@ -297,7 +304,7 @@ def test_simulated_gpu_unit_requeued_after_its_deadline_passed_in_a_batch_still_
         await started(eng)
         rest = [asyncio.create_task(one(s, "w", ("en", v))) for v in (2, 3)]
         await asyncio.sleep(0)
-        units = list(s.queue)
+        units = list(s.internals_for_tests().queue)
         eng.holds[0].set()
         await started(eng)  # the batch of two runs ...
         assert all(u.started for u in units)
@@ -346,9 +353,10 @@ def test_simulated_gpu_batched_units_record_their_share_of_the_call() -> None:
         eng = GatedBatchEngine("w", gpu)
         eng.gate.set()
         registry = CollectorRegistry()
+        # each call takes exactly call_s on the engine's clock
         s = Scheduler({"w": eng}, {"w": ModelPolicy(cpu_threads=2, max_batch=4)},  # type: ignore[dict-item]
-                      SchedulerSettings(cores=2, gpu_slots=1), gpu, SchedulerMetrics(registry))  # fmt: skip
-        s.clock = lambda: eng.clock  # each call takes exactly call_s on this clock
+                      SchedulerSettings(cores=2, gpu_slots=1), gpu, SchedulerMetrics(registry),
+                      clock=lambda: eng.clock)  # fmt: skip
         eng.call_s = 2.0
         async with s.job("w", Level.batch) as job:
             await job.run_many([("en", v) for v in (1, 2, 3, 4)])
@@ -447,7 +455,8 @@ def test_simulated_gpu_companions_started_in_a_batch_are_not_dispatched_again() 
         eng = GatedBatchEngine("w", gpu)
         eng.gate.set()
         s = make(eng, gpu, max_batch=4, spillover_wait_s=0.001)
-        s.estimates.per_unit[("w", "gpu")] = 1.0  # a measured GPU time: the wait looks long
+        estimates = s.internals_for_tests().estimates
+        estimates.per_unit[("w", "gpu")] = 1.0  # a measured GPU time: the wait looks long
         async with s.job("w", Level.batch) as job:
             assert await job.run_many([("en", v) for v in (1, 2, 3)]) == [10, 20, 30]
         assert sorted(v for _, payloads in eng.calls for _, v in payloads) == [1, 2, 3]
@@ -464,7 +473,7 @@ def test_simulated_gpu_a_group_of_units_counts_one_request() -> None:
         s = make(eng, gpu, max_batch=4)
         async with s.job("w", Level.batch) as job:
             await job.run_many([("en", v) for v in (1, 2, 3, 4, 5)])
-        activity = s.ledger.activity
+        activity = s.internals_for_tests().ledger.activity
         assert [u.first for u in activity.units] == [True, False, False, False, False]
         await s.close(1)
 

@@ -56,7 +56,7 @@ def _setup(concurrency: int, **settings: Any) -> tuple[Scheduler, dict[str, Thre
 
 
 def _inst(s: Scheduler, model: str) -> Any:
-    return s.pool.instances[(model, "gpu")]
+    return s.internals_for_tests().pool.instances[(model, "gpu")]
 
 
 def test_simulated_gpu_runs_n_speech_units_at_once_on_one_load_and_one_slot() -> None:
@@ -74,7 +74,7 @@ def test_simulated_gpu_runs_n_speech_units_at_once_on_one_load_and_one_slot() ->
         await asyncio.sleep(0.05)  # give a fifth the chance it must not take
         assert sp.now == 4 and len(sp.started) == 5
         # both slots taken (speech's four units hold one), yet units 2 to 4 started beside unit 1
-        assert s.busy["gpu"] == 2 and _inst(s, "speech").running == 4
+        assert s.snapshot().busy["gpu"] == 2 and _inst(s, "speech").running == 4
         stt.release()
         assert await other == ["t"] and stt.log == [("t", "gpu")]
         sp.release()
@@ -82,7 +82,7 @@ def test_simulated_gpu_runs_n_speech_units_at_once_on_one_load_and_one_slot() ->
         assert sp.peak == 4 and sp.loads == 1
         assert len(sp.threads) == 4  # each running unit had a runner thread of its own
         assert all(lane == "gpu" for _, lane in sp.log)
-        assert s.busy["gpu"] == 0 and _inst(s, "speech").slot is None
+        assert s.snapshot().busy["gpu"] == 0 and _inst(s, "speech").slot is None
         assert not _inst(s, "speech").busy
 
     asyncio.run(main())
@@ -162,7 +162,7 @@ def test_simulated_gpu_second_unit_waits_for_the_first_load() -> None:
 def test_cpu_lane_ignores_gpu_concurrency() -> None:
     async def main() -> None:
         s, eng = _setup(4)
-        s.placer.gpu_present = False
+        s.internals_for_tests().placer.gpu_present = False
         sp = eng["speech"]
         sp.hold("a", "b")
         jobs = [asyncio.create_task(run_job(s, "speech", Level.interactive, [u])) for u in "ab"]

@@ -5,11 +5,12 @@ to the GPU only after the hysteresis. No real GPU exists here; these prove order
 from __future__ import annotations
 
 import asyncio
+from dataclasses import asdict
 from typing import Any
 
 from prometheus_client.metrics import MetricWrapperBase
 
-from gateway.scheduler import Level, ModelPolicy, Scheduler, SimulatedGpu, control
+from gateway.scheduler import Level, ModelPolicy, Scheduler, SimulatedGpu, render_status
 
 from ..support.wait import until
 from .test_scheduler import TimedEngine, make, run_job
@@ -29,6 +30,11 @@ def _setup(
     return s, gpu, engines
 
 
+def _check(s: Scheduler) -> list[str]:
+    """One reading of the GPU pressure watch, taken now; the models it unloaded."""
+    return [i.model for i in s.internals_for_tests().pressure.check()]
+
+
 def _neighbour_leaves_free(gpu: SimulatedGpu, free_mib: int) -> None:
     """The other process grows or shrinks until the device has `free_mib` free."""
     mine = sum(gpu.allocations.values())
@@ -40,7 +46,7 @@ def _sample(metric: MetricWrapperBase, name: str) -> float:
 
 
 def _gpu_models(s: Scheduler) -> list[str]:
-    return sorted(i.model for i in s.pool.on_gpu() if i.loaded)
+    return sorted(e.model for e in s.loaded() if e.lane == "gpu")
 
 
 def test_simulated_neighbour_growth_unloads_idle_models_lru_first_never_a_busy_one() -> None:
@@ -53,20 +59,20 @@ def test_simulated_neighbour_growth_unloads_idle_models_lru_first_never_a_busy_o
         await until(lambda: eng["c"].started[-1:] == ["c2"], "c2 running")
 
         _neighbour_leaves_free(gpu, 2500)  # 500 MiB short of the reserve: one model is enough
-        assert [i.model for i in s.pressure.check()] == ["a"]
+        assert _check(s) == ["a"]
         await until(lambda: "a" not in gpu.allocations, "a's memory given back")
         assert _gpu_models(s) == ["b", "c"]
 
         _neighbour_leaves_free(gpu, 0)  # it takes all: "b" is not enough, yet busy "c" stays
-        assert [i.model for i in s.pressure.check()] == ["b"]
-        assert _gpu_models(s) == ["c"] and s.pool.instances[("c", "gpu")].busy
+        assert _check(s) == ["b"]
+        assert [(e.model, e.busy) for e in s.loaded() if e.lane == "gpu"] == [("c", True)]
 
         eng["c"].release()
         assert await busy == ["c2"]  # the running unit finished on the GPU
         assert eng["c"].log[-1] == ("c2", "gpu")
         await until(lambda: "b" not in gpu.allocations, "b's memory given back")
         # b's 2000 MiB leave the device still short of the reserve: "c", idle now, goes too
-        assert [i.model for i in s.pressure.check()] == ["c"]
+        assert _check(s) == ["c"]
         await until(lambda: not gpu.allocations, "every model's memory given back")
 
     asyncio.run(main())
@@ -76,36 +82,37 @@ def test_simulated_pressure_sends_new_loads_to_cpu_until_free_memory_holds_above
     async def main() -> None:
         s, gpu, eng = _setup("a", gpu_pressure_hold_s=30.0)
         now = [0.0]
-        s.pressure.clock = lambda: now[0]
+        pressure = s.internals_for_tests().pressure
+        pressure.clock = lambda: now[0]
         await run_job(s, "a", Level.interactive, ["before"])
         _neighbour_leaves_free(gpu, 100)
-        s.pressure.check()
+        _check(s)
         await until(lambda: not gpu.allocations, "a unloaded")
         assert await run_job(s, "a", Level.interactive, ["squeezed"]) == ["squeezed"]
-        inst, reason = await control.load(s, "a", None, None)  # POST /api/ps/a says why
-        assert (str(inst.lane), reason) == ("cpu", "gpu_pressure")
+        done = await s.load("a")  # POST /api/ps/a says why
+        assert (done.entry.lane, done.reason) == ("cpu", "gpu_pressure")
 
         # Room for the reserve, not for the reserve plus a budget: still the CPU.
         _neighbour_leaves_free(gpu, RESERVE + BUDGET - 1)
-        s.pressure.check()
+        _check(s)
         assert await run_job(s, "a", Level.batch, ["tight"]) == ["tight"]
 
         # Above the line, but not for the hold yet; a dip under the reserve starts it over.
         _neighbour_leaves_free(gpu, 8000)
-        s.pressure.check()
+        _check(s)
         now[0] = 20.0
         _neighbour_leaves_free(gpu, 300)
-        s.pressure.check()
+        _check(s)
         now[0] = 25.0
         _neighbour_leaves_free(gpu, 8000)
-        s.pressure.check()
+        _check(s)
         now[0] = 50.0  # 30 s since the first clear reading, only 25 s since the last dip
-        s.pressure.check()
-        assert s.pressure.active
+        _check(s)
+        assert s.snapshot().gpu_pressure["active"]
         assert await run_job(s, "a", Level.interactive, ["holding"]) == ["holding"]
         now[0] = 55.0
-        s.pressure.check()
-        assert not s.pressure.active
+        _check(s)
+        assert not s.snapshot().gpu_pressure["active"]
         assert await run_job(s, "a", Level.interactive, ["after"]) == ["after"]
 
         lanes = [(p, lane) for p, lane in eng["a"].log]
@@ -116,12 +123,11 @@ def test_simulated_pressure_sends_new_loads_to_cpu_until_free_memory_holds_above
             ("holding", "cpu"),
             ("after", "gpu"),
         ]
-        assert s.fallback_counts == {("a", "gpu_pressure"): 3}
-        status = s.status()["gpu_pressure"]
+        assert s.snapshot().fallbacks == {("a", "gpu_pressure"): 3}
+        status = s.snapshot().gpu_pressure
         assert [e["unloaded"] for e in status["events"]] == [["a"]]
         assert status["events"][0]["ended"] is not None
-        assert s.metrics is not None
-        m = s.metrics
+        m = s.internals_for_tests().metrics
         assert _sample(m.gpu_pressure_events, "gateway_gpu_pressure_events_total") == 1
         assert _sample(m.gpu_other_mib, "gateway_gpu_other_processes_memory_mib") == (
             gpu.other_used_mib
@@ -144,7 +150,7 @@ def test_simulated_model_with_interactive_work_queued_is_the_last_to_go() -> Non
 
         _neighbour_leaves_free(gpu, 200)
         # "a" is the least recently used, but its interactive unit waits: "b" goes instead.
-        assert [i.model for i in s.pressure.check()] == ["b"]
+        assert _check(s) == ["b"]
         eng["c"].release()
         assert await asyncio.gather(busy, waiting) == [["c2"], ["a2"]]
         assert eng["a"].log[-1] == ("a2", "gpu")
@@ -158,8 +164,9 @@ def test_simulated_pressure_watch_runs_in_the_background_and_stops_on_close() ->
         s.start()
         await run_job(s, "a", Level.interactive, ["x"])
         _neighbour_leaves_free(gpu, 0)
-        await until(lambda: s.pressure.active and not gpu.allocations, "the watch yielded")
-        assert s.pressure.others_mib == gpu.other_used_mib
+        pressure = s.internals_for_tests().pressure
+        await until(lambda: pressure.active and not gpu.allocations, "the watch yielded")
+        assert pressure.others_mib == gpu.other_used_mib
         await s.close(1.0)
 
     asyncio.run(main())
@@ -168,21 +175,19 @@ def test_simulated_pressure_watch_runs_in_the_background_and_stops_on_close() ->
 def test_simulated_keep_alive_zero_unloads_after_use_and_forever_keeps() -> None:
     async def main() -> None:
         s, gpu, _ = _setup("ab", gpu_idle_ttl_s=0.001)
-        a, _ = await control.load(s, "a", None, 0.0)
-        b, _ = await control.load(s, "b", None, float("inf"))
+        a = await s.load("a", keep_alive_s=0.0)
+        b = await s.load("b", keep_alive_s=float("inf"))
         assert a.loaded and b.loaded
-        s.expire_idle()  # "a" has not been used yet: kept for its first unit
+        s.internals_for_tests().expire_idle()  # "a" has not been used yet: kept for its first unit
         assert _gpu_models(s) == ["a", "b"]
         await run_job(s, "a", Level.interactive, ["a1"])
         await run_job(s, "b", Level.interactive, ["b1"])
         await until(lambda: "a" not in gpu.allocations, "a unloaded after its use")
-        s.expire_idle()  # the lane TTL has long passed; "b" is kept forever
+        s.internals_for_tests().expire_idle()  # the lane TTL has long passed; "b" is kept forever
         assert _gpu_models(s) == ["b"]
-        assert [e["model"] for e in control.ps(s.pool)] == ["b"]
-        assert s.status()["loaded"] == control.ps(s.pool)  # the status page shows the same
-        assert (
-            control.ps(s.pool)[0]["keep_alive_s"] == -1
-            and control.ps(s.pool)[0]["expires_at"] is None
-        )
+        assert [e.model for e in s.loaded()] == ["b"]
+        # the status page shows the same
+        assert render_status(s.snapshot())["loaded"] == [asdict(e) for e in s.loaded()]
+        assert s.loaded()[0].keep_alive_s == -1 and s.loaded()[0].expires_at is None
 
     asyncio.run(main())

@@ -4,6 +4,7 @@ with known memory (no real GPU exists here). They prove order and placement, nev
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 import time
 from typing import Any
@@ -21,6 +22,8 @@ from gateway.scheduler import (
     Scheduler,
     SchedulerMetrics,
     SimulatedGpu,
+    Snapshot,
+    render_status,
 )  # fmt: skip
 
 from ..support.wait import until
@@ -224,7 +227,7 @@ def test_load_that_does_not_fit_the_budget_goes_to_cpu_not_admitted() -> None:
         eng = TimedEngine("m", 0.01, gpu)
         s = make({"m": eng}, gpu, {"m": ModelPolicy(gpu_budget_mib=1024, cpu_threads=2)})
         await run_job(s, "m", Level.interactive, ["x"])
-        return eng.log, dict(s.fallback_counts)
+        return eng.log, dict(s.snapshot().fallbacks)
 
     log, fallbacks = asyncio.run(main())
     assert log == [("x", "cpu")]
@@ -268,7 +271,7 @@ def test_simulated_cuda_oom_retries_on_cpu_with_reason_gpu_error() -> None:
         s = make({"m": eng}, gpu)
         async with s.job("m", Level.interactive) as job:
             result = [await job.run("x")]
-        return result, eng.log, dict(s.fallback_counts)
+        return result, eng.log, dict(s.snapshot().fallbacks)
 
     result, log, fallbacks = asyncio.run(main())
     assert result == ["x"]
@@ -284,7 +287,7 @@ def test_non_cuda_errors_are_not_retried() -> None:
         s = make({"m": eng}, gpu)
         with pytest.raises(RuntimeError, match="bad input"):
             await run_job(s, "m", Level.interactive, ["x"])
-        assert eng.log == [] and not s.fallback_counts
+        assert eng.log == [] and not s.snapshot().fallbacks
 
     asyncio.run(main())
 
@@ -298,7 +301,7 @@ def test_ttl_unload_frees_simulated_gpu_memory() -> None:
         await run_job(s, "m", Level.interactive, ["x"])
         loaded = dict(gpu.allocations)
         await until(lambda: not gpu.allocations, "the idle TTL unload")
-        return loaded, dict(gpu.allocations), s.status()["instances"]
+        return loaded, dict(gpu.allocations), list(s.snapshot().instances)
 
     loaded, after, instances = asyncio.run(main())
     assert loaded == {"m": 1024}
@@ -314,9 +317,9 @@ def test_pinned_model_survives_ttl() -> None:
                  gpu_idle_ttl_s=0.05)  # fmt: skip
         s.start()
         await run_job(s, "m", Level.interactive, ["x"])
-        for inst in s.pool:
+        for inst in s.internals_for_tests().pool:
             inst.last_used -= 3600  # idle for an hour, far past the TTL
-        s.expire_idle()
+        s.internals_for_tests().expire_idle()
         await asyncio.sleep(0.2)  # and the TTL loop's own ticks (every ~12 ms) see it too
         return dict(gpu.allocations)
 
@@ -337,7 +340,7 @@ def test_cancelling_a_request_removes_its_queued_unit() -> None:
         depth = s.queued()
         eng.release()
         await running
-        await until(lambda: not any(s.busy.values()), "every slot free")
+        await until(lambda: not any(s.snapshot().busy.values()), "every slot free")
         return [p for p, _ in eng.log], depth
 
     log, depth = asyncio.run(main())
@@ -369,11 +372,11 @@ def test_niced_engine_runs_in_the_background_slot_beside_foreground_work() -> No
         await until(lambda: bg.started == ["b"], "b running")
         speech = asyncio.create_task(run_job(s, "fg", Level.interactive, ["f"]))
         await until(lambda: fg.started == ["f"] or s.queued() == 1, "f placed")
-        both_running = s.status()["lanes"]["cpu"]
+        both_running = render_status(s.snapshot())["lanes"]["cpu"]
         fg.release()
         bg.release()
         await asyncio.gather(batch, speech)
-        inst = s.status()["instances"]
+        inst = s.snapshot().instances
         return [(i["model"], i["background"], i["nice"]) for i in inst], both_running
 
     inst, lane = asyncio.run(main())
@@ -388,7 +391,7 @@ def test_fifo_policy_runs_no_niced_background_instances() -> None:
 
     async def main() -> list:
         await run_job(s, "bg", Level.batch, ["b"])
-        return [(i["model"], i["background"], i["nice"]) for i in s.status()["instances"]]
+        return [(i["model"], i["background"], i["nice"]) for i in s.snapshot().instances]
 
     assert asyncio.run(main()) == [("bg", False, 0)]
 
@@ -402,7 +405,7 @@ def test_over_budget_uncapped_engine_is_unloaded_and_sent_to_cpu() -> None:
                  gpu_reserve_mib=256)  # fmt: skip
         await run_job(s, "m", Level.interactive, ["first"])
         await run_job(s, "m", Level.interactive, ["second"])
-        return eng.log, dict(s.fallback_counts)
+        return eng.log, dict(s.snapshot().fallbacks)
 
     log, fallbacks = asyncio.run(main())
     assert log[0] == ("first", "gpu")
@@ -415,7 +418,7 @@ def test_no_gpu_means_cpu_with_reason_no_gpu() -> None:
         eng = TimedEngine("m", 0.01)
         s = make({"m": eng}, None)
         await run_job(s, "m", Level.interactive, ["x"])
-        return dict(s.fallback_counts)
+        return dict(s.snapshot().fallbacks)
 
     assert asyncio.run(main()) == {("m", "no_gpu"): 1}
 
@@ -426,7 +429,7 @@ def test_placement_cpu_is_not_a_fallback() -> None:
         eng = TimedEngine("m", 0.01, gpu)
         s = make({"m": eng}, gpu, {"m": ModelPolicy(placement=Placement.cpu, cpu_threads=2)})
         await run_job(s, "m", Level.interactive, ["x"])
-        return eng.log, dict(s.fallback_counts)
+        return eng.log, dict(s.snapshot().fallbacks)
 
     assert asyncio.run(main()) == ([("x", "cpu")], {})
 
@@ -456,6 +459,31 @@ def test_interactive_units_of_a_niced_engine_run_at_normal_priority() -> None:
         s = make({"stt": eng}, None, {"stt": ModelPolicy(cpu_threads=2, cpu_nice=19)})
         await run_job(s, "stt", Level.interactive, ["note"])
         await run_job(s, "stt", Level.batch, ["long"])
-        return sorted((i["background"], i["nice"]) for i in s.status()["instances"])
+        return sorted((i["background"], i["nice"]) for i in s.snapshot().instances)
 
     assert asyncio.run(main()) == [(False, 0), (True, 19)]
+
+
+def test_without_a_registry_metrics_do_nothing_and_a_snapshot_stays_as_taken() -> None:
+    """No `metrics` given: the scheduler records into metrics no registry exports (no guard on
+    each use). A snapshot is a picture of its moment: later work does not change it."""
+
+    async def main() -> tuple[Snapshot, Snapshot]:
+        eng = TimedEngine("m", 0.001)
+        eng.hold("x")
+        s = Scheduler({"m": eng}, {"m": ModelPolicy(cpu_threads=2)}, SchedulerSettings(cores=2))  # type: ignore[dict-item]
+        running = asyncio.create_task(run_job(s, "m", Level.interactive, ["x"]))
+        await until(lambda: eng.started == ["x"], "x runs")
+        during = s.snapshot()
+        eng.release("x")
+        await running
+        after = s.snapshot()
+        await s.close(1)
+        return during, after
+
+    during, after = asyncio.run(main())
+    assert during.busy["cpu"] == 1 and after.busy["cpu"] == 0
+    assert [i["running"] for i in during.instances] == [1]
+    assert [(e.model, e.units_run) for e in after.loaded] == [("m", 1)]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        during.closing = True  # type: ignore[misc]

@@ -26,6 +26,7 @@ from gateway.scheduler import (
     Scheduler,
     SchedulerMetrics,
     SimulatedGpu,
+    render_status,
 )
 
 from ..support.wait import until
@@ -98,6 +99,16 @@ def metric(registry: CollectorRegistry, name: str, engine: str) -> float:
     return 0.0
 
 
+def _over_budget(s: Scheduler) -> list[str]:
+    """Models kept off the GPU for going over their budget."""
+    return [m for m, f in s.snapshot().models.items() if f.over_budget]
+
+
+def _admitted(s: Scheduler, model: str) -> bool:
+    """Whether the model has a GPU instance (admitted; loaded or not)."""
+    return any(i["model"] == model and i["lane"] == Lane.gpu for i in s.snapshot().instances)
+
+
 async def phantom(s: Scheduler, model: str, blocker: GatedEngine) -> None:
     """Leave `model` admitted on the GPU but never loaded: its unit is queued behind a running
     GPU unit (dispatch admits it) and the client goes away before it starts."""
@@ -105,7 +116,7 @@ async def phantom(s: Scheduler, model: str, blocker: GatedEngine) -> None:
     blocking = asyncio.create_task(run_job(s, blocker.model_id, Level.interactive, ["block"]))
     await until(blocker.running.is_set, "the blocker runs on the GPU")
     waiting = asyncio.create_task(run_job(s, model, Level.interactive, ["gone"]))
-    await until(lambda: s.pool.has(model, Lane.gpu), f"{model} admitted")
+    await until(lambda: _admitted(s, model), f"{model} admitted")
     waiting.cancel()
     blocker.run_gate.set()
     await blocking
@@ -123,15 +134,15 @@ def test_simulated_gpu_load_failure_is_retried_after_the_cooldown() -> None:
         registry = CollectorRegistry()
         s = mk({"m": eng}, gpu, registry=registry, gpu_retry_cooldown_s=60)
         now = [1000.0]
-        s.placer.clock = lambda: now[0]
+        s.internals_for_tests().placer.clock = lambda: now[0]
         await run_job(s, "m", Level.interactive, ["a"])  # the GPU load fails: retried on CPU
-        broken = dict(s.status()["models"]["m"])
+        broken = dict(render_status(s.snapshot())["models"]["m"])
         now[0] += 30
         await run_job(s, "m", Level.interactive, ["b"])  # still cooling down: CPU, no GPU try
         del eng.fail_load["gpu"]  # the driver recovered
         now[0] += 31
         await run_job(s, "m", Level.interactive, ["c"])  # cooldown over: the GPU again
-        return eng.log, broken, s.status()["models"]["m"], eng.gpu_loads, registry
+        return eng.log, broken, render_status(s.snapshot())["models"]["m"], eng.gpu_loads, registry
 
     log, broken, healed, gpu_loads, registry = asyncio.run(main())
     assert log == [("a", "cpu"), ("b", "cpu"), ("c", "gpu")]
@@ -157,7 +168,7 @@ def test_simulated_admission_counts_loads_in_flight() -> None:
         await run_job(s, "b", Level.interactive, ["b1"])  # NVML free still shows a's 1000 MiB
         a.load_gate.set()
         await first
-        return a.log, b.log, dict(s.fallback_counts)
+        return a.log, b.log, dict(s.snapshot().fallbacks)
 
     a_log, b_log, fallbacks = asyncio.run(main())
     assert a_log == [("a1", "gpu")]
@@ -173,7 +184,7 @@ def test_simulated_admitted_but_unloaded_instance_is_admitted_again() -> None:
         await phantom(s, "m", blk)
         gpu.other_used_mib = 3000  # another process takes the card: 596 MiB free
         await run_job(s, "m", Level.interactive, ["x"])
-        return m.log, m.gpu_loads, dict(s.fallback_counts)
+        return m.log, m.gpu_loads, dict(s.snapshot().fallbacks)
 
     log, gpu_loads, fallbacks = asyncio.run(main())
     assert log == [("x", "cpu")]
@@ -190,7 +201,7 @@ def test_simulated_evicting_a_never_loaded_instance_frees_nothing() -> None:
         await phantom(s, "p", blk)  # p: admitted, 2000 MiB budget, never loaded
         gpu.other_used_mib = 8192 - 500 - 896  # 896 MiB free: c needs 1000 + 512
         await run_job(s, "c", Level.interactive, ["x"])
-        return c.log, c.gpu_loads, dict(s.fallback_counts)
+        return c.log, c.gpu_loads, dict(s.snapshot().fallbacks)
 
     log, gpu_loads, fallbacks = asyncio.run(main())
     assert log == [("x", "cpu")]
@@ -208,7 +219,7 @@ def test_simulated_container_nvml_without_our_pid_still_watches_the_budget() -> 
         s = mk({"m": eng}, gpu, {"m": 1024}, gpu_reserve_mib=256)
         await run_job(s, "m", Level.interactive, ["first"])
         await run_job(s, "m", Level.interactive, ["second"])
-        return eng.log, dict(s.fallback_counts)
+        return eng.log, dict(s.snapshot().fallbacks)
 
     log, fallbacks = asyncio.run(main())
     assert log == [("first", "gpu"), ("second", "cpu")]
@@ -216,7 +227,7 @@ def test_simulated_container_nvml_without_our_pid_still_watches_the_budget() -> 
 
 
 def test_simulated_ort_memory_beyond_its_arena_cap_is_not_charged_to_whisper() -> None:
-    async def main() -> tuple[list, dict, dict]:
+    async def main() -> tuple[list, list, dict]:
         gpu = SimulatedGpu(16384)
         tts = GatedEngine("tts", 0.01, gpu)  # capped: 1024 MiB arena ...
         tts.extra_mib = 900  # ... plus CUDA context and cuDNN workspace outside the arena
@@ -225,21 +236,21 @@ def test_simulated_ort_memory_beyond_its_arena_cap_is_not_charged_to_whisper() -
         await run_job(s, "tts", Level.interactive, ["t"])
         await run_job(s, "stt", Level.interactive, ["s1"])
         await run_job(s, "stt", Level.interactive, ["s2"])
-        used = {i["model"]: i.get("gpu_used_mib") for i in s.status()["instances"]}
-        return stt.log, dict(s.over_budget), used
+        used = {i["model"]: i.get("gpu_used_mib") for i in s.snapshot().instances}
+        return stt.log, _over_budget(s), used
 
     log, over, used = asyncio.run(main())
     assert log == [("s1", "gpu"), ("s2", "gpu")]
-    assert over == {}
+    assert over == []
     assert used == {"tts": 1924, "stt": 1200}  # device deltas around each load
 
 
-def _stt_beside_tts(gpu: SimulatedGpu, during: Any) -> tuple[list, dict, dict]:
+def _stt_beside_tts(gpu: SimulatedGpu, during: Any) -> tuple[list, list, dict]:
     """Whisper-like `stt` (uncapped, 1200 of its 1536 MiB) runs a unit on one GPU slot while
     `during(tts, stt)` happens; then one more stt unit. Returns stt's log, the over-budget
     marks and the memory charged to each instance."""
 
-    async def main() -> tuple[list, dict, dict]:
+    async def main() -> tuple[list, list, dict]:
         tts = GatedEngine("tts", 0.01, gpu)
         stt = GatedEngine("stt", 0.01, gpu, capped=False, use_mib=1200)
         s = mk({"tts": tts, "stt": stt}, gpu, {"tts": 1024, "stt": 1536}, gpu_reserve_mib=256,
@@ -254,8 +265,8 @@ def _stt_beside_tts(gpu: SimulatedGpu, during: Any) -> tuple[list, dict, dict]:
         await held
         stt.run_gate = None
         await run_job(s, "stt", Level.batch, ["s3"])
-        used = {i["model"]: i.get("gpu_used_mib") for i in s.status()["instances"]}
-        return stt.log, dict(s.over_budget), used
+        used = {i["model"]: i.get("gpu_used_mib") for i in s.snapshot().instances}
+        return stt.log, _over_budget(s), used
 
     return asyncio.run(main())
 
@@ -267,7 +278,7 @@ def test_simulated_gpu_a_run_beside_another_instance_is_not_charged_to_it() -> N
 
     log, over, used = _stt_beside_tts(SimulatedGpu(16384), kokoro_grows)
     assert log == [("s1", "gpu"), ("s2", "gpu"), ("s3", "gpu")]
-    assert over == {}
+    assert over == []
     assert used == {"tts": 1024, "stt": 1200}
 
 
@@ -278,7 +289,7 @@ def test_simulated_gpu_other_processes_are_not_charged_where_nvml_lists_ours() -
     gpu = SimulatedGpu(16384)
     log, over, used = _stt_beside_tts(gpu, another_process)
     assert log == [("s1", "gpu"), ("s2", "gpu"), ("s3", "gpu")]
-    assert over == {}
+    assert over == []
     assert used == {"tts": 1024, "stt": 1200}
 
 
@@ -298,14 +309,14 @@ def test_simulated_gpu_error_retry_keeps_the_wait_it_had_left() -> None:
         hog = GatedEngine("hog", 0.01)
         hog.run_gate = threading.Event()
         s = mk({"m": m, "hog": hog, "blk": blk}, gpu)
-        s.policies["hog"].placement = Placement.cpu
+        s.internals_for_tests().placer.policies["hog"].placement = Placement.cpu
         hogging = asyncio.create_task(run_job(s, "hog", Level.interactive, ["hog"]))
         await until(hog.running.is_set, "the CPU slot is taken")
         blocking = asyncio.create_task(run_job(s, "blk", Level.interactive, ["blk"]))
         await until(blk.running.is_set, "the GPU slot is taken")
         job = asyncio.create_task(run_job(s, "m", Level.interactive, ["x"], timeout=0.5))
         await until(lambda: s.queued(model="m") == 1, "m queued")
-        (unit,) = list(s.queue)
+        (unit,) = list(s.internals_for_tests().queue)
         queued_at, first_deadline = unit.enqueued, unit.deadline
         await asyncio.sleep(0.05)  # it waits ...
         blk.run_gate.set()
@@ -343,7 +354,7 @@ def test_simulated_preload_gpu_failure_falls_back_to_cpu(caplog: pytest.LogCaptu
         bad.fail_load = {"gpu": OOM, "cpu": "cannot open model files"}
         s = mk({"m": m, "bad": bad, "ok": ok}, gpu)
         await s.preload(["m", "bad", "ok"])  # must not raise
-        return s.status()
+        return render_status(s.snapshot())
 
     caplog.set_level(logging.WARNING)
     status = asyncio.run(main())
@@ -373,7 +384,7 @@ def test_simulated_eviction_spares_a_model_with_interactive_work_queued() -> Non
         await until(lambda: s.queued(Level.interactive, "tts") == 1, "speech queued")
         batch = asyncio.create_task(run_job(s, "x", Level.batch, ["x1"]))  # must evict one
         await until(lambda: s.queued(Level.batch, "x") == 1, "batch queued")
-        kept = s.pool.has("tts", Lane.gpu), s.pool.has("stt", Lane.gpu)
+        kept = _admitted(s, "tts"), _admitted(s, "stt")
         e["blk"].run_gate.set()
         await asyncio.gather(blocking, speech, batch)
         return *kept, e["tts"].log

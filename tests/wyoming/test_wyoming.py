@@ -20,6 +20,8 @@ from wyoming.tts import (
     SynthesizeVoice,
 )
 
+from gateway.scheduler import render_status
+
 from ..conftest import PASSAGE, LiveServer, encode, metric, wer
 from ..support.wyoming_util import (
     COMMAND,
@@ -95,7 +97,7 @@ def test_describe_answers_at_once_while_a_long_transcription_runs(server: LiveSe
 
 
 def _running(server: LiveServer) -> bool:
-    lanes = server.gateway.scheduler.status()["lanes"]
+    lanes = render_status(server.gateway.scheduler.snapshot())["lanes"]
     return bool(lanes["gpu"]["busy"] or lanes["cpu"]["busy"] or lanes["cpu"]["background_busy"])
 
 

@@ -178,7 +178,7 @@ def _with_lane_busy(server: LiveServer, work: Callable[[], object]) -> object:
             files = {"file": ("long.wav", clip, "audio/wav")}
             post = asyncio.ensure_future(http.post("/v1/audio/transcriptions", files=files))
             try:
-                while not server.gateway.scheduler.status()["lanes"]["cpu"]["busy"]:
+                while not server.gateway.scheduler.snapshot().busy["cpu"]:
                     assert not post.done(), post.result().text
                     await asyncio.sleep(0.05)
                 return await work()  # type: ignore[misc]
@@ -186,7 +186,7 @@ def _with_lane_busy(server: LiveServer, work: Callable[[], object]) -> object:
                 post.cancel()
                 # The window running now ends on its thread: wait for it, so no decode outlives
                 # the server (a CTranslate2 decode still running at exit crashes the interpreter).
-                while server.gateway.scheduler.status()["lanes"]["cpu"]["busy"]:
+                while server.gateway.scheduler.snapshot().busy["cpu"]:
                     await asyncio.sleep(0.05)
 
     return asyncio.run(main())
@@ -221,9 +221,9 @@ def test_client_gone_with_its_unit_queued_takes_it_back(small: LiveServer) -> No
     async def leave() -> None:
         async with client(small.wyoming_port) as c:
             await send_utterance(c, data, transcribe=Transcribe(language="en"))
-            while not sched.status()["queues"]["interactive"]["depth"]:
+            while not sched.snapshot().queues["interactive"].depth:
                 await asyncio.sleep(0.01)
-        while sched.status()["queues"]["interactive"]["depth"]:  # taken back, not run
+        while sched.snapshot().queues["interactive"].depth:  # taken back, not run
             await asyncio.sleep(0.01)
 
     _with_lane_busy(small, leave)
@@ -313,10 +313,10 @@ def test_pending_replies_are_capped_and_all_cancelled_on_close(bounded: LiveServ
             for _ in range(MAX_PENDING + 1):
                 await send_utterance(c, data, transcribe=Transcribe(language="en"))
             answer = await read_until(c, "transcript")
-            while not sched.status()["queues"]["interactive"]["depth"]:  # the first one waits
+            while not sched.snapshot().queues["interactive"].depth:  # the first one waits
                 await asyncio.sleep(0.01)
         deadline = time.monotonic() + 30
-        while sched.status()["queues"]["interactive"]["depth"]:  # taken back, not run
+        while sched.snapshot().queues["interactive"].depth:  # taken back, not run
             assert time.monotonic() < deadline, "a reply still waits for the slot"
             await asyncio.sleep(0.01)
         return answer
