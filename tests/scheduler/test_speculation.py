@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from gateway.scheduler import Level, ModelPolicy, Scheduler
+from gateway.scheduler import Level, ModelPolicy, Scheduler, render_status
 
 from ..support.wait import until
 from .test_scheduler import TimedEngine, make, run_job
@@ -14,8 +14,7 @@ from .test_scheduler import TimedEngine, make, run_job
 
 def _partials(s: Scheduler, outcome: str) -> float:
     """The Prometheus count of partial decodes with this outcome."""
-    assert s.metrics is not None
-    return sum(x.value for m in s.metrics.partials.collect() for x in m.samples
+    return sum(x.value for m in s.internals_for_tests().metrics.partials.collect() for x in m.samples
                if x.name.endswith("_total") and x.labels["outcome"] == outcome)  # fmt: skip
 
 
@@ -28,20 +27,20 @@ def test_a_replaced_or_stale_partial_is_dropped_never_run() -> None:
         await until(lambda: eng.started == ["running"], "running started")
         spec = s.speculation("m")
         older = asyncio.create_task(spec.run("p1"))
-        await until(lambda: len(s.queue) == 1, "p1 queued")
+        await until(lambda: len(s.internals_for_tests().queue) == 1, "p1 queued")
         newer = asyncio.create_task(spec.run("p2"))  # the next tick's: p1 is stale now
         await until(lambda: older.done(), "p1 replaced")
         spec.close()  # the turn ended before a slot came: p2 is stale too
         results = [await older, await newer]
         eng.release()
         await running
-        await until(lambda: not any(s.busy.values()), "every slot free")
+        await until(lambda: not any(s.snapshot().busy.values()), "every slot free")
         return [p for p, _ in eng.log], results, s
 
     log, results, s = asyncio.run(main())
     assert log == ["running"]
     assert results == [None, None]
-    assert len(s.queue) == 0
+    assert len(s.internals_for_tests().queue) == 0
     assert (_partials(s, "replaced"), _partials(s, "stale"), _partials(s, "run")) == (1, 1, 0)
 
 
@@ -53,13 +52,13 @@ def test_a_session_that_leaves_takes_its_queued_partial_back() -> None:
         running = asyncio.create_task(run_job(s, "m", Level.interactive, ["running"]))
         await until(lambda: eng.started == ["running"], "running started")
         partial = asyncio.create_task(s.speculation("m").run("partial"))
-        await until(lambda: len(s.queue) == 1, "partial queued")
+        await until(lambda: len(s.internals_for_tests().queue) == 1, "partial queued")
         partial.cancel()  # what a session's end does to its live turn
         await asyncio.gather(partial, return_exceptions=True)
-        left = len(s.queue)
+        left = len(s.internals_for_tests().queue)
         eng.release()
         await running
-        await until(lambda: not any(s.busy.values()), "every slot free")
+        await until(lambda: not any(s.snapshot().busy.values()), "every slot free")
         return [p for p, _ in eng.log], left, s
 
     log, left, s = asyncio.run(main())
@@ -83,9 +82,9 @@ def test_partials_run_after_interactive_units_and_before_unpromoted_batch() -> N
         batch = asyncio.create_task(run_job(s, "m", Level.batch, ["b1"]))
         await until(lambda: s.queued() == 1, "b1 queued")
         second = asyncio.create_task(two.run("p2"))
-        await until(lambda: len(s.queue) == 2, "p2 queued")
+        await until(lambda: len(s.internals_for_tests().queue) == 2, "p2 queued")
         inter = asyncio.create_task(run_job(s, "m", Level.interactive, ["i1"]))
-        await until(lambda: len(s.queue) == 3, "i1 queued")
+        await until(lambda: len(s.internals_for_tests().queue) == 3, "i1 queued")
         eng.release()
         results = await asyncio.gather(first, second, batch, inter)
         return [p for p, _ in eng.log], [skipped, *results], s
@@ -106,8 +105,9 @@ def test_a_niced_engine_runs_partials_on_the_background_slot_beside_interactive_
         speech = asyncio.create_task(run_job(s, "fg", Level.interactive, ["speech"]))
         await until(lambda: fg.started == ["speech"], "speech running")
         partial = asyncio.create_task(s.speculation("stt").run("partial"))
-        await until(lambda: stt.started == ["partial"] or len(s.queue) == 1, "partial placed")
-        lane: dict[str, Any] = s.status()["lanes"]["cpu"]
+        queue = s.internals_for_tests().queue
+        await until(lambda: stt.started == ["partial"] or len(queue) == 1, "partial placed")
+        lane: dict[str, Any] = render_status(s.snapshot())["lanes"]["cpu"]
         fg.release()
         stt.release()
         await asyncio.gather(speech, partial)
