@@ -48,7 +48,7 @@ test-fast: setup-test
 	$(BIN)/python -m pytest -m "not slow"
 
 lint: setup-test
-	$(BIN)/ruff check gateway tests
+	$(BIN)/ruff check gateway benchmarks tests
 	$(BIN)/mypy
 
 clean:

@@ -1,0 +1,1 @@
+"""Benchmarks that write the repository's docs, outside the runtime package."""
