@@ -145,6 +145,10 @@ class TurnResult:
     items: int
 
 
+class Stopped(Exception):
+    """A paced turn given up half way: the benchmark is done with its session."""
+
+
 class LiveSession:
     """One Realtime transcription session with server VAD; a reader thread stamps each event
     with its arrival, so deltas are timed while the sender sleeps between chunks."""
@@ -190,15 +194,20 @@ class LiveSession:
                 if not self._cond.wait(max(0.0, deadline - time.monotonic())):
                     raise TimeoutError(f"realtime: no end of turn after {timeout:g} s")
 
-    def stream(self, turn: Turn, chunk_s: float, paced: bool = True) -> TurnResult:
+    def stream(
+        self, turn: Turn, chunk_s: float, paced: bool = True, stop: threading.Event | None = None
+    ) -> TurnResult:
         """Append the turn chunk by chunk (paced: each one when a microphone would have it, at
-        t0 + its end) and wait until every item its speech made is completed."""
+        t0 + its end) and wait until every item its speech made is completed. Raises Stopped
+        when `stop` is set on the way (the turn is left unfinished)."""
         start = len(self.events)
         step = int(RATE * chunk_s) * 2
         t0 = time.perf_counter()
         for k, i in enumerate(range(0, len(turn.pcm), step)):
             if paced:
                 time.sleep(max(0.0, t0 + (k + 1) * chunk_s - time.perf_counter()))
+            if stop is not None and stop.is_set():
+                raise Stopped
             chunk = base64.b64encode(turn.pcm[i : i + step]).decode()
             self.ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": chunk}))
         self._wait(start, _turn_over, 300)
@@ -294,11 +303,13 @@ class LiveLoop:
             i = 0
             while not self._stop.is_set():
                 turn = self.turns[i % len(self.turns)]
-                r = session.stream(turn, self.chunk_s)
+                r = session.stream(turn, self.chunk_s, stop=self._stop)
                 self.latency.append(
                     fig.word_latencies(turn.words, r.deltas, r.t0, turn.speech_end_s)
                 )
                 i += 1
+        except Stopped:
+            pass
         except Exception as exc:  # noqa: BLE001
             self.errors.append(repr(exc)[:200])
         finally:
