@@ -59,3 +59,15 @@ class RealtimeSettings(BaseModel):
         description="Threads that run turn detection (Silero VAD) for all sessions together, "
         "off the event loop.",
     )
+    live: bool = Field(
+        False,
+        description="Live transcription by default: deltas carry words while the speaker "
+        "talks (LocalAgreement-2, docs/live-transcription.md). A session's "
+        "`transcription.live` overrides it; the model `gpt-live-transcribe` turns it on.",
+    )
+    live_interval_s: float = Field(
+        1.0,
+        gt=0,
+        description="In live mode, how often the turn being spoken is decoded again, in "
+        "seconds (partial decodes are speculative work: they run after interactive units).",
+    )

@@ -19,6 +19,12 @@ class WyomingSettings(BaseModel):
     port: int = Field(
         10300, ge=0, le=65535, description="TCP port of the Wyoming listener; 0: any free port."
     )
+    live: bool = Field(
+        False,
+        description="Send `transcript-chunk` events with words while the audio streams, "
+        "committed as Realtime's live mode commits them (docs/live-transcription.md); the "
+        "final `transcript` is the chunks joined. Clients that ignore chunks see no change.",
+    )
     max_audio_s: float = Field(
         120.0,
         gt=0,

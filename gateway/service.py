@@ -43,6 +43,7 @@ ALIASES: dict[str, dict[str, str | None]] = {
         "whisper-1": None,
         "gpt-4o-transcribe": None,
         "gpt-4o-mini-transcribe": None,
+        "gpt-live-transcribe": None,  # the default model; turns Realtime's live mode on
         "tiny.en": "whisper-tiny.en",
         "base": "whisper-base",
         "small": "whisper-small",

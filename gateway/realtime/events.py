@@ -62,6 +62,14 @@ class Config:
     turn_detection: dict[str, Any] | None = None  # as sent (None with `vad`: the defaults)
     noise_reduction: Any = None
     beta: bool = False
+    live: bool | None = None  # the gateway's `transcription.live`; None: the deployment's
+
+    def live_mode(self, default: bool) -> bool:
+        """Words while the speaker talks (tasks/live.py): as the session asked, else on for
+        `gpt-live-transcribe`, else the deployment's default."""
+        if self.live is not None:
+            return self.live
+        return self.model == "gpt-live-transcribe" or default
 
     def plan(self, gw: Gateway) -> stt.TranscriptionPlan:
         return stt.check(gw, stt.TranscriptionInput(self.model, language=self.language,
@@ -112,7 +120,12 @@ def _transcription(config: Config, value: Any, param: str) -> Config:
     model = _text(t.get("model"), f"{param}.model") if "model" in t else config.model
     language = _text(t.get("language"), f"{param}.language") if "language" in t else config.language
     prompt = _text(t.get("prompt"), f"{param}.prompt") if "prompt" in t else config.prompt
-    return replace(config, model=model or "whisper-1", language=language, prompt=prompt)
+    live = t.get("live", config.live)
+    if live is not None and not isinstance(live, bool):
+        raise bad_request(f"{param}.live must be true, false or null", f"{param}.live",
+                          "invalid_type")  # fmt: skip
+    return replace(config, model=model or "whisper-1", language=language, prompt=prompt,
+                   live=live)  # fmt: skip
 
 
 def _turns(config: Config, value: Any, param: str) -> Config:

@@ -24,7 +24,7 @@ from ..traffic import Traffic
 from .codecs import RATE, Decoder
 from .events import Config, Event, error_event, event, new_id, parse, update
 from .events import kind as event_kind
-from .transcripts import AudioBuffer, Turn, latency, transcribe
+from .transcripts import AudioBuffer, Speaking, Turn, latency, transcribe
 from .turns import Detector
 
 log = logging.getLogger(__name__)
@@ -132,6 +132,7 @@ class Session:
         self.buffer = AudioBuffer()
         self.speech_item: str | None = None  # the turn being spoken (server_vad)
         self.speech_start = 0  # where it started
+        self.speaking: Speaking | None = None  # live mode: the turn being spoken
         self.last_item: str | None = None
         self.turns: set[asyncio.Task[None]] = set()
         self.previous: asyncio.Task[None] | None = None  # each turn completes after the last
@@ -186,6 +187,7 @@ class Session:
         finally:
             if read is not None and not read.done():
                 read.cancel()
+            self._stop_live()
             await self._cancel_turns()
         log.info("realtime session closed: %s", closed.reason, extra={"session": self.id})
         if closed.err is not None:
@@ -246,6 +248,7 @@ class Session:
         elif kind == "input_audio_buffer.clear":
             self.buffer.clear()
             self.speech_item = None
+            self._stop_live()
             if self.detector is not None:
                 self.detector.reset()
             await self.send(event("input_audio_buffer.cleared"))
@@ -260,6 +263,7 @@ class Session:
             self.decoder = Decoder(config.format)
         if config.vad != self.config.vad:
             self.detector, self.speech_item = None, None
+            self._stop_live()
         self.config, self.plan = config, plan
         name = self._named("session.updated", "transcription_session.updated")
         await self.send(event(name, session=config.describe(self.id)))
@@ -289,6 +293,32 @@ class Session:
         self.door.traffic.heard(PROTOCOL, len(samples) / RATE)
         if self.config.vad is not None:
             await self._detect(samples, limit_samples)
+        elif self.speaking is None and len(self.buffer) and self._live():
+            # No turn detection: the turn is the buffer until the commit, its item named now
+            self.speech_item = self.speech_item or new_id("item")
+            self._start_live(self.speech_item, self.buffer.start)
+
+    # -- live mode ------------------------------------------------------------------------------
+
+    def _live(self) -> bool:
+        return self.config.live_mode(self.settings.live)
+
+    def _start_live(self, item: str, start: int) -> None:
+        """Decode the turn being spoken (its audio from `start`) every `live_interval_s`."""
+        if self.plan is None:
+            try:
+                self.plan = self.config.plan(self.gw)
+            except APIError:
+                return  # the commit reports it, as without live mode
+        buffer = self.buffer
+        self.speaking = Speaking(self.gw, self.plan, item, lambda: buffer.peek(start),
+                                 self.settings.live_interval_s, self.send)  # fmt: skip
+
+    def _stop_live(self) -> None:
+        """The turn being spoken is dropped (a clear, a new turn detection, the session's end)."""
+        if self.speaking is not None:
+            self.speaking.cancel()
+            self.speaking = None
 
     async def _detect(self, samples: np.ndarray, limit_samples: int) -> None:
         assert self.config.vad is not None
@@ -304,6 +334,9 @@ class Session:
                 await self.send(event("input_audio_buffer.speech_started",
                                       audio_start_ms=position * 1000 // RATE,
                                       item_id=self.speech_item))  # fmt: skip
+                if self._live():
+                    self._stop_live()
+                    self._start_live(self.speech_item, position - self.config.vad.prefix_samples)
             else:
                 await self._speech_stopped(position)
         if detector.speech_start is None:
@@ -337,9 +370,17 @@ class Session:
         await self._commit(item, self.buffer.take(self.buffer.start, self.buffer.end))
 
     async def _commit(self, item: str, audio: np.ndarray) -> None:
-        self._room()  # a turn the VAD cut is dropped: no item is committed
-        if self.plan is None:
-            self.plan = self.config.plan(self.gw)  # raises as HTTP would: no item is committed
+        speaking, self.speaking = self.speaking, None
+        if speaking is not None:
+            speaking.end()  # no partial decode runs once the turn is over
+        try:
+            self._room()  # a turn the VAD cut is dropped: no item is committed
+            if self.plan is None:
+                self.plan = self.config.plan(self.gw)  # raises as HTTP would: no item committed
+        except BaseException:
+            if speaking is not None:
+                speaking.cancel()
+            raise
         previous, self.last_item = self.last_item, item
         await self.send(event("input_audio_buffer.committed", previous_item_id=previous,
                               item_id=item))  # fmt: skip
@@ -348,7 +389,7 @@ class Session:
                  "role": "user", "content": content}  # fmt: skip
         name = self._named("conversation.item.added", "conversation.item.created")
         await self.send(event(name, previous_item_id=previous, item=added))
-        turn = Turn(item, audio, self.plan, time.perf_counter())
+        turn = Turn(item, audio, self.plan, time.perf_counter(), speaking)
         self._spawn(turn)
 
     def _spawn(self, turn: Turn) -> None:

@@ -1,9 +1,12 @@
 """The input audio buffer and one committed turn's transcription: an interactive job through
 tasks/ (the same models, windows and scheduler as HTTP), answered with deltas (one per piece of
-text as the turn's windows finish) and then `completed`, or `failed`."""
+text as the turn's windows finish) and then `completed`, or `failed`. In live mode the deltas
+come while the turn is spoken (tasks/live.py: words two partial decodes agree on), and the
+turn's end adds the rest."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import deque
@@ -12,11 +15,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..audio.encode import encode_audio
 from ..errors import APIError, as_api_error
 from ..scheduler import Level
 from ..service import Gateway
 from ..tasks import transcription as stt
+from ..tasks.live import LiveTurn, follow
 from .codecs import RATE
 from .events import Event, event
 
@@ -46,6 +49,11 @@ class AudioBuffer:
         while self.chunks and self.start + len(self.chunks[0]) <= position:
             self.start += len(self.chunks.popleft())
 
+    def peek(self, begin: int) -> np.ndarray:
+        """The samples held from `begin` on (a copy; nothing is dropped)."""
+        whole = np.concatenate(self.chunks) if self.chunks else np.zeros(0, np.float32)
+        return whole[max(begin - self.start, 0) :]
+
     def take(self, begin: int, stop: int) -> np.ndarray:
         """The samples in [begin, stop) that are held; everything before `stop` is dropped."""
         whole = np.concatenate(self.chunks) if self.chunks else np.zeros(0, np.float32)
@@ -61,12 +69,38 @@ class AudioBuffer:
         self.start = self.end
 
 
+class Speaking:
+    """A turn transcribed live while it is spoken: partial decodes every `interval_s` whose
+    agreed words go out as deltas of its item at once."""
+
+    def __init__(self, gw: Gateway, plan: stt.TranscriptionPlan, item_id: str,
+                 audio_now: Callable[[], np.ndarray], interval_s: float,
+                 send: Send) -> None:  # fmt: skip
+        self.live = LiveTurn(gw, plan)
+        self.ended = asyncio.Event()
+
+        async def emit(piece: str) -> None:
+            await send(event("conversation.item.input_audio_transcription.delta",
+                             item_id=item_id, content_index=0, delta=piece))  # fmt: skip
+
+        self.task = asyncio.create_task(follow(self.live, audio_now, interval_s, emit, self.ended),
+                                        name=f"realtime live {item_id}")  # fmt: skip
+
+    def end(self) -> None:
+        """The turn is over: no more partials (its `transcribe` waits for the last deltas)."""
+        self.ended.set()
+
+    def cancel(self) -> None:
+        self.task.cancel()
+
+
 @dataclass
 class Turn:
     item_id: str
     audio: np.ndarray
     plan: stt.TranscriptionPlan
     ended_at: float  # perf_counter when the speech stopped (or the commit came)
+    speaking: Speaking | None = None  # live mode: the partials sent while it was spoken
 
     @property
     def seconds(self) -> float:
@@ -79,20 +113,10 @@ async def transcribe(gw: Gateway, turn: Turn, send: Send) -> tuple[int, str]:
     base = {"item_id": turn.item_id, "content_index": 0}
     texts: list[str] = []
     try:
-        try:
-            work = await stt.prepare(
-                gw, turn.plan, encode_audio(turn.audio, "wav", RATE), Level.interactive
-            )
-        except APIError as exc:
-            if exc.code != "audio_too_short":
-                raise
+        if turn.speaking is not None:
+            texts.append(await _finish_live(turn, turn.speaking, send))
         else:
-            async with stt.start(gw, work, Level.interactive, None) as job:
-                first = await job.first()
-                async for piece in job.deltas(first):
-                    texts.append(piece)
-                    await send(event("conversation.item.input_audio_transcription.delta",
-                                     **base, delta=piece))  # fmt: skip
+            await _whole(gw, turn, send, texts)
     except ConnectionError:
         raise  # the client left: nobody to tell
     except Exception as exc:
@@ -108,6 +132,38 @@ async def transcribe(gw: Gateway, turn: Turn, send: Send) -> tuple[int, str]:
     await send(event("conversation.item.input_audio_transcription.completed", **base,
                      transcript=transcript, usage=usage))  # fmt: skip
     return 200, transcript
+
+
+async def _finish_live(turn: Turn, speaking: Speaking, send: Send) -> str:
+    """The deltas already sent, then the final decode's rest as one more delta; returns the
+    whole transcript (the deltas joined)."""
+    speaking.end()
+    await speaking.task  # its last deltas are out; no partial runs any more
+    live = speaking.live
+    if len(turn.audio) >= stt.MIN_AUDIO_S * RATE:
+        await live.final(turn.audio)
+    piece = live.take()
+    if piece:
+        await send(event("conversation.item.input_audio_transcription.delta",
+                         item_id=turn.item_id, content_index=0, delta=piece))  # fmt: skip
+    return live.text()
+
+
+async def _whole(gw: Gateway, turn: Turn, send: Send, texts: list[str]) -> None:
+    """Today's path: the committed turn's windows, a delta per finished piece."""
+    base = {"item_id": turn.item_id, "content_index": 0}
+    try:
+        work = await stt.prepare_samples(gw, turn.plan, turn.audio, Level.interactive)
+    except APIError as exc:
+        if exc.code != "audio_too_short":
+            raise
+        return
+    async with stt.start(gw, work, Level.interactive, None) as job:
+        first = await job.first()
+        async for piece in job.deltas(first):
+            texts.append(piece)
+            await send(event("conversation.item.input_audio_transcription.delta", **base,
+                             delta=piece))  # fmt: skip
 
 
 def latency(turn: Turn) -> float:

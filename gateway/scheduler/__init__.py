@@ -2,7 +2,8 @@
 
 Arrows point one way: core -> lifecycle -> placement -> pool -> policy; pool -> meter;
 placement -> queue; core -> pressure -> placement;
-control -> lifecycle; core -> queue; core -> waiting -> status; core -> batching.
+control -> lifecycle; core -> queue; core -> waiting -> status; core -> batching;
+core -> speculation -> queue.
 """
 
 from ..engines.base import Lane
@@ -21,6 +22,7 @@ from .queue import (
     Unit,
     UnitRecord,
 )
+from .speculation import Speculation
 
 __all__ = [
     "GpuCollector",
@@ -39,6 +41,7 @@ __all__ = [
     "SchedulerMetrics",
     "ShuttingDown",
     "SimulatedGpu",
+    "Speculation",
     "Unit",
     "UnitRecord",
     "parse_keep_alive",

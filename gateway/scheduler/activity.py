@@ -111,7 +111,8 @@ class Ledger:
                 self.metrics.fallbacks.labels(unit.model, reason).inc()
         if self.metrics:
             wait_s = unit.started - unit.enqueued
-            self.metrics.queue_wait.labels(unit.job.level.name, unit.model).observe(wait_s)
+            level = "speculative" if unit.speculative else unit.job.level.name
+            self.metrics.queue_wait.labels(level, unit.model).observe(wait_s)
 
     def finished(self, unit: Unit, inst: Instance, result: Any, run_s: float) -> None:
         wait_s = unit.started - unit.enqueued

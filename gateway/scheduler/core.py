@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -36,6 +37,7 @@ from .queue import (
     Unit,
     UnitQueue,
 )
+from .speculation import Speculation
 from .status import QueueGauges, queue_policy
 from .waiting import Waiting
 
@@ -146,6 +148,15 @@ class Scheduler:
             job.cancel_queued()
             self.open_jobs[model] -= 1
             self.expire_idle()  # keep_alive 0: unloaded once its job is over
+
+    def speculation(self, model: str) -> Speculation:
+        """A live turn's partial decodes (speculative work, see speculation.py); close it when
+        the turn ends."""
+        if model not in self.engines:
+            raise KeyError(model)
+        job = Job(self, model, Level.interactive, math.inf)
+        return Speculation(job, self.queue, self._dispatch, self.waiting.take,
+                           lambda: self.closing, self.metrics)  # fmt: skip
 
     def queued(self, level: Level | None = None, model: str | None = None) -> int:
         return self.queue.count(level, model)

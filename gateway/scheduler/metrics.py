@@ -71,6 +71,14 @@ class SchedulerMetrics:
             ["level", "engine"],
             registry=registry,
         )
+        self.partials = Counter(
+            "gateway_partial_decodes_total",
+            "Live transcription's partial decodes (speculative work), by outcome: run; replaced "
+            "(a newer one came before a slot did); skipped (asked for while the turn's previous "
+            "one still ran); stale (dropped when its turn ended or its session left).",
+            ["engine", "outcome"],
+            registry=registry,
+        )
         self.loads = Counter(
             "gateway_model_loads_total", "Model loads.", ["engine", "lane"], registry=registry
         )

@@ -82,6 +82,7 @@ class Unit:
     lane: str | None = None
     reason: str | None = None
     started: float = 0.0
+    speculative: bool = False  # a live turn's partial decode (speculation.py)
 
     @property
     def model(self) -> str:
@@ -194,27 +195,36 @@ class UnitQueue:
         return sum(
             1
             for u in self._units
-            if (level is None or u.job.level == level) and (model is None or u.model == model)
+            if not u.speculative
+            and (level is None or u.job.level == level)
+            and (model is None or u.model == model)
         )
 
     def _key(self, now: float) -> Callable[[Unit], Any]:
+        """Ranks: interactive (and promoted) units 0, partial decodes 1, batch 2 (a level is
+        twice its rank); under `fifo`, partials after every other unit."""
         if not self.priority:
-            return lambda u: u.seq
+            return lambda u: (int(u.speculative), u.seq)
         aging = self.aging_s
 
         def key(u: Unit) -> tuple[int, int]:
+            if u.speculative:  # never ages: a partial waiting long is stale, not urgent
+                return (1, u.seq)
             since = u.enqueued if u.job.first_enqueued is None else u.job.first_enqueued
             promoted = int((now - since) // aging)
-            return (max(0, int(u.job.level) - promoted), u.seq)
+            return (2 * max(0, int(u.job.level) - promoted), u.seq)
 
         return key
 
     def level_now(self, unit: Unit, now: float) -> Level:
         """The unit's level with its job's aging promotions (under `fifo`: interactive, since
-        there is one queue and no level is held back)."""
+        there is one queue and no level is held back). A partial decode counts as batch here:
+        it never takes an instance's last free runner."""
+        if unit.speculative:
+            return Level.batch
         if not self.priority:
             return Level.interactive
-        return Level(self._key(now)(unit)[0])
+        return Level(self._key(now)(unit)[0] // 2)
 
     def in_order(self, now: float) -> list[Unit]:
         """Units in the order dispatch tries them."""

@@ -10,6 +10,7 @@ caller went away while it ran is not put back: nobody would read its result.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Callable
 
 from .queue import Level, QueueTimeout, Unit, UnitQueue
@@ -26,7 +27,8 @@ class Waiting:
 
     def push(self, unit: Unit) -> None:
         """Into the queue, expiring at its deadline."""
-        unit.timer = asyncio.get_running_loop().call_at(unit.deadline, self.expire, unit)
+        if math.isfinite(unit.deadline):  # a partial decode never expires (speculation.py)
+            unit.timer = asyncio.get_running_loop().call_at(unit.deadline, self.expire, unit)
         self.queue.push(unit)
         self.gauges.depth(unit)
 

@@ -1,7 +1,9 @@
-"""Transcription and translation: audio bytes -> 16 kHz windows -> one job -> a typed transcript.
+"""Transcription and translation: audio bytes (or 16 kHz samples) -> 16 kHz windows -> one job ->
+a typed transcript.
 
 Checks that need no audio run first (`check`), so a bad parameter is refused before the upload
-is read; `prepare` decodes and cuts the audio into windows, one work unit each.
+is read; `prepare` decodes and cuts the audio into windows, one work unit each; `prepare_samples`
+does the same for audio a front door already holds as samples (Realtime, Wyoming).
 """
 
 from __future__ import annotations
@@ -226,6 +228,32 @@ async def prepare(
     # The samples live as long as the work (its units hold views of them, a streamed response
     # runs them after the handler returns): the budget gets them back when it is dropped.
     weakref.finalize(work, hold.release)
+    return work
+
+
+async def prepare_samples(
+    gw: Gateway, plan: TranscriptionPlan, audio: np.ndarray, level: Level | None = None
+) -> Transcription:
+    """As `prepare`, for 16 kHz float32 mono samples (no container to decode): the same limits
+    (`max_audio_s`, the audio budget) and the same windows."""
+    if level is not None:
+        gw.scheduler.admit(level)
+    limit = gw.settings.server.max_audio_s
+    if limit and len(audio) > limit * TARGET_RATE:
+        raise bad_request(f"audio is longer than the limit of {limit:.0f} s", "file",
+                          "audio_too_long")  # fmt: skip
+    samples = np.ascontiguousarray(audio, dtype=np.float32)
+    windows = 2 * gw.scheduler.parallel_units(plan.model) + gw.settings.whisper.language_segments
+    hold = gw.audio_budget.hold()
+    try:
+        hold.take(len(samples) + beside(0, windows, WHISPER_INPUT))
+        work = await _cut(gw, plan, samples)
+    except BaseException as exc:
+        hold.release()
+        if isinstance(exc, AudioBudgetFull):
+            raise _audio_full(gw, level, exc) from None
+        raise
+    weakref.finalize(work, hold.release)  # as `prepare`: the budget gets them back with the work
     return work
 
 

@@ -88,6 +88,7 @@ class Connection(AsyncEventHandler):
         finally:
             if read is not None and not read.done():
                 read.cancel()
+            self._drop_utterance()
             await self._cancel_work()
             self.traffic.connections[PROTOCOL] -= 1
             self.writer.close()
@@ -223,7 +224,8 @@ class Connection(AsyncEventHandler):
             raise bad_request(f"unknown or unexpected event {kind!r}", None, "unknown_event")
 
     def _transcribe(self, request: Transcribe) -> None:
-        self.plan, self.utterance, self.skip_audio = None, None, False
+        self._drop_utterance()
+        self.plan, self.skip_audio = None, False
         try:
             self.plan = asr.plan(self.gw, request.name, request.language)
         except Exception:
@@ -249,13 +251,23 @@ class Connection(AsyncEventHandler):
                 asr.check_format(event.data)
                 plan = self.plan or asr.plan(self.gw, None, None)
                 self.utterance = asr.Utterance(plan, self.settings.max_audio_s)
+                if self.settings.live:
+                    self.utterance.live = asr.Live(self.gw, self.utterance,
+                                                   self.gw.settings.realtime.live_interval_s,
+                                                   self.write_event)  # fmt: skip
             elif self.utterance is None:
                 raise bad_request("audio-chunk before audio-start", "audio", "audio_before_start")
             else:
                 self.utterance.add(event)
         except Exception:
-            self.utterance, self.skip_audio = None, True
+            self._drop_utterance()
+            self.skip_audio = True
             raise
+
+    def _drop_utterance(self) -> None:
+        if self.utterance is not None and self.utterance.live is not None:
+            self.utterance.live.cancel()
+        self.utterance = None
 
     def _chunk(self, text: str) -> None:
         assert self.stream is not None

@@ -1,13 +1,15 @@
 """Wyoming speech-to-text: `transcribe` -> `audio-start` -> `audio-chunk`* -> `audio-stop`, run as
 an interactive transcription job through tasks/ (the same models, aliases, languages and VAD as
-HTTP), answered `transcript-start` -> `transcript-chunk`* -> `transcript` -> `transcript-stop`."""
+HTTP), answered `transcript-start` -> `transcript-chunk`* -> `transcript` -> `transcript-stop`.
+With `wyoming.live` the chunks come while the audio streams (tasks/live.py's commit rule) and
+the utterance's end adds the rest; the `transcript` is the chunks joined either way."""
 
 from __future__ import annotations
 
-import io
-import wave
+import asyncio
 from collections.abc import Awaitable, Callable
 
+import numpy as np
 from wyoming.asr import Transcript, TranscriptChunk, TranscriptStart, TranscriptStop
 from wyoming.audio import AudioChunk, AudioChunkConverter, AudioFormat
 from wyoming.event import Event
@@ -16,6 +18,7 @@ from ..errors import APIError, bad_request
 from ..scheduler import Level
 from ..service import Gateway
 from ..tasks import transcription as stt
+from ..tasks.live import LiveTurn, follow
 
 RATE, WIDTH, CHANNELS = 16000, 2, 1  # what Whisper hears
 Send = Callable[[Event], Awaitable[None]]
@@ -52,6 +55,7 @@ class Utterance:
         self.converter = AudioChunkConverter(rate=RATE, width=WIDTH, channels=CHANNELS)
         self.pcm = bytearray()
         self.max_audio_s = max_audio_s
+        self.live: Live | None = None
 
     def add(self, event: Event) -> None:
         fmt = check_format(event.data)
@@ -65,14 +69,44 @@ class Utterance:
             raise bad_request(f"utterance is longer than {self.max_audio_s:g} s", "audio",
                               "audio_too_long")  # fmt: skip
 
-    def wav(self) -> bytes:
-        buf = io.BytesIO()
-        with wave.open(buf, "wb") as out:
-            out.setnchannels(CHANNELS)
-            out.setsampwidth(WIDTH)
-            out.setframerate(RATE)
-            out.writeframes(bytes(self.pcm))
-        return buf.getvalue()
+    def samples(self) -> np.ndarray:
+        """The utterance as Whisper hears it: float32 in [-1, 1)."""
+        return np.frombuffer(bytes(self.pcm), np.int16).astype(np.float32) / 32768.0
+
+
+class Live:
+    """An utterance transcribed while it streams: `transcript-start` before its first chunk,
+    then a chunk per piece of words two partial decodes agree on."""
+
+    def __init__(self, gw: Gateway, utt: Utterance, interval_s: float, send: Send) -> None:
+        self.turn = LiveTurn(gw, utt.plan)
+        self.ended = asyncio.Event()
+        self.started = False
+        self.send = send
+        self.task = asyncio.create_task(follow(self.turn, utt.samples, interval_s, self.chunk,
+                                               self.ended))  # fmt: skip
+
+    async def chunk(self, piece: str) -> None:
+        if not self.started:
+            self.started = True
+            await self.send(TranscriptStart(language=self.turn.lang).event())
+        await self.send(TranscriptChunk(piece).event())
+
+    def cancel(self) -> None:
+        self.task.cancel()
+
+    async def finish(self, utt: Utterance) -> None:
+        """The audio stopped: the last chunks, the final decode's rest, the transcript."""
+        self.ended.set()
+        await self.task
+        await self.turn.final(utt.samples())
+        piece = self.turn.take()
+        if piece:
+            await self.chunk(piece)
+        elif not self.started:
+            await self.send(TranscriptStart(language=self.turn.lang).event())
+        await self.send(Transcript(self.turn.text(), language=self.turn.lang).event())
+        await self.send(TranscriptStop().event())
 
 
 async def _empty(send: Send, language: str | None) -> None:
@@ -84,11 +118,17 @@ async def _empty(send: Send, language: str | None) -> None:
 async def transcribe(gw: Gateway, utt: Utterance, send: Send) -> None:
     """Transcribe an utterance as an interactive job and send the streaming reply."""
     language = utt.plan.language
+    live, utt.live = utt.live, None
+    if live is not None and len(utt.pcm) >= stt.MIN_AUDIO_S * RATE * WIDTH:
+        await live.finish(utt)
+        return
+    if live is not None:
+        live.cancel()  # a blip: answered as without live mode
     if not utt.pcm:
         await _empty(send, language)
         return
     try:
-        work = await stt.prepare(gw, utt.plan, utt.wav())
+        work = await stt.prepare_samples(gw, utt.plan, utt.samples())
     except APIError as exc:
         if exc.code == "audio_too_short":  # a blip of sound is heard as nothing said
             await _empty(send, language)
