@@ -8,7 +8,11 @@
   against its idle p95, and the batch loops' throughput against theirs alone.
 
 `python -m benchmarks.live [--quick] [--chunk-ms 20|100] [--out DIR]` prints the Markdown section
-(`benchmarks/live_figures.py` renders it) and writes DIR/live.json and DIR/live.md.
+(`benchmarks/live_figures.py` renders it) and writes DIR/live.json, DIR/live.md and the
+gateway's log to DIR. The full run (whisper-tiny.en and whisper-base, 10 turns each way, then
+isolation with whisper-base) should take about 10 minutes on a quiet 2-core machine; `--quick`
+(whisper-tiny.en, 2 turns, short isolation phases) took 3.5 min at load 10-13 on 2 cores (67 s
+of CPU), so under 2 min quiet. Sentences with word timings are cached (GATEWAY_BENCH_CACHE).
 """
 
 from __future__ import annotations
