@@ -157,9 +157,9 @@ def test_client_gone_during_preparation_takes_it_back(
     windows: list[int] = []
     real = stt.plan_windows
 
-    def counted(audio: Any, window_s: float) -> Any:  # the real VAD, counted
+    def counted(audio: Any, window_s: float, vad: Any = None) -> Any:  # the real VAD, counted
         windows.append(len(audio))
-        return real(audio, window_s)
+        return real(audio, window_s, vad)
 
     monkeypatch.setattr(stt, "plan_windows", counted)
     speech = spoken_16k([PASSAGE])[0]

@@ -170,7 +170,7 @@ def _assert_error_after_delta(events: list[dict], kind: str, code: str) -> None:
 def _two_windows(monkeypatch: pytest.MonkeyPatch) -> None:
     """Two windows whatever the audio: the first runs before the 200, the second after it."""
     monkeypatch.setattr(stt_task, "plan_windows",
-                        lambda audio, _w: [Window(0, len(audio) // 2),
+                        lambda audio, _w, _vad=None: [Window(0, len(audio) // 2),
                                            Window(len(audio) // 2, len(audio))])  # fmt: skip
 
 
@@ -272,7 +272,7 @@ def test_translation_over_http_joins_windows_with_spaces(monkeypatch: pytest.Mon
     _fake_whisper(app, [TranscribeResult([_segment(" Good morning.")], "zh"),
                         TranscribeResult([_segment(" See you tomorrow.")], "zh")])  # fmt: skip
     monkeypatch.setattr(stt_task, "plan_windows",
-                        lambda audio, _w: [Window(0, len(audio) // 2),
+                        lambda audio, _w, _vad=None: [Window(0, len(audio) // 2),
                                            Window(len(audio) // 2, len(audio))])  # fmt: skip
 
     async def work(client: httpx.AsyncClient) -> httpx.Response:
