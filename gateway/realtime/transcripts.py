@@ -13,10 +13,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..audio.encode import encode_audio
-from ..errors import APIError, as_api_error
+from ..errors import InvalidRequest, as_domain
+from ..runtime import Runtime
 from ..scheduler import Level
-from ..service import Gateway
 from ..tasks import transcription as stt
+from ..traffic import status_of
 from .codecs import RATE
 from .events import Event, event
 
@@ -73,7 +74,7 @@ class Turn:
         return len(self.audio) / RATE
 
 
-async def transcribe(gw: Gateway, turn: Turn, send: Send) -> tuple[int, str]:
+async def transcribe(gw: Runtime, turn: Turn, send: Send) -> tuple[int, str]:
     """Run the turn as an interactive job and send its deltas and `completed` (or `failed`);
     returns (the status HTTP would answer, the transcript)."""
     base = {"item_id": turn.item_id, "content_index": 0}
@@ -83,7 +84,7 @@ async def transcribe(gw: Gateway, turn: Turn, send: Send) -> tuple[int, str]:
             work = await stt.prepare(
                 gw, turn.plan, encode_audio(turn.audio, "wav", RATE), Level.interactive
             )
-        except APIError as exc:
+        except InvalidRequest as exc:
             if exc.code != "audio_too_short":
                 raise
         else:
@@ -96,13 +97,13 @@ async def transcribe(gw: Gateway, turn: Turn, send: Send) -> tuple[int, str]:
     except ConnectionError:
         raise  # the client left: nobody to tell
     except Exception as exc:
-        err = as_api_error(exc)
-        if err.status >= 500 and err.code == "internal_error":
+        err = as_domain(exc)
+        if err.kind == "internal":
             log.error("realtime turn %s failed", turn.item_id, exc_info=exc)
         body = {"type": err.type, "code": err.code, "message": err.message, "param": err.param}
         await send(event("conversation.item.input_audio_transcription.failed", **base,
                          error=body))  # fmt: skip
-        return err.status, ""
+        return status_of(err), ""
     transcript = "".join(texts)
     usage = {"type": "duration", "seconds": round(turn.seconds, 3)}
     await send(event("conversation.item.input_audio_transcription.completed", **base,

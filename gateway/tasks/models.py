@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import UnknownModel, bad_request
+from ..errors import InvalidRequest, UnknownModel
+from ..runtime import Runtime
 from ..scheduler import Lane, control, parse_keep_alive
-from ..service import Gateway
 
 
-def resolve(gw: Gateway, name: str) -> str:
+def resolve(gw: Runtime, name: str) -> str:
     """A model id or alias of any task; raises UnknownModel (404) or ModelUnavailable (503)."""
     for task in ("speech", "transcription"):
         try:
@@ -25,16 +25,16 @@ def keep_alive_seconds(value: str | float | None) -> float | None:
     try:
         return parse_keep_alive(value)
     except ValueError as exc:
-        raise bad_request(str(exc), "keep_alive", "invalid_keep_alive") from None
+        raise InvalidRequest(str(exc), "keep_alive", "invalid_keep_alive") from None
 
 
-def ps(gw: Gateway) -> dict[str, Any]:
+def ps(gw: Runtime) -> dict[str, Any]:
     s = gw.scheduler
     return {"models": control.ps(s.pool), "gpu_pressure": s.pressure.describe()}
 
 
 async def load(
-    gw: Gateway, name: str, lane: str | None, keep_alive: str | float | None
+    gw: Runtime, name: str, lane: str | None, keep_alive: str | float | None
 ) -> dict[str, Any]:
     model = resolve(gw, name)
     seconds = keep_alive_seconds(keep_alive)
@@ -43,7 +43,7 @@ async def load(
     return {**control.entry(s.pool, inst), "loaded": inst.loaded, "reason": reason}
 
 
-async def unload(gw: Gateway, name: str) -> dict[str, Any]:
+async def unload(gw: Runtime, name: str) -> dict[str, Any]:
     model = resolve(gw, name)
     gone = await control.unload(gw.scheduler, model)
     return {"model": model, "unloaded": [str(i.lane) for i in gone]}

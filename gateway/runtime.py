@@ -1,4 +1,7 @@
-"""Wiring: settings -> model store -> engines -> scheduler. Used by the HTTP app and the CLI."""
+"""The runtime: settings -> model store -> engines -> scheduler, started and stopped as one.
+
+It opens no listener: `gateway serve` composes it with the HTTP app and the Wyoming listener
+(gateway/server.py); `gateway speak` and `gateway transcribe` call tasks/ on it directly."""
 
 from __future__ import annotations
 
@@ -86,7 +89,9 @@ def assemble_defaults(settings: Settings) -> dict[str, str]:
     return problems
 
 
-class Gateway:
+class Runtime:
+    """What every front door shares: the model states, the scheduler, the metrics registry."""
+
     def __init__(
         self,
         settings: Settings | None = None,
