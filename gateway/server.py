@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import cast
 
 import uvicorn
 from fastapi import FastAPI
@@ -50,7 +51,7 @@ class Server(uvicorn.Server):
         super().__init__(config)
 
     async def serve(self, sockets: list[socket.socket] | None = None) -> None:
-        app = self.config.app
-        assert isinstance(app, FastAPI), "serve the app create_app built"
+        # create_app's app, or a wrapper that serves it and carries its `state` (a profiler's)
+        app = cast(FastAPI, self.config.app)
         async with serving(app):
             await super().serve(sockets)

@@ -193,9 +193,9 @@ def budget_admission() -> dict:
 @step("doctor")
 def doctor() -> dict:
     from gateway.doctor import diagnose
-    from gateway.service import Gateway
+    from gateway.runtime import Runtime
 
-    return {"verdicts": diagnose(Gateway())}
+    return {"verdicts": diagnose(Runtime())}
 
 
 SPOKEN = "The quick brown fox jumps over the lazy dog near the riverbank."
@@ -224,9 +224,9 @@ def speech_clip(gw: Any) -> Any:
 def engines_on_gpu() -> dict:
     from gateway.config import Settings
     from gateway.engines.base import Device
-    from gateway.service import Gateway
+    from gateway.runtime import Runtime
 
-    gw = Gateway(Settings())
+    gw = Runtime(Settings())
     out: dict[str, Any] = {}
     for model_id in ("kokoro", "whisper-base"):
         engine = gw.models[model_id].engine
