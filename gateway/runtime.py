@@ -266,7 +266,7 @@ class Runtime:
 
     def resolve(self, name: str, task: str) -> str:
         """Map a requested model name (alias or id) to an available model id; raises
-        UnknownModel (404) or ModelUnavailable (503)."""
+        UnknownModel (no such model) or ModelUnavailable (not usable here)."""
         aliases = ALIASES.get(task, {})
         model_id = name
         if name in aliases:

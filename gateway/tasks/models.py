@@ -10,7 +10,7 @@ from ..scheduler import Lane, control, parse_keep_alive
 
 
 def resolve(gw: Runtime, name: str) -> str:
-    """A model id or alias of any task; raises UnknownModel (404) or ModelUnavailable (503)."""
+    """A model id or alias of any task; raises UnknownModel or ModelUnavailable."""
     for task in ("speech", "transcription"):
         try:
             return gw.resolve(name, task)
