@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ..api.errors import as_api_error
 from ..audio.encode import FORMATS, WholeEncoder, decoder_delay
 from ..audio.subtitles import to_srt, to_vtt, word_cues
-from ..errors import InvalidRequest, TooLarge, Unavailable
+from ..errors import GatewayError, InvalidRequest, TooLarge, Unavailable
 from ..runtime import Runtime, assemble_defaults
 from ..tasks import speech
 from ..tasks import transcription as stt
@@ -83,10 +83,8 @@ def _run(work: Coroutine[Any, Any, T]) -> T:
     (a failure of ours keeps its traceback)."""
     try:
         return asyncio.run(work)
-    except Exception as exc:
+    except GatewayError as exc:
         err = as_api_error(exc)
-        if err.code == "internal_error":
-            raise
         raise SystemExit(f"error {err.status}: {err.message}") from None
 
 
