@@ -1,4 +1,6 @@
-"""The FastAPI application: routers, error handlers, middleware, start-up and shutdown."""
+"""The FastAPI application: routers, error handlers, middleware; its lifespan starts and stops
+the runtime and the Realtime front door (a WebSocket route of this app). It opens no other
+listener: `gateway serve` adds the Wyoming one (gateway/server.py)."""
 
 from __future__ import annotations
 
@@ -9,45 +11,42 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from . import __version__, errors
-from .api import catalog, ops, ps, realtime, speech, transcriptions
+from . import __version__
+from .api import catalog, errors, ops, ps, realtime, speech, transcriptions
 from .api.guard import KeyGuard, open_paths
 from .api.status_page import router as status_router
 from .config import Settings
 from .middleware import GatewayMiddleware
 from .realtime import Realtime
-from .service import Gateway, assemble_defaults
-from .wyoming import WyomingListener
+from .runtime import Runtime, assemble_defaults
 
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None, gateway: Gateway | None = None) -> FastAPI:
-    if gateway is None:
-        settings = settings or Settings()
-        gateway = Gateway(settings, pull_problems=assemble_defaults(settings))
-    gw = gateway
+@asynccontextmanager
+async def running(app: FastAPI) -> AsyncIterator[None]:
+    """The app's runtime and Realtime door, started; on leaving, sessions end (their turns leave
+    the queues), then running work drains with the scheduler. The app's lifespan, and the core
+    of what `gateway serve` runs (server.serving)."""
+    gw: Runtime = app.state.gateway
     settings = gw.settings
+    await gw.start()
+    live = Realtime(gw, gw.traffic, settings.realtime) if settings.realtime.enabled else None
+    app.state.realtime = live
+    try:
+        yield
+    finally:
+        if live is not None:
+            await live.stop()
+        await gw.stop()
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await gw.start()
-        wyoming = WyomingListener(gw, gw.traffic) if settings.wyoming.enabled else None
-        live = Realtime(gw, gw.traffic, settings.realtime) if settings.realtime.enabled else None
-        app.state.realtime = live
-        try:
-            if wyoming is not None:
-                await wyoming.start()
-            app.state.wyoming = wyoming
-            yield
-        finally:
-            if wyoming is not None:
-                wyoming.close()  # no new connections; running replies drain with the scheduler
-            if live is not None:
-                await live.stop()  # sessions end: their turns leave the queues
-            await gw.stop()
-            if wyoming is not None:
-                await wyoming.stop()
+
+def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
+    if runtime is None:
+        settings = settings or Settings()
+        runtime = Runtime(settings, pull_problems=assemble_defaults(settings))
+    gw = runtime
+    settings = gw.settings
 
     app = FastAPI(
         title="GPU-sharing audio gateway",
@@ -55,7 +54,7 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
         description="OpenAI-compatible speech (Kokoro) and transcription (Faster-Whisper) that "
         "share one GPU through a priority scheduler. Send `Authorization: Bearer <key>` when "
         "keys are configured; the listing routes and probes never need one.",
-        lifespan=lifespan,
+        lifespan=running,
     )
     app.state.gateway = gw
     app.state.realtime = None  # the realtime front door, while the app runs

@@ -1,204 +1,119 @@
-"""Errors in the OpenAI shape: {"error": {"message", "type", "param", "code"}}.
+"""Domain errors: what went wrong, in words a caller can act on (a message, the parameter at
+fault, a stable code), and of which kind. No protocol's status: each front door maps the kind
+itself (HTTP: api/errors.py; Realtime and Wyoming: their `error` events), so the core raises the
+same error whichever door the request came through.
 
-Open WebUI shows `error.message` only when `error` is an object, and a caller's mistake must be a
-4xx, never a 500, so every failure path of the API ends here.
+Kinds: `invalid_request` (the caller's mistake), `not_found` (no such model), `too_large`,
+`rate_limit` (too much is waiting: try again later), `unavailable` (the server cannot serve it
+now: shutting down, a queue timeout, a model not pulled) and `internal` (a failure of ours).
 """
 
 from __future__ import annotations
 
-import logging
-from typing import Any
+from typing import ClassVar, Literal
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
+Kind = Literal["invalid_request", "not_found", "too_large", "rate_limit", "unavailable", "internal"]
 
-from .scheduler import SchedulerError
+# OpenAI's error `type` for each kind: the vocabulary the OpenAI-shaped doors report in (HTTP,
+# Realtime), and Wyoming's error code where an error has none of its own.
+OPENAI_TYPES: dict[Kind, str] = {
+    "invalid_request": "invalid_request_error",
+    "not_found": "invalid_request_error",
+    "too_large": "invalid_request_error",
+    "rate_limit": "rate_limit_error",
+    "unavailable": "server_error",
+    "internal": "server_error",
+}
 
-log = logging.getLogger(__name__)
 
+class GatewayError(Exception):
+    """A failure a caller is told about. Subclasses name the kind; `retry_after` (seconds) is a
+    hint for refusals that pass."""
 
-class APIError(Exception):
+    kind: ClassVar[Kind] = "invalid_request"
+    code: str | None = None
+
     def __init__(
         self,
-        status: int,
         message: str,
-        type: str = "invalid_request_error",
         param: str | None = None,
         code: str | None = None,
-        headers: dict[str, str] | None = None,
+        *,
+        retry_after: int | None = None,
     ) -> None:
         super().__init__(message)
-        self.status, self.message, self.type = status, message, type
-        self.param, self.code, self.headers = param, code, headers
+        self.message, self.param, self.retry_after = message, param, retry_after
+        if code is not None:
+            self.code = code
+
+    @property
+    def type(self) -> str:
+        """OpenAI's error type for this kind."""
+        return OPENAI_TYPES[self.kind]
 
 
-def error_body(message: str, type: str, param: str | None = None, code: str | None = None) -> dict:
-    return {"error": {"message": message, "type": type, "param": param, "code": code}}
+class InvalidRequest(GatewayError):
+    """The request cannot be served as asked: a value out of range, audio that is not audio."""
+
+    kind = "invalid_request"
 
 
-def error_response(exc: APIError) -> JSONResponse:
-    return JSONResponse(
-        error_body(exc.message, exc.type, exc.param, exc.code), exc.status, headers=exc.headers
-    )
+class TooLarge(GatewayError):
+    kind = "too_large"
 
 
-def bad_request(message: str, param: str | None = None, code: str | None = None) -> APIError:
-    return APIError(400, message, "invalid_request_error", param, code)
+class LimitReached(GatewayError):
+    """Too much is already waiting (a queue, a session's turns, a connection's replies)."""
+
+    kind = "rate_limit"
 
 
-class ModelLookupError(Exception):
+class Unavailable(GatewayError):
+    """The server cannot serve this now (shutting down, no word timings from the model)."""
+
+    kind = "unavailable"
+
+
+class InternalError(GatewayError):
+    kind = "internal"
+    code = "internal_error"
+
+
+class ModelLookupError(GatewayError):
     """A requested model cannot serve: see the two kinds below (neither is a subclass of the
     other, so the order of `except` clauses does not matter)."""
 
-    def __init__(self, name: str, task: str, known: list[str] | None = None) -> None:
-        super().__init__(name)
+    def __init__(self, message: str, name: str, task: str, known: list[str] | None) -> None:
+        super().__init__(message, "model")
         self.name, self.task, self.known = name, task, known or []
 
 
 class UnknownModel(ModelLookupError):
-    """No such model for this task: 404."""
+    """No such model for this task."""
+
+    kind = "not_found"
+    code = "model_not_found"
+
+    def __init__(self, name: str, task: str, known: list[str] | None = None) -> None:
+        listed = ", ".join(known or [])
+        super().__init__(f"model {name!r} does not exist; {task} models: {listed}", name, task,
+                         known)  # fmt: skip
 
 
 class ModelUnavailable(ModelLookupError):
-    """The model exists but is not usable here (not pulled, corrupt): 503."""
+    """The model exists but is not usable here (not pulled, corrupt)."""
+
+    kind = "unavailable"
+    code = "model_unavailable"
+
+    def __init__(self, name: str, task: str, known: list[str] | None = None) -> None:
+        message = f"model {name!r} is not available on this server; run `gateway models pull`"
+        super().__init__(message, name, task, known)
 
 
-def from_lookup(exc: ModelLookupError) -> APIError:
-    if isinstance(exc, UnknownModel):
-        return APIError(
-            404,
-            f"model {exc.name!r} does not exist; {exc.task} models: {', '.join(exc.known)}",
-            param="model",
-            code="model_not_found",
-        )
-    return APIError(
-        503,
-        f"model {exc.name!r} is not available on this server; run `gateway models pull`",
-        "server_error",
-        "model",
-        "model_unavailable",
-    )
-
-
-def from_scheduler(exc: SchedulerError) -> APIError:
-    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
-    kind = "rate_limit_error" if exc.status == 429 else "server_error"
-    return APIError(exc.status, str(exc), kind, None, exc.code, headers)
-
-
-def as_api_error(exc: Exception) -> APIError:
-    """Any exception as the APIError its handler below would answer (500 for the unknown)."""
-    if isinstance(exc, APIError):
+def as_domain(exc: BaseException) -> GatewayError:
+    """Any exception as the domain error a front door reports: itself, or an internal error
+    (whose message gives nothing of ours away)."""
+    if isinstance(exc, GatewayError):
         return exc
-    if isinstance(exc, SchedulerError):
-        return from_scheduler(exc)
-    if isinstance(exc, ModelLookupError):
-        return from_lookup(exc)
-    return APIError(
-        500, "the server failed to process the request", "server_error", None, "internal_error"
-    )
-
-
-def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
-    first: dict[str, Any] = exc.errors()[0] if exc.errors() else {}
-    loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "header", "form")]
-    param = ".".join(loc) or None
-    msg = first.get("msg", "invalid request")
-    if first.get("type") == "json_invalid":
-        return "the request body is not valid JSON", None
-    if first.get("type") == "missing":
-        return f"missing required parameter: {param}", param
-    if first.get("type") in ("model_attributes_type", "model_type", "dict_type") and not param:
-        return "the request body must be a JSON object (Content-Type: application/json)", None
-    if "Expected UploadFile" in str(msg):
-        return f"{param} must be a file part of a multipart/form-data body", param
-    return f"invalid value for {param}: {msg}" if param else msg, param
-
-
-def install(app: FastAPI) -> None:
-    @app.exception_handler(APIError)
-    @app.exception_handler(ModelLookupError)
-    @app.exception_handler(SchedulerError)
-    async def _known(_: Request, exc: Exception) -> JSONResponse:
-        return error_response(as_api_error(exc))
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        message, param = _validation_message(exc)
-        return error_response(bad_request(message, param))
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
-        code = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}.get(
-            exc.status_code
-        )
-        return JSONResponse(
-            error_body(str(exc.detail), kind, None, code),
-            exc.status_code,
-            headers=getattr(exc, "headers", None),
-        )
-
-    @app.exception_handler(Exception)
-    async def _internal(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error", extra={"path": request.url.path})
-        return error_response(as_api_error(exc))
-
-    _document(app)
-
-
-ERROR_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["error"],
-    "properties": {
-        "error": {
-            "type": "object",
-            "required": ["message", "type", "param", "code"],
-            "properties": {
-                "message": {"type": "string"},
-                "type": {"type": "string"},
-                "param": {"anyOf": [{"type": "string"}, {"type": "null"}]},
-                "code": {"anyOf": [{"type": "string"}, {"type": "null"}]},
-            },
-        }
-    },
-}
-
-
-def _document(app: FastAPI) -> None:
-    """Make the OpenAPI document say what these handlers do: a validation error is a 400 (never
-    FastAPI's 422) and every error body is the OpenAI error object; key-protected routes may
-    answer 401 (keys optional when none are configured); request bodies may get 413."""
-    base = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is not None:
-            return app.openapi_schema
-        doc = base()
-        schemas = doc.setdefault("components", {}).setdefault("schemas", {})
-        for name in ("HTTPValidationError", "ValidationError"):
-            schemas.pop(name, None)
-        schemas["Error"] = ERROR_SCHEMA
-        ref = {"$ref": "#/components/schemas/Error"}
-        keys = bool(getattr(app.state, "api_keys", None))
-        for ops in doc.get("paths", {}).values():
-            for op in ops.values():
-                responses = op.setdefault("responses", {})
-                if responses.pop("422", None) is not None:
-                    responses.setdefault("400", {"description": "Invalid request"})
-                if op.get("security"):
-                    responses.setdefault("401", {"description": "Missing or invalid API key"})
-                    if not keys:  # no keys configured: the key is not checked
-                        op["security"] = [*op["security"], {}]
-                if "requestBody" in op:
-                    responses.setdefault(
-                        "413", {"description": "Request body larger than the limit"}
-                    )
-                for status, response in responses.items():
-                    if status[0] in "45" and not response.get("content"):
-                        response["content"] = {"application/json": {"schema": ref}}
-        return doc
-
-    app.openapi = openapi  # type: ignore[method-assign]
+    return InternalError("the server failed to process the request")

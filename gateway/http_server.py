@@ -16,8 +16,8 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
+from .api.errors import error_body
 from .config import Settings
-from .errors import error_body
 
 
 def _busy_response() -> bytes:
@@ -122,13 +122,15 @@ def bounded_protocol(max_connections: int, header_timeout_s: float) -> type[asyn
 def uvicorn_config(
     app: Any, settings: Settings, host: str, port: int, **extra: Any
 ) -> uvicorn.Config:
-    """The uvicorn config `gateway serve` runs (the tests' live server uses it too)."""
+    """The uvicorn config `gateway serve` runs (the tests' live server uses it too), for
+    server.Server: uvicorn's lifespan is off, as `server.serving` starts the runtime."""
     server = settings.server
     return uvicorn.Config(
         app,
         host=host,
         port=port,
         log_config=None,
+        lifespan="off",
         http=bounded_protocol(server.max_connections, server.header_timeout_s),
         # the largest realtime append (base64 audio) fits one WebSocket message, with its JSON
         ws_max_size=max(16 << 20, int(settings.realtime.max_append_mb * (1 << 20)) + (64 << 10)),

@@ -15,7 +15,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .errors import error_body
+from .api.errors import error_body
 from .logs import request_id
 from .traffic import LATENCY_BUCKETS, Traffic
 

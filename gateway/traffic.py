@@ -9,8 +9,25 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from .errors import GatewayError, Kind
+
 # Request latency buckets (seconds), shared with the HTTP middleware's histogram.
 LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128)
+
+# The status an error event of Wyoming or Realtime is counted with: the one HTTP answers for the
+# same error (api/errors.py), so one dashboard compares the doors.
+STATUS: dict[Kind, int] = {
+    "invalid_request": 400,
+    "not_found": 404,
+    "too_large": 413,
+    "rate_limit": 429,
+    "unavailable": 503,
+    "internal": 500,
+}
+
+
+def status_of(err: GatewayError) -> int:
+    return STATUS[err.kind]
 
 
 class Traffic:

@@ -191,9 +191,9 @@ def budget_admission() -> dict:
 
 @step("doctor")
 def doctor() -> dict:
-    from gateway.service import Gateway
+    from gateway.runtime import Runtime
 
-    return {"verdicts": Gateway().diagnose()}
+    return {"verdicts": Runtime().diagnose()}
 
 
 SPOKEN = "The quick brown fox jumps over the lazy dog near the riverbank."
@@ -222,9 +222,9 @@ def speech_clip(gw: Any) -> Any:
 def engines_on_gpu() -> dict:
     from gateway.config import Settings
     from gateway.engines.base import Device
-    from gateway.service import Gateway
+    from gateway.runtime import Runtime
 
-    gw = Gateway(Settings())
+    gw = Runtime(Settings())
     out: dict[str, Any] = {}
     for model_id in ("kokoro", "whisper-base"):
         engine = gw.models[model_id].engine

@@ -7,9 +7,10 @@ import time
 
 from fastapi import APIRouter, Query
 
-from ..errors import APIError, ModelLookupError
+from ..errors import ModelLookupError
 from ..tasks import speech as speech_task
 from .deps import GatewayDep
+from .errors import APIError
 
 router = APIRouter(tags=["catalog"])
 _CREATED = int(time.time())

@@ -12,9 +12,9 @@ from typing import Annotated, Any, TypeVar
 from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from ..errors import APIError, as_api_error, bad_request, error_body
+from ..runtime import Runtime
 from ..scheduler import Level
-from ..service import Gateway
+from .errors import APIError, as_api_error, bad_request, error_body
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -53,12 +53,12 @@ async def sse_or_error(events: AsyncIterator[bytes], path: str) -> AsyncIterator
         yield sse({"type": "error", **error_body(err.message, err.type, err.param, err.code)})
 
 
-def get_gateway(request: Request) -> Gateway:
-    gw: Gateway = request.app.state.gateway
+def get_gateway(request: Request) -> Runtime:
+    gw: Runtime = request.app.state.gateway
     return gw
 
 
-GatewayDep = Annotated[Gateway, Depends(get_gateway)]
+GatewayDep = Annotated[Runtime, Depends(get_gateway)]
 
 
 # Declares the bearer scheme in the OpenAPI document; the check itself is `require_key`.

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..errors import error_response
 from .deps import invalid_key, key_matches
+from .errors import error_response
 
 ALWAYS_OPEN = frozenset({"/health", "/ready", "/v1/models", "/v1/audio/models",
                          "/v1/audio/voices"})  # fmt: skip

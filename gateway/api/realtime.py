@@ -10,9 +10,9 @@ from typing import Any
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketState
 
-from ..errors import error_response
 from ..realtime import PATH, Realtime
 from .deps import invalid_key, key_matches
+from .errors import error_response
 
 router = APIRouter()
 KEY_PROTOCOL = "openai-insecure-api-key."  # browsers cannot set headers: the key rides here

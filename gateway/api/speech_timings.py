@@ -24,10 +24,10 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from ..audio.encode import StreamEncoder, WholeEncoder, decoder_delay
 from ..audio.subtitles import to_srt, to_vtt, word_cues
-from ..errors import APIError, bad_request
 from ..tasks.speech import SpeechJob, TimedAudio
 from ..tasks.timings import TimingsUnavailable, WordClock
 from .deps import sse, until_disconnect
+from .errors import APIError, bad_request
 
 CAPTIONS = ("srt", "vtt")
 

@@ -17,9 +17,8 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 from starlette.datastructures import FormData
 
 from ..audio.subtitles import to_srt, to_vtt
-from ..errors import APIError, bad_request
+from ..runtime import Runtime
 from ..scheduler import Level
-from ..service import Gateway
 from ..tasks import transcription as stt
 from ..tasks import usage as usage_task
 from .deps import (
@@ -32,6 +31,7 @@ from .deps import (
     sse_or_error,
     until_disconnect,
 )
+from .errors import APIError, bad_request
 from .schemas import (
     Transcription,
     TranscriptionSegment,
@@ -56,7 +56,7 @@ RESPONSES: dict[int | str, dict] = {
 }
 
 
-async def _read_upload(request: Request, file: UploadFile | None, gw: Gateway) -> bytes:
+async def _read_upload(request: Request, file: UploadFile | None, gw: Runtime) -> bytes:
     form = await request.form()
     files = [v for k, v in form.multi_items() if k == "file"]
     if file is None or not files or isinstance(files[0], str):
@@ -77,7 +77,7 @@ async def _read_upload(request: Request, file: UploadFile | None, gw: Gateway) -
 
 async def _transcribe(
     request: Request,
-    gw: Gateway,
+    gw: Runtime,
     req: stt.TranscriptionInput,
     file: UploadFile | None,
     stream: bool,

@@ -10,7 +10,7 @@ from typing import Any
 import av
 import numpy as np
 
-from ..errors import bad_request
+from ..errors import InvalidRequest
 
 RATE = 16000  # what Whisper and the VAD hear
 
@@ -43,11 +43,11 @@ def ga_format(value: object, param: str) -> AudioFormat:
     fmt = FORMATS.get(name) if isinstance(name, str) else None
     if fmt is None:
         known = ", ".join([*FORMATS, *BETA_NAMES])
-        raise bad_request(f"unsupported audio format {value!r}; use one of {known}", param,
-                          "invalid_value")  # fmt: skip
+        raise InvalidRequest(f"unsupported audio format {value!r}; use one of {known}", param,
+                             "invalid_value")  # fmt: skip
     if rate is not None and rate != fmt.rate:
-        raise bad_request(f"{fmt.name} is sent at {fmt.rate} Hz, not {rate!r}", param,
-                          "invalid_value")  # fmt: skip
+        raise InvalidRequest(f"{fmt.name} is sent at {fmt.rate} Hz, not {rate!r}", param,
+                             "invalid_value")  # fmt: skip
     return fmt
 
 

@@ -9,8 +9,8 @@ import uuid
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ..errors import APIError, bad_request
-from ..service import Gateway
+from ..errors import GatewayError, InvalidRequest
+from ..runtime import Runtime
 from ..tasks import transcription as stt
 from ..tasks import transcription_options as opts
 from .codecs import FORMATS, GA_TO_BETA, AudioFormat, ga_format
@@ -27,7 +27,7 @@ def event(kind: str, **fields: Any) -> Event:
     return {"event_id": new_id("event"), "type": kind, **fields}
 
 
-def error_event(err: APIError, event_id: str | None = None) -> Event:
+def error_event(err: GatewayError, event_id: str | None = None) -> Event:
     """OpenAI's error event: `{"type": "error", "error": {type, code, message, param, event_id}}`
     (`event_id`: the client event that caused it)."""
     return event("error", error={"type": err.type, "code": err.code, "message": err.message,
@@ -35,19 +35,19 @@ def error_event(err: APIError, event_id: str | None = None) -> Event:
 
 
 def parse(text: str) -> Event:
-    """One client event; raises APIError for what is not a JSON object."""
+    """One client event; raises InvalidRequest for what is not a JSON object."""
     try:
         data = json.loads(text)
     except (ValueError, RecursionError):
-        raise bad_request("the event is not valid JSON", None, "invalid_json") from None
+        raise InvalidRequest("the event is not valid JSON", None, "invalid_json") from None
     if not isinstance(data, dict):
-        raise bad_request("an event is a JSON object", None, "invalid_json")
+        raise InvalidRequest("an event is a JSON object", None, "invalid_json")
     return data
 
 
 def kind(ev: Event) -> str:
     if not isinstance(ev.get("type"), str):
-        raise bad_request("the event has no `type`", "type", "missing_required_parameter")
+        raise InvalidRequest("the event has no `type`", "type", "missing_required_parameter")
     return str(ev["type"])
 
 
@@ -75,7 +75,7 @@ class Config:
             return self.live
         return stt.live_requested(self.model) or default
 
-    def plan(self, gw: Gateway) -> stt.TranscriptionPlan:
+    def plan(self, gw: Runtime) -> stt.TranscriptionPlan:
         return stt.check(gw, stt.TranscriptionInput(
             self.model, language=self.language, prompt=self.prompt,
             languages=self.languages or None, keywords=self.keywords or None,
@@ -119,13 +119,13 @@ class Config:
 
 def _object(value: Any, param: str) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise bad_request(f"{param} must be an object", param, "invalid_type")
+        raise InvalidRequest(f"{param} must be an object", param, "invalid_type")
     return value
 
 
 def _text(value: Any, param: str) -> str | None:
     if value is not None and not isinstance(value, str):
-        raise bad_request(f"{param} must be a string", param, "invalid_type")
+        raise InvalidRequest(f"{param} must be a string", param, "invalid_type")
     return value or None
 
 
@@ -138,7 +138,7 @@ def _transcription(config: Config, value: Any, param: str) -> Config:
     keywords = _strings(t, "keywords", param, config.keywords)
     live = t.get("live", config.live)
     if live is not None and not isinstance(live, bool):
-        raise bad_request(f"{param}.live must be true, false or null", f"{param}.live",
+        raise InvalidRequest(f"{param}.live must be true, false or null", f"{param}.live",
                           "invalid_type")  # fmt: skip
     return replace(config, model=model or "whisper-1", language=language, prompt=prompt,
                    languages=languages, keywords=keywords, live=live)  # fmt: skip
@@ -152,7 +152,7 @@ def _strings(t: dict[str, Any], name: str, param: str, was: tuple[str, ...]) -> 
     if value is None:
         return ()
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise bad_request(f"{param} must be an array of strings", param, "invalid_type")
+        raise InvalidRequest(f"{param} must be an array of strings", param, "invalid_type")
     return tuple(value)
 
 
@@ -169,7 +169,7 @@ def _turns(config: Config, value: Any, param: str) -> Config:
 
 def update(config: Config, ev: Event) -> Config:
     """The configuration after a `session.update` or `transcription_session.update`; raises
-    APIError (and changes nothing) for a field it cannot honour."""
+    InvalidRequest (and changes nothing) for a field it cannot honour."""
     if ev["type"] == "transcription_session.update":
         s = _object(ev.get("session", {}), "session")
         out = replace(config, beta=True)
@@ -190,9 +190,9 @@ def update(config: Config, ev: Event) -> Config:
     s = _object(ev.get("session"), "session")
     kind = s.get("type", "transcription")
     if kind != "transcription":
-        raise bad_request(f"this server runs transcription sessions only, not {kind!r}; send "
-                          "`session.type: \"transcription\"`", "session.type",
-                          "invalid_value")  # fmt: skip
+        raise InvalidRequest(f"this server runs transcription sessions only, not {kind!r}; send "
+                             "`session.type: \"transcription\"`", "session.type",
+                             "invalid_value")  # fmt: skip
     out = replace(config, beta=False)
     audio = _object(s.get("audio", {}), "session.audio")
     inp = _object(audio.get("input", {}), "session.audio.input")

@@ -17,10 +17,10 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..config import RealtimeSettings
-from ..errors import APIError, as_api_error, bad_request
-from ..service import Gateway
+from ..errors import GatewayError, InvalidRequest, LimitReached, Unavailable, as_domain
+from ..runtime import Runtime
 from ..tasks.transcription import MIN_AUDIO_S, TranscriptionPlan
-from ..traffic import Traffic
+from ..traffic import Traffic, status_of
 from .codecs import RATE, Decoder
 from .events import Config, Event, error_event, event, new_id, parse, update
 from .events import kind as event_kind
@@ -47,7 +47,7 @@ KNOWN = {"session.update", "transcription_session.update", "input_audio_buffer.a
 class Closed(Exception):
     """The session ends: (WebSocket close code, reason)."""
 
-    def __init__(self, code: int, reason: str, err: APIError | None = None) -> None:
+    def __init__(self, code: int, reason: str, err: GatewayError | None = None) -> None:
         super().__init__(reason)
         self.code, self.reason, self.err = code, reason, err
 
@@ -55,7 +55,7 @@ class Closed(Exception):
 class Realtime:
     """What every session shares: settings, the VAD's threads, the count of open sessions."""
 
-    def __init__(self, gw: Gateway, traffic: Traffic, settings: RealtimeSettings) -> None:
+    def __init__(self, gw: Runtime, traffic: Traffic, settings: RealtimeSettings) -> None:
         self.gw, self.traffic, self.settings = gw, traffic, settings
         self.executor = ThreadPoolExecutor(settings.vad_threads, thread_name_prefix="realtime-vad")
         self.open = 0
@@ -72,21 +72,21 @@ class Realtime:
     async def serve(self, channel: Channel, intent: str | None, beta: bool = False) -> None:
         """Run one session; `beta`: the client announced the beta protocol (`OpenAI-Beta:
         realtime=v1`), so the session speaks the beta names from its first event on."""
+        err: GatewayError
         if intent != "transcription":
-            err = bad_request(f"this server serves transcription sessions only, not intent "
-                              f"{intent!r}: connect to {PATH}?intent=transcription", "intent",
-                              "unsupported_intent")  # fmt: skip
+            err = InvalidRequest(f"this server serves transcription sessions only, not intent "
+                                 f"{intent!r}: connect to {PATH}?intent=transcription", "intent",
+                                 "unsupported_intent")  # fmt: skip
             await _refuse(channel, err, 1008, self.traffic)
             return
         if self.closing:
-            err = APIError(503, "the server is shutting down", "server_error", None,
-                           "shutting_down")  # fmt: skip
+            err = Unavailable("the server is shutting down", None, "shutting_down")
             await _refuse(channel, err, 1001, self.traffic)
             return
         if self.open >= self.settings.max_sessions:
-            err = APIError(429, f"at most {self.settings.max_sessions} realtime sessions may be "
-                           "open at once; try again later", "rate_limit_error", None,
-                           "session_limit_reached")  # fmt: skip
+            err = LimitReached(f"at most {self.settings.max_sessions} realtime sessions may be "
+                               "open at once; try again later", None,
+                               "session_limit_reached")  # fmt: skip
             await _refuse(channel, err, 1013, self.traffic)
             return
         session = Session(self, channel, beta)
@@ -102,17 +102,17 @@ class Realtime:
         """Refuse new sessions and end the open ones (each gets an `error` event; its turns are
         cancelled)."""
         self.closing = True
-        err = APIError(503, "the server is shutting down", "server_error", None, "shutting_down")
+        err = Unavailable("the server is shutting down", None, "shutting_down")
         await asyncio.gather(*(_refuse(s.channel, err, 1001, self.traffic)
                                for s in list(self.sessions)))  # fmt: skip
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.traffic.listening.pop(PROTOCOL, None)
 
 
-async def _refuse(channel: Channel, err: APIError, code: int, traffic: Traffic,
+async def _refuse(channel: Channel, err: GatewayError, code: int, traffic: Traffic,
                   reason: str | None = None) -> None:  # fmt: skip
     """An `error` event, then the close (its reason at most 123 bytes, as WebSocket allows)."""
-    traffic.record(PROTOCOL, "session", err.status, 0.0)
+    traffic.record(PROTOCOL, "session", status_of(err), 0.0)
     try:
         await channel.send(error_event(err))
         await channel.close(code, (reason or err.message).encode()[:123].decode(errors="ignore"))
@@ -165,16 +165,15 @@ class Session:
                         raise Closed(
                             1000,
                             "session expired",
-                            APIError(
-                                400,
+                            InvalidRequest(
                                 f"the session reached its maximum length of "
                                 f"{self.settings.max_session_s:g} s",
                                 code="session_expired",
                             ),
                         )
                     if not self._busy():
-                        raise Closed(1000, "idle timeout", APIError(
-                            400, f"no event for {self.settings.idle_timeout_s:g} s; closing "
+                        raise Closed(1000, "idle timeout", InvalidRequest(
+                            f"no event for {self.settings.idle_timeout_s:g} s; closing "
                             "the session", code="idle_timeout"))  # fmt: skip
                 message = read.result()
                 if message is None:
@@ -210,9 +209,8 @@ class Session:
         """Raises when the session has as many turns pending as it may."""
         limit = self.settings.max_pending_turns
         if sum(not t.done() for t in self.turns) >= limit:
-            raise APIError(429, f"at most {limit} turns may wait to be transcribed; wait for "
-                           "one to complete", "rate_limit_error", None,
-                           "too_many_pending_turns")  # fmt: skip
+            raise LimitReached(f"at most {limit} turns may wait to be transcribed; wait for "
+                               "one to complete", None, "too_many_pending_turns")  # fmt: skip
 
     # -- events ---------------------------------------------------------------------------------
 
@@ -221,7 +219,9 @@ class Session:
         kind = "invalid"
         try:
             if not isinstance(message, str):
-                raise bad_request("events are JSON text frames, not binary", None, "invalid_json")
+                raise InvalidRequest(
+                    "events are JSON text frames, not binary", None, "invalid_json"
+                )
             ev = parse(message)
             client_id = ev.get("event_id") if isinstance(ev.get("event_id"), str) else None
             kind = event_kind(ev)
@@ -229,12 +229,12 @@ class Session:
         except (Closed, ConnectionError):
             raise
         except Exception as exc:  # what HTTP would answer, as an error event; the session goes on
-            err = as_api_error(exc)
-            if err.status >= 500 and err.code == "internal_error":
+            err = as_domain(exc)
+            if err.kind == "internal":
                 log.error("realtime event %s failed", kind, exc_info=exc)
             # the operation label takes known event types only: a client cannot grow the metrics
             operation = kind if kind in KNOWN else "invalid"
-            self.door.traffic.record(PROTOCOL, operation, err.status, 0.0)
+            self.door.traffic.record(PROTOCOL, operation, status_of(err), 0.0)
             await self.send(error_event(err, client_id))
 
     async def dispatch(self, ev: Event) -> None:
@@ -253,8 +253,8 @@ class Session:
                 self.detector.reset()
             await self.send(event("input_audio_buffer.cleared"))
         else:
-            raise bad_request(f"unsupported event type {kind!r} in a transcription session",
-                              "type", "invalid_value")  # fmt: skip
+            raise InvalidRequest(f"unsupported event type {kind!r} in a transcription session",
+                                 "type", "invalid_value")  # fmt: skip
 
     async def _update(self, ev: Event) -> None:
         config = update(self.config, ev)
@@ -271,22 +271,22 @@ class Session:
     async def _append(self, ev: Event) -> None:
         audio = ev.get("audio")
         if not isinstance(audio, str):
-            raise bad_request("`audio` must be a base64 string", "audio", "invalid_type")
+            raise InvalidRequest("`audio` must be a base64 string", "audio", "invalid_type")
         limit = int(self.settings.max_append_mb * 1024 * 1024)
         if len(audio) > limit:
-            raise bad_request(f"one append may carry at most {limit} bytes of base64 audio",
-                              "audio", "input_audio_buffer_append_too_large")  # fmt: skip
+            raise InvalidRequest(f"one append may carry at most {limit} bytes of base64 audio",
+                                 "audio", "input_audio_buffer_append_too_large")  # fmt: skip
         try:
             data = base64.b64decode(audio, validate=True)
         except (binascii.Error, ValueError):
-            raise bad_request("`audio` is not valid base64", "audio", "invalid_base64") from None
+            raise InvalidRequest("`audio` is not valid base64", "audio", "invalid_base64") from None
         limit_samples = int(self.settings.max_buffer_s * RATE)
         incoming = len(data) * RATE // (self.config.format.rate * self.config.format.width)
         held = 0 if self.config.vad is not None else len(self.buffer)  # VAD cuts turns itself
         if held + incoming > limit_samples:
-            raise bad_request(f"the input audio buffer holds at most "
-                              f"{self.settings.max_buffer_s:g} s; commit or clear it",
-                              "audio", "input_audio_buffer_too_large")  # fmt: skip
+            raise InvalidRequest(f"the input audio buffer holds at most "
+                                 f"{self.settings.max_buffer_s:g} s; commit or clear it",
+                                 "audio", "input_audio_buffer_too_large")  # fmt: skip
         loop = asyncio.get_running_loop()  # a 15 MiB append takes a while to resample
         samples = await loop.run_in_executor(self.door.executor, self.decoder.decode, data)
         self.buffer.append(samples)
@@ -308,7 +308,7 @@ class Session:
         if self.plan is None:
             try:
                 self.plan = self.config.plan(self.gw)
-            except APIError:
+            except GatewayError:
                 return  # the commit reports it, as without live mode
         buffer = self.buffer
         self.speaking = Speaking(self.gw, self.plan, item, lambda: buffer.peek(start),
@@ -359,9 +359,9 @@ class Session:
     async def _commit_all(self) -> None:
         held = len(self.buffer)
         if held < MIN_AUDIO_S * RATE:
-            raise bad_request(f"buffer too small: expected at least {MIN_AUDIO_S * 1000:g} ms "
-                              f"of audio, but the buffer holds {held * 1000 / RATE:.2f} ms",
-                              None, "input_audio_buffer_commit_empty")  # fmt: skip
+            raise InvalidRequest(f"buffer too small: expected at least {MIN_AUDIO_S * 1000:g} ms "
+                                 f"of audio, but the buffer holds {held * 1000 / RATE:.2f} ms",
+                                 None, "input_audio_buffer_commit_empty")  # fmt: skip
         self._room()  # refused before the buffer is taken: it stays for a later commit
         item = self.speech_item or new_id("item")
         self.speech_item = None

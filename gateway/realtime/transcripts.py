@@ -16,11 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import APIError, as_api_error
+from ..errors import InvalidRequest, as_domain
+from ..runtime import Runtime
 from ..scheduler import Level
-from ..service import Gateway
 from ..tasks import transcription as stt
 from ..tasks.live import LiveTurn, follow
+from ..traffic import status_of
 from .codecs import RATE
 from .events import Event, event
 
@@ -74,7 +75,7 @@ class Speaking:
     """A turn transcribed live while it is spoken: partial decodes every `interval_s` whose
     agreed words go out as deltas of its item at once."""
 
-    def __init__(self, gw: Gateway, plan: stt.TranscriptionPlan, item_id: str,
+    def __init__(self, gw: Runtime, plan: stt.TranscriptionPlan, item_id: str,
                  audio_now: Callable[[], np.ndarray], interval_s: float,
                  send: Send) -> None:  # fmt: skip
         self.live = LiveTurn(gw, plan)
@@ -108,7 +109,7 @@ class Turn:
         return len(self.audio) / RATE
 
 
-async def transcribe(gw: Gateway, turn: Turn, send: Send) -> tuple[int, str]:
+async def transcribe(gw: Runtime, turn: Turn, send: Send) -> tuple[int, str]:
     """Run the turn as an interactive job and send its deltas and `completed` (or `failed`);
     returns (the status HTTP would answer, the transcript)."""
     base = {"item_id": turn.item_id, "content_index": 0}
@@ -127,13 +128,13 @@ async def transcribe(gw: Gateway, turn: Turn, send: Send) -> tuple[int, str]:
     except ConnectionError:
         raise  # the client left: nobody to tell
     except Exception as exc:
-        err = as_api_error(exc)
-        if err.status >= 500 and err.code == "internal_error":
+        err = as_domain(exc)
+        if err.kind == "internal":
             log.error("realtime turn %s failed", turn.item_id, exc_info=exc)
         body = {"type": err.type, "code": err.code, "message": err.message, "param": err.param}
         await send(event("conversation.item.input_audio_transcription.failed", **base,
                          error=body))  # fmt: skip
-        return err.status, ""
+        return status_of(err), ""
     transcript = "".join(texts)
     usage = {"type": "duration", "seconds": round(turn.seconds, 3)}
     done = {"logprobs": logprobs} if logprobs is not None else {}
@@ -158,14 +159,14 @@ async def _finish_live(turn: Turn, speaking: Speaking, send: Send) -> str:
 
 
 async def _whole(
-    gw: Gateway, turn: Turn, send: Send, texts: list[str]
+    gw: Runtime, turn: Turn, send: Send, texts: list[str]
 ) -> list[dict[str, Any]] | None:
     """Today's path: the committed turn's windows, a delta per finished piece; returns the
     tokens' log probabilities where the plan asked for them."""
     base = {"item_id": turn.item_id, "content_index": 0}
     try:
         work = await stt.prepare_samples(gw, turn.plan, turn.audio, Level.interactive)
-    except APIError as exc:
+    except InvalidRequest as exc:
         if exc.code != "audio_too_short":
             raise
         return None

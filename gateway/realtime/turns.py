@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import bad_request
+from ..errors import InvalidRequest
 from .codecs import RATE
 
 WINDOW = 512  # samples per VAD probability at 16 kHz (32 ms)
@@ -38,8 +38,8 @@ def vad_params(value: dict[str, Any], param: str) -> VadParams:
     if kind == "semantic_vad":
         return VadParams()
     if kind != "server_vad":
-        raise bad_request(f"unsupported turn_detection type {kind!r}; use server_vad, "
-                          "semantic_vad or null", f"{param}.type", "invalid_value")  # fmt: skip
+        raise InvalidRequest(f"unsupported turn_detection type {kind!r}; use server_vad, "
+                             "semantic_vad or null", f"{param}.type", "invalid_value")  # fmt: skip
     defaults = VadParams()
     out: dict[str, Any] = {}
     for name, lo, hi in (("threshold", 0.0, 1.0), ("prefix_padding_ms", 0, 10000),
@@ -48,8 +48,8 @@ def vad_params(value: dict[str, Any], param: str) -> VadParams:
         if v is None:
             continue
         if isinstance(v, bool) or not isinstance(v, int | float) or not lo <= v <= hi:
-            raise bad_request(f"{name} must be a number from {lo} to {hi}, not {v!r}",
-                              f"{param}.{name}", "invalid_value")  # fmt: skip
+            raise InvalidRequest(f"{name} must be a number from {lo} to {hi}, not {v!r}",
+                                 f"{param}.{name}", "invalid_value")  # fmt: skip
         out[name] = float(v) if name == "threshold" else int(v)
     return VadParams(**{**defaults.__dict__, **out})
 

@@ -12,7 +12,9 @@ import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
+
+from ..errors import GatewayError, Kind
 
 
 class Level(IntEnum):
@@ -22,32 +24,30 @@ class Level(IntEnum):
     batch = 1
 
 
-class SchedulerError(Exception):
-    status = 503
+class SchedulerError(GatewayError):
+    """A refusal of the scheduler's; its kind says what a front door answers."""
+
+    kind: ClassVar[Kind] = "unavailable"
     code = "unavailable"
 
     def __init__(self, message: str, retry_after: int | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
+        super().__init__(message, retry_after=retry_after)
 
 
 class QueueFull(SchedulerError):
-    status = 429
+    kind = "rate_limit"
     code = "queue_full"
 
 
 class QueueTimeout(SchedulerError):
-    status = 503
     code = "queue_timeout"
 
 
 class ShuttingDown(SchedulerError):
-    status = 503
     code = "shutting_down"
 
 
 class NotPlaceable(SchedulerError):
-    status = 503
     code = "placement_unavailable"
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from ..engines.kokoro import OPENAI_VOICES, KokoroEngine
 from ..engines.whisper import LANGUAGES
 from ..errors import ModelLookupError
-from ..service import Gateway
+from ..runtime import Runtime
 from ..text.text import VOICE_LANG, complete_sentences
 
 
@@ -20,7 +20,7 @@ class Entry:
     languages: list[str]
 
 
-def transcription_models(gw: Gateway) -> list[Entry]:
+def transcription_models(gw: Runtime) -> list[Entry]:
     """Available transcription models, the default first; an English-only model lists `en`."""
     default = gw.default_model("transcription")
     ids = sorted(gw.available("transcription"), key=lambda m: (m != default, m))
@@ -40,7 +40,7 @@ def _voice_languages(voice_id: str) -> list[str]:
     return [lang] if lang == "en" else [lang, "en"]
 
 
-def voices(gw: Gateway) -> list[Entry]:
+def voices(gw: Runtime) -> list[Entry]:
     """The default speech model's installed voices, then the OpenAI names mapped onto them."""
     try:
         model_id = gw.resolve("tts-1", "speech")

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..engines.whisper import TranscribeResult, TranscribeUnit
 from ..scheduler import Level
-from ..service import Gateway
+from ..runtime import Runtime
 from .transcription import (
     MIN_AUDIO_S,
     NO_SPACE_LANGS,
@@ -92,7 +92,7 @@ class Agreement:
 class LiveTurn:
     """One turn's live transcription: `partial` while audio comes, `final` once at its end."""
 
-    def __init__(self, gw: Gateway, plan: TranscriptionPlan) -> None:
+    def __init__(self, gw: Runtime, plan: TranscriptionPlan) -> None:
         self.gw, self.plan = gw, plan
         self.agreement = Agreement()
         self.speculation = gw.scheduler.speculation(plan.model)

@@ -8,13 +8,13 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from ..errors import UnknownModel, bad_request
+from ..errors import InvalidRequest, UnknownModel
+from ..runtime import Runtime
 from ..scheduler import Lane, parse_keep_alive
-from ..service import Gateway
 
 
-def resolve(gw: Gateway, name: str) -> str:
-    """A model id or alias of any task; raises UnknownModel (404) or ModelUnavailable (503)."""
+def resolve(gw: Runtime, name: str) -> str:
+    """A model id or alias of any task; raises UnknownModel or ModelUnavailable."""
     for task in ("speech", "transcription"):
         try:
             return gw.resolve(name, task)
@@ -29,16 +29,16 @@ def keep_alive_seconds(value: str | float | None) -> float | None:
     try:
         return parse_keep_alive(value)
     except ValueError as exc:
-        raise bad_request(str(exc), "keep_alive", "invalid_keep_alive") from None
+        raise InvalidRequest(str(exc), "keep_alive", "invalid_keep_alive") from None
 
 
-def ps(gw: Gateway) -> dict[str, Any]:
+def ps(gw: Runtime) -> dict[str, Any]:
     snap = gw.scheduler.snapshot()
     return {"models": [asdict(m) for m in snap.loaded], "gpu_pressure": dict(snap.gpu_pressure)}
 
 
 async def load(
-    gw: Gateway, name: str, lane: str | None, keep_alive: str | float | None
+    gw: Runtime, name: str, lane: str | None, keep_alive: str | float | None
 ) -> dict[str, Any]:
     model = resolve(gw, name)
     seconds = keep_alive_seconds(keep_alive)
@@ -46,6 +46,6 @@ async def load(
     return {**asdict(done.entry), "loaded": done.loaded, "reason": done.reason}
 
 
-async def unload(gw: Gateway, name: str) -> dict[str, Any]:
+async def unload(gw: Runtime, name: str) -> dict[str, Any]:
     model = resolve(gw, name)
     return {"model": model, "unloaded": await gw.scheduler.unload(model)}

@@ -24,9 +24,9 @@ from ..engines.kokoro import (
     TimedAudio,
     VoiceError,
 )
-from ..errors import ModelLookupError, bad_request
+from ..errors import InvalidRequest, ModelLookupError
+from ..runtime import Runtime
 from ..scheduler import Job, Level
-from ..service import Gateway
 from ..text.normalize import SpokenTooLong
 from ..text.words import WordMap
 
@@ -74,46 +74,46 @@ def clean_text(text: str) -> str:
     return "".join(out).strip()
 
 
-def _engine(gw: Gateway, model: str) -> KokoroEngine:
+def _engine(gw: Runtime, model: str) -> KokoroEngine:
     engine = gw.models[model].engine
     assert isinstance(engine, KokoroEngine), f"{model} is not a Kokoro model"
     return engine
 
 
-async def plan(gw: Gateway, req: SpeechInput) -> SpeechPlan:
+async def plan(gw: Runtime, req: SpeechInput) -> SpeechPlan:
     """Everything that can be the caller's fault is checked here, before any audio is made."""
     model = gw.resolve(req.model, "speech")
     limit = gw.settings.server.max_input_chars
     if len(req.text) > limit:
-        raise bad_request(
+        raise InvalidRequest(
             f"input is {len(req.text)} characters; the limit is {limit}",
             "input",
             "string_above_max_length",
         )
     text = clean_text(req.text)
     if not text:
-        raise bad_request("input is empty", "input", "empty_input")
+        raise InvalidRequest("input is empty", "input", "empty_input")
     engine = _engine(gw, model)
     try:
         units, words = await asyncio.to_thread(
             _plan_units, engine, text, req, SPOKEN_CHARS_PER_INPUT_CHAR * limit
         )
     except SpokenTooLong as exc:
-        raise bad_request(
+        raise InvalidRequest(
             f"{exc} ({SPOKEN_CHARS_PER_INPUT_CHAR} times the input limit of {limit}); send "
             "less text, or fewer long numbers",
             "input",
             "string_above_max_length",
         ) from None
     except VoiceError as exc:
-        raise bad_request(str(exc), "voice", "invalid_voice") from None
+        raise InvalidRequest(str(exc), "voice", "invalid_voice") from None
     except NoTimings as exc:
-        raise bad_request(str(exc), "timestamps", "timestamps_unsupported") from None
+        raise InvalidRequest(str(exc), "timestamps", "timestamps_unsupported") from None
     except NothingToSpeak as exc:
         if req.lang and exc.__cause__ is not None:  # the phonemizer refused the given language
-            raise bad_request(str(exc), "lang", "invalid_lang") from None
+            raise InvalidRequest(str(exc), "lang", "invalid_lang") from None
         if exc.__cause__ is not None:
-            raise bad_request(str(exc), "input", "nothing_to_speak") from None
+            raise InvalidRequest(str(exc), "input", "nothing_to_speak") from None
         # `---`, `...`, `$`, emoji: chat clients read a reply aloud piece by piece, and such a
         # piece is part of a reply, not a mistake. It is a short pause, like a sentence's end.
         return _quiet_plan(engine, req, model)
@@ -207,13 +207,13 @@ class SpeechJob:
 
 @asynccontextmanager
 async def start(
-    gw: Gateway, plan: SpeechPlan, level: Level | None, timeout_s: float | None
+    gw: Runtime, plan: SpeechPlan, level: Level | None, timeout_s: float | None
 ) -> AsyncIterator[SpeechJob]:
     async with gw.scheduler.job(plan.model, level or Level.interactive, timeout_s) as job:
         yield SpeechJob(job, plan)
 
 
-def voices(gw: Gateway, model: str | None) -> list[dict[str, str]]:
+def voices(gw: Runtime, model: str | None) -> list[dict[str, str]]:
     """Installed voices, then the OpenAI names mapped onto them; raises ModelLookupError."""
     model_id = gw.resolve(model or "tts-1", "speech")
     engine = _engine(gw, model_id)

@@ -28,9 +28,9 @@ from ..engines.whisper import (
     TranscribeUnit,
     plan_windows,
 )
-from ..errors import bad_request
+from ..errors import InvalidRequest
+from ..runtime import Runtime
 from ..scheduler import Job, Level, QueueFull
-from ..service import Gateway
 from ..text.languages import LANGUAGE_NAMES, Detection
 from .transcription_options import Extras, extras
 from .transcription_options import live_requested as live_requested  # for live mode
@@ -138,30 +138,30 @@ def detection(w: WhisperSettings, candidates: tuple[str, ...] = ()) -> Detection
     )
 
 
-def check(gw: Gateway, req: TranscriptionInput) -> TranscriptionPlan:
+def check(gw: Runtime, req: TranscriptionInput) -> TranscriptionPlan:
     """Model, language and granularities; raises before any audio is read."""
     model = gw.resolve(req.model, "transcription")
     multilingual = gw.models[model].spec.multilingual
     if req.translate and not multilingual:
-        raise bad_request(f"model {model!r} is English-only and cannot translate", "model")
+        raise InvalidRequest(f"model {model!r} is English-only and cannot translate", "model")
     language = req.language
     if language is not None:
         language = language.strip().lower() or None
         if language is not None and language not in LANGUAGES:
-            raise bad_request(
+            raise InvalidRequest(
                 f"unsupported language {language!r}; use an ISO-639-1 code",
                 "language",
                 "invalid_language",
             )
         if language not in (None, "en") and not multilingual:
-            raise bad_request(f"model {model!r} is English-only", "language")
+            raise InvalidRequest(f"model {model!r} is English-only", "language")
     grains = set(req.granularities or [])
     if not grains <= {"segment", "word"}:
-        raise bad_request(
+        raise InvalidRequest(
             "timestamp_granularities[] takes `segment` and/or `word`", "timestamp_granularities[]"
         )
     if grains and req.response_format != "verbose_json":
-        raise bad_request(
+        raise InvalidRequest(
             "timestamp_granularities[] needs response_format=verbose_json",
             "timestamp_granularities[]",
         )
@@ -180,17 +180,17 @@ def check(gw: Gateway, req: TranscriptionInput) -> TranscriptionPlan:
     )
 
 
-def default_level(gw: Gateway, duration_s: float) -> Level:
+def default_level(gw: Runtime, duration_s: float) -> Level:
     """Clips longer than `batch_threshold_s` default to level batch."""
     return gw.scheduler.level_for(duration_s)
 
 
-def _audio_full(gw: Gateway, level: Level | None, exc: AudioBudgetFull) -> QueueFull:
+def _audio_full(gw: Runtime, level: Level | None, exc: AudioBudgetFull) -> QueueFull:
     return gw.scheduler.refuse(level or Level.batch, "audio_held", str(exc))
 
 
 async def _decode(
-    gw: Gateway, data: bytes, level: Level | None, extra: int
+    gw: Runtime, data: bytes, level: Level | None, extra: int
 ) -> tuple[np.ndarray, Hold]:
     """The upload's samples, and its hold on the audio budget (with `extra` samples beside
     them). A full queue (or budget) refuses the job before the decode where the container states
@@ -199,7 +199,7 @@ async def _decode(
     try:
         upload = await asyncio.to_thread(AudioFile, data, gw.settings.server.max_audio_s)
     except AudioDecodeError as exc:
-        raise bad_request(str(exc), "file", "invalid_audio") from None
+        raise InvalidRequest(str(exc), "file", "invalid_audio") from None
     hold = gw.audio_budget.hold()
     try:
         if level is None and upload.seconds is not None:
@@ -216,7 +216,7 @@ async def _decode(
     except BaseException as exc:
         hold.release()  # a decode left running by a cancelled request stops at its next growth
         if isinstance(exc, AudioDecodeError):
-            raise bad_request(str(exc), "file", "invalid_audio") from None
+            raise InvalidRequest(str(exc), "file", "invalid_audio") from None
         if isinstance(exc, AudioBudgetFull):
             raise _audio_full(gw, level, exc) from None
         raise
@@ -225,7 +225,7 @@ async def _decode(
 
 
 async def prepare(
-    gw: Gateway, plan: TranscriptionPlan, data: bytes, level: Level | None = None
+    gw: Runtime, plan: TranscriptionPlan, data: bytes, level: Level | None = None
 ) -> Transcription:
     """Decode the upload (by its bytes) and cut it into windows of at most `window_s`. A job at
     a `level` the caller chose is refused (429) when that queue is full before anything else."""
@@ -246,7 +246,7 @@ async def prepare(
 
 
 async def prepare_samples(
-    gw: Gateway, plan: TranscriptionPlan, audio: np.ndarray, level: Level | None = None
+    gw: Runtime, plan: TranscriptionPlan, audio: np.ndarray, level: Level | None = None
 ) -> Transcription:
     """As `prepare`, for 16 kHz float32 mono samples (no container to decode): the same limits
     (`max_audio_s`, the audio budget) and the same windows."""
@@ -254,7 +254,7 @@ async def prepare_samples(
         gw.scheduler.admit(level)
     limit = gw.settings.server.max_audio_s
     if limit and len(audio) > limit * TARGET_RATE:
-        raise bad_request(f"audio is longer than the limit of {limit:.0f} s", "file",
+        raise InvalidRequest(f"audio is longer than the limit of {limit:.0f} s", "file",
                           "audio_too_long")  # fmt: skip
     samples = np.ascontiguousarray(audio, dtype=np.float32)
     windows = 2 * gw.scheduler.parallel_units(plan.model) + gw.settings.whisper.language_segments
@@ -271,10 +271,10 @@ async def prepare_samples(
     return work
 
 
-async def _cut(gw: Gateway, plan: TranscriptionPlan, audio: np.ndarray) -> Transcription:
+async def _cut(gw: Runtime, plan: TranscriptionPlan, audio: np.ndarray) -> Transcription:
     duration = len(audio) / TARGET_RATE
     if duration < MIN_AUDIO_S:
-        raise bad_request(
+        raise InvalidRequest(
             f"audio file is too short ({duration:.3f} s); the minimum is {MIN_AUDIO_S:g} s",
             "file",
             "audio_too_short",
@@ -409,7 +409,7 @@ class TranscriptionJob:
 
 @asynccontextmanager
 async def start(
-    gw: Gateway, work: Transcription, level: Level | None, timeout_s: float | None
+    gw: Runtime, work: Transcription, level: Level | None, timeout_s: float | None
 ) -> AsyncIterator[TranscriptionJob]:
     model = work.plan.model
     async with gw.scheduler.job(model, level or work.default_level, timeout_s) as job:

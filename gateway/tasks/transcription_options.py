@@ -14,8 +14,8 @@ from typing import Any
 from ..config import WhisperSettings
 from ..engines.vad import VadTuning
 from ..engines.whisper import LANGUAGES
-from ..errors import bad_request
-from ..service import undated
+from ..errors import InvalidRequest
+from ..runtime import undated
 
 # OpenAI publishes no limits for `keywords` beyond "single-line, no `<` or `>`"; these keep
 # the terms inside the half of Whisper's 448-token context that faster-whisper gives its prompt
@@ -46,9 +46,9 @@ def live_requested(model_name: str) -> bool:
 
 def _strings(value: Any, param: str) -> list[str]:
     if isinstance(value, str) or not isinstance(value, Sequence):
-        raise bad_request(f"{param} must be an array of strings", param, "invalid_type")
+        raise InvalidRequest(f"{param} must be an array of strings", param, "invalid_type")
     if not all(isinstance(v, str) for v in value):
-        raise bad_request(f"{param} must be an array of strings", param, "invalid_type")
+        raise InvalidRequest(f"{param} must be an array of strings", param, "invalid_type")
     return list(value)
 
 
@@ -62,18 +62,18 @@ def languages(
     if not codes:
         return ()
     if language is not None:
-        raise bad_request(
+        raise InvalidRequest(
             "send either `language` or `languages`, not both", param, "invalid_parameter"
         )
     for code in codes:
         if code not in LANGUAGES:
-            raise bad_request(
+            raise InvalidRequest(
                 f"unsupported language {code!r} in {param}; use ISO-639-1 codes",
                 param,
                 "invalid_language",
             )
         if code != "en" and not multilingual:
-            raise bad_request(f"model {model!r} is English-only", param, "invalid_language")
+            raise InvalidRequest(f"model {model!r} is English-only", param, "invalid_language")
     return tuple(dict.fromkeys(codes))
 
 
@@ -83,17 +83,17 @@ def check_keywords(terms: list[str], param: str) -> list[str]:
     for term in terms:
         term = term.strip()
         if not term or any(c in term for c in "\r\n<>"):
-            raise bad_request(
+            raise InvalidRequest(
                 f"each {param} entry is a non-empty single line without `<` or `>`: {term!r}",
                 param,
                 "invalid_value",
             )
         if len(term) > MAX_KEYWORD_CHARS:
-            raise bad_request(f"a {param} entry has at most {MAX_KEYWORD_CHARS} characters",
+            raise InvalidRequest(f"a {param} entry has at most {MAX_KEYWORD_CHARS} characters",
                               param, "invalid_value")  # fmt: skip
         out.append(term)
     if len(out) > MAX_KEYWORDS:
-        raise bad_request(f"at most {MAX_KEYWORDS} {param} entries", param, "invalid_value")
+        raise InvalidRequest(f"at most {MAX_KEYWORDS} {param} entries", param, "invalid_value")
     return out
 
 
@@ -104,7 +104,7 @@ def keywords(value: Any, deployment: list[str], param: str = "keywords") -> str 
     unique = list({t.lower(): t for t in reversed(terms)}.values())[::-1]
     joined = ", ".join(unique)
     if len(joined) > MAX_KEYWORDS_TOTAL_CHARS:
-        raise bad_request(
+        raise InvalidRequest(
             f"{param} and the deployment's whisper.keywords have at most "
             f"{MAX_KEYWORDS_TOTAL_CHARS} characters together ({len(joined)} sent)",
             param,
@@ -121,10 +121,10 @@ def logprobs(value: Any, allowed: str, param: str, response_format: str | None =
     items = _strings(value, param)
     for item in items:
         if item != allowed:
-            raise bad_request(f"unsupported {param} value {item!r}; use {allowed!r}", param,
+            raise InvalidRequest(f"unsupported {param} value {item!r}; use {allowed!r}", param,
                               "invalid_value")  # fmt: skip
     if items and response_format not in (None, "json"):
-        raise bad_request("logprobs are only returned with response_format=json", param,
+        raise InvalidRequest("logprobs are only returned with response_format=json", param,
                           "invalid_value")  # fmt: skip
     return bool(items)
 
@@ -142,16 +142,16 @@ def chunking(value: Any, param: str = "chunking_strategy") -> VadTuning | None:
         try:
             value = json.loads(value)
         except ValueError:
-            raise bad_request(f"{param} is `auto` or a server_vad object", param,
+            raise InvalidRequest(f"{param} is `auto` or a server_vad object", param,
                               "invalid_value") from None  # fmt: skip
         if value == "auto":
             return None
     if not isinstance(value, dict) or value.get("type") != "server_vad":
-        raise bad_request(f"{param} is `auto` or an object of type `server_vad`", param,
+        raise InvalidRequest(f"{param} is `auto` or an object of type `server_vad`", param,
                           "invalid_value")  # fmt: skip
     extra = set(value) - {"type", *_VAD_FIELDS}
     if extra:
-        raise bad_request(f"unknown {param} field(s): {', '.join(sorted(extra))}", param,
+        raise InvalidRequest(f"unknown {param} field(s): {', '.join(sorted(extra))}", param,
                           "invalid_value")  # fmt: skip
     got: dict[str, float | int] = {}
     for name, (lo, hi) in _VAD_FIELDS.items():
@@ -164,7 +164,7 @@ def chunking(value: Any, param: str = "chunking_strategy") -> VadTuning | None:
             except ValueError:
                 pass
         if isinstance(v, bool) or not isinstance(v, int | float) or not lo <= v <= hi:
-            raise bad_request(f"{param}.{name} must be a number from {lo} to {hi}, not {v!r}",
+            raise InvalidRequest(f"{param}.{name} must be a number from {lo} to {hi}, not {v!r}",
                               f"{param}.{name}", "invalid_value")  # fmt: skip
         got[name] = float(v) if name == "threshold" else int(v)
     pad, silence = got.get("prefix_padding_ms"), got.get("silence_duration_ms")

@@ -22,7 +22,7 @@ from typing import Any
 from tokenizers import Tokenizer
 
 from ..engines.whisper import WhisperEngine
-from ..service import Gateway, undated
+from ..runtime import Runtime, undated
 
 AUDIO_TOKENS_PER_S = 10
 _CHARS_PER_TOKEN = 4
@@ -33,7 +33,7 @@ def _tokenizer(path: Path) -> Tokenizer | None:
     return Tokenizer.from_file(str(path)) if path.is_file() else None
 
 
-def text_tokens(gw: Gateway, model: str, text: str) -> int:
+def text_tokens(gw: Runtime, model: str, text: str) -> int:
     """Tokens of `text` for transcription `model` (loads its tokenizer once: call off the loop)."""
     if not text:
         return 0
@@ -46,7 +46,7 @@ def text_tokens(gw: Gateway, model: str, text: str) -> int:
 
 
 def transcription_usage(
-    gw: Gateway, model: str, duration_s: float, prompt: str | None, text: str
+    gw: Runtime, model: str, duration_s: float, prompt: str | None, text: str
 ) -> dict[str, Any]:
     audio = math.ceil(duration_s * AUDIO_TOKENS_PER_S)
     prompt_tokens = text_tokens(gw, model, prompt or "")

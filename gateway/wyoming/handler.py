@@ -22,10 +22,10 @@ from wyoming.server import AsyncEventHandler
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop
 
 from ..config import WyomingSettings
-from ..errors import APIError, as_api_error, bad_request
-from ..service import Gateway
+from ..errors import GatewayError, InvalidRequest, LimitReached, Unavailable, as_domain
+from ..runtime import Runtime
 from ..tasks.transcription import TranscriptionPlan
-from ..traffic import Traffic
+from ..traffic import Traffic, status_of
 from . import speech_to_text as asr
 from . import text_to_speech as tts
 from .framing import FrameError, read_event
@@ -41,7 +41,7 @@ class Connection(AsyncEventHandler):
         self,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
-        gw: Gateway,
+        gw: Runtime,
         settings: WyomingSettings,
         traffic: Traffic,
     ) -> None:
@@ -96,9 +96,9 @@ class Connection(AsyncEventHandler):
     async def _refuse(self) -> None:
         limit = self.settings.max_connections
         log.warning("wyoming connection refused: %d open", limit, extra={"peer": self.peer})
-        err = APIError(503, f"at most {limit} Wyoming connections may be open at once",
-                       "server_error", None, "too_many_connections")  # fmt: skip
-        self.traffic.record(PROTOCOL, "connection", err.status, 0.0)
+        err = Unavailable(f"at most {limit} Wyoming connections may be open at once", None,
+                          "too_many_connections")  # fmt: skip
+        self.traffic.record(PROTOCOL, "connection", status_of(err), 0.0)
         await self._send_quietly(Error(err.message, err.code).event())
         self.writer.close()
 
@@ -123,7 +123,7 @@ class Connection(AsyncEventHandler):
         except (TimeoutError, ConnectionError, RuntimeError):
             pass
 
-    async def error(self, exc: APIError) -> None:
+    async def error(self, exc: GatewayError) -> None:
         log.info("wyoming error event: %s", exc.message, extra={"code": exc.code})
         await self.write_event(Error(exc.message, exc.code or exc.type).event())
 
@@ -131,16 +131,15 @@ class Connection(AsyncEventHandler):
         """Raises when the connection has as many replies pending as it may."""
         limit = self.settings.max_pending
         if len(self.pending) >= limit:
-            raise APIError(429, f"at most {limit} replies may be pending on one connection; wait "
-                           "for one to finish", "rate_limit_error", None,
-                           "too_many_pending")  # fmt: skip
+            raise LimitReached(f"at most {limit} replies may be pending on one connection; "
+                               "wait for one to finish", None, "too_many_pending")  # fmt: skip
 
     def spawn(self, operation: str, reply: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run a reply after the one before it; its failure becomes an `error` event. Refused
-        (an APIError) when the connection has too many replies pending."""
+        (LimitReached) when the connection has too many replies pending."""
         try:
             self.room()
-        except APIError:
+        except LimitReached:
             reply.close()
             raise
         before = self.work
@@ -158,9 +157,9 @@ class Connection(AsyncEventHandler):
             except ConnectionError:
                 status = 499  # the peer went away mid-reply: no one to tell, nothing failed
             except Exception as exc:
-                err = as_api_error(exc)
-                status = err.status
-                if status >= 500 and err.code == "internal_error":
+                err = as_domain(exc)
+                status = status_of(err)
+                if err.kind == "internal":
                     log.error("wyoming %s failed", operation, exc_info=exc)
                 await self._send_quietly(Error(err.message, err.code or err.type).event())
             finally:
@@ -176,15 +175,16 @@ class Connection(AsyncEventHandler):
     # -- events ---------------------------------------------------------------------------------
 
     async def handle_event(self, event: Event) -> bool:
+        err: GatewayError
         try:
             self._dispatch(event)
         except (KeyError, TypeError, ValueError, AttributeError):  # a field missing or mistyped
-            err = bad_request(f"malformed {event.type!r} event", None, "invalid_event")
-            self.traffic.record(PROTOCOL, event.type, err.status, 0.0)
+            err = InvalidRequest(f"malformed {event.type!r} event", None, "invalid_event")
+            self.traffic.record(PROTOCOL, event.type, status_of(err), 0.0)
             await self.error(err)
-        except Exception as exc:  # APIError, an unknown model...: what HTTP would answer
-            err = as_api_error(exc)
-            self.traffic.record(PROTOCOL, event.type, err.status, 0.0)
+        except Exception as exc:  # a domain error, an unknown model...: what HTTP would answer
+            err = as_domain(exc)
+            self.traffic.record(PROTOCOL, event.type, status_of(err), 0.0)
             await self.error(err)
         if Describe.is_type(event.type):
             await self.write_event(describe(self.gw).event())
@@ -205,13 +205,13 @@ class Connection(AsyncEventHandler):
             self.stream = tts.SpeechStream(tts.Speaker(self.gw, voice, self.write_event))
             try:
                 self.spawn("synthesize-stream", self.stream.run())
-            except APIError as exc:
+            except GatewayError as exc:
                 self.stream.fail(exc)  # its chunks are dropped quietly until its stop
                 raise
         elif SynthesizeChunk.is_type(kind):
             if self.stream is None:
-                raise bad_request("synthesize-chunk before synthesize-start", None,
-                                  "chunk_before_start")  # fmt: skip
+                raise InvalidRequest("synthesize-chunk before synthesize-start", None,
+                                     "chunk_before_start")  # fmt: skip
             self._chunk(SynthesizeChunk.from_event(event).text)
         elif SynthesizeStop.is_type(kind):
             if self.stream is not None:
@@ -221,7 +221,7 @@ class Connection(AsyncEventHandler):
             if self.stream is None:  # inside a stream it repeats the text for old servers
                 self._synthesize(event)
         else:
-            raise bad_request(f"unknown or unexpected event {kind!r}", None, "unknown_event")
+            raise InvalidRequest(f"unknown or unexpected event {kind!r}", None, "unknown_event")
 
     def _transcribe(self, request: Transcribe) -> None:
         self._drop_utterance()
@@ -256,7 +256,9 @@ class Connection(AsyncEventHandler):
                                                    self.gw.settings.realtime.live_interval_s,
                                                    self.write_event)  # fmt: skip
             elif self.utterance is None:
-                raise bad_request("audio-chunk before audio-start", "audio", "audio_before_start")
+                raise InvalidRequest(
+                    "audio-chunk before audio-start", "audio", "audio_before_start"
+                )
             else:
                 self.utterance.add(event)
         except Exception:
@@ -273,7 +275,7 @@ class Connection(AsyncEventHandler):
         assert self.stream is not None
         try:
             self.stream.add(text)
-        except APIError as exc:
+        except GatewayError as exc:
             self.stream.fail(exc)
             raise
 

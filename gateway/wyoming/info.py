@@ -8,7 +8,7 @@ from typing import TypeVar
 from wyoming.info import AsrModel, AsrProgram, Attribution, Info, TtsProgram, TtsVoice
 
 from .. import __version__
-from ..service import Gateway
+from ..runtime import Runtime
 from ..tasks import catalog
 
 T = TypeVar("T", AsrModel, TtsVoice)
@@ -35,7 +35,7 @@ def _artifacts(kind: type[T], entries: list[catalog.Entry], attribution: Attribu
     ]
 
 
-def describe(gw: Gateway) -> Info:
+def describe(gw: Runtime) -> Info:
     models = _artifacts(AsrModel, catalog.transcription_models(gw), WHISPER)
     voices = _artifacts(TtsVoice, catalog.voices(gw), KOKORO)
     asr = AsrProgram(

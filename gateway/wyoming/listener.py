@@ -11,7 +11,7 @@ from typing import Any
 
 from wyoming.server import AsyncTcpServer
 
-from ..service import Gateway
+from ..runtime import Runtime
 from ..traffic import Traffic
 from .handler import PROTOCOL, Connection
 
@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 
 class WyomingListener:
-    def __init__(self, gw: Gateway, traffic: Traffic) -> None:
+    def __init__(self, gw: Runtime, traffic: Traffic) -> None:
         self.gw, self.traffic = gw, traffic
         self.settings = gw.settings.wyoming
         self.host = self.settings.host or gw.settings.server.host

@@ -14,9 +14,9 @@ from wyoming.asr import Transcript, TranscriptChunk, TranscriptStart, Transcript
 from wyoming.audio import AudioChunk, AudioChunkConverter, AudioFormat
 from wyoming.event import Event
 
-from ..errors import APIError, bad_request
+from ..errors import InvalidRequest
+from ..runtime import Runtime
 from ..scheduler import Level
-from ..service import Gateway
 from ..tasks import transcription as stt
 from ..tasks.live import LiveTurn, follow
 
@@ -25,20 +25,20 @@ Send = Callable[[Event], Awaitable[None]]
 
 
 def check_format(data: dict) -> AudioFormat:
-    """The audio format of an `audio-start` or `audio-chunk`; raises APIError."""
+    """The audio format of an `audio-start` or `audio-chunk`; raises InvalidRequest."""
     rate, width, channels = data.get("rate"), data.get("width"), data.get("channels")
     if type(width) is not int or width not in (1, 2, 3, 4):
-        raise bad_request(f"width must be 1, 2, 3 or 4 bytes, not {width!r}", "width",
-                          "invalid_width")  # fmt: skip
+        raise InvalidRequest(f"width must be 1, 2, 3 or 4 bytes, not {width!r}", "width",
+                             "invalid_width")  # fmt: skip
     if type(rate) is not int or not 1000 <= rate <= 384000:
-        raise bad_request(f"rate must be 1000-384000 Hz, not {rate!r}", "rate", "invalid_rate")
+        raise InvalidRequest(f"rate must be 1000-384000 Hz, not {rate!r}", "rate", "invalid_rate")
     if type(channels) is not int or not 1 <= channels <= 16:
-        raise bad_request(f"channels must be 1-16, not {channels!r}", "channels",
-                          "invalid_channels")  # fmt: skip
+        raise InvalidRequest(f"channels must be 1-16, not {channels!r}", "channels",
+                             "invalid_channels")  # fmt: skip
     return AudioFormat(rate, width, channels)
 
 
-def plan(gw: Gateway, name: str | None, language: str | None) -> stt.TranscriptionPlan:
+def plan(gw: Runtime, name: str | None, language: str | None) -> stt.TranscriptionPlan:
     """Model by name (an alias, a model id, or none or our program's name: the default) and the
     language as Home Assistant sends it (`en`, `en-US`, `en_US`) as an explicit language."""
     model = "whisper-1" if not name or name == "gateway" else name
@@ -61,13 +61,13 @@ class Utterance:
         fmt = check_format(event.data)
         audio = event.payload or b""
         if len(audio) % (fmt.width * fmt.channels):
-            raise bad_request("audio-chunk holds a partial sample frame", "audio",
-                              "invalid_audio")  # fmt: skip
+            raise InvalidRequest("audio-chunk holds a partial sample frame", "audio",
+                                 "invalid_audio")  # fmt: skip
         chunk = AudioChunk(fmt.rate, fmt.width, fmt.channels, audio)
         self.pcm += self.converter.convert(chunk).audio
         if len(self.pcm) > self.max_bytes:
-            raise bad_request(f"utterance is longer than {self.max_audio_s:g} s", "audio",
-                              "audio_too_long")  # fmt: skip
+            raise InvalidRequest(f"utterance is longer than {self.max_audio_s:g} s", "audio",
+                                 "audio_too_long")  # fmt: skip
 
     def samples(self) -> np.ndarray:
         """The utterance as Whisper hears it: float32 in [-1, 1)."""
@@ -78,7 +78,7 @@ class Live:
     """An utterance transcribed while it streams: `transcript-start` before its first chunk,
     then a chunk per piece of words two partial decodes agree on."""
 
-    def __init__(self, gw: Gateway, utt: Utterance, interval_s: float, send: Send) -> None:
+    def __init__(self, gw: Runtime, utt: Utterance, interval_s: float, send: Send) -> None:
         self.turn = LiveTurn(gw, utt.plan)
         self.ended = asyncio.Event()
         self.started = False
@@ -115,7 +115,7 @@ async def _empty(send: Send, language: str | None) -> None:
     await send(TranscriptStop().event())
 
 
-async def transcribe(gw: Gateway, utt: Utterance, send: Send) -> None:
+async def transcribe(gw: Runtime, utt: Utterance, send: Send) -> None:
     """Transcribe an utterance as an interactive job and send the streaming reply."""
     language = utt.plan.language
     live, utt.live = utt.live, None
@@ -129,7 +129,7 @@ async def transcribe(gw: Gateway, utt: Utterance, send: Send) -> None:
         return
     try:
         work = await stt.prepare_samples(gw, utt.plan, utt.samples())
-    except APIError as exc:
+    except InvalidRequest as exc:
         if exc.code == "audio_too_short":  # a blip of sound is heard as nothing said
             await _empty(send, language)
             return

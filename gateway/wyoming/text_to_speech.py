@@ -13,9 +13,9 @@ from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.event import Event
 from wyoming.tts import SynthesizeStopped
 
-from ..errors import APIError, bad_request
+from ..errors import GatewayError, InvalidRequest
+from ..runtime import Runtime
 from ..scheduler import Level
-from ..service import Gateway
 from ..tasks import catalog, speech
 
 WIDTH, CHANNELS = 2, 1
@@ -23,7 +23,7 @@ CHUNK_SAMPLES = 4096  # about 0.17 s a chunk at 24 kHz
 Send = Callable[[Event], Awaitable[None]]
 
 
-def choose_voice(gw: Gateway, voice: dict | None) -> str | None:
+def choose_voice(gw: Runtime, voice: dict | None) -> str | None:
     """`{name, speaker}` or `{language}` -> a voice for the speech task (None: its default).
     A speaker that names a voice wins over the name (Kokoro voices have no speakers of their
     own); a language picks the first voice that speaks it."""
@@ -40,11 +40,11 @@ def choose_voice(gw: Gateway, voice: dict | None) -> str | None:
         for entry in known.values():
             if lang in entry.languages:
                 return entry.name
-        raise bad_request(f"no voice speaks {language!r}", "voice", "invalid_voice")
+        raise InvalidRequest(f"no voice speaks {language!r}", "voice", "invalid_voice")
     return None
 
 
-def default_voice(gw: Gateway) -> str:
+def default_voice(gw: Runtime) -> str:
     """The first installed voice (Home Assistant sends no voice until the user picks one)."""
     voices = catalog.voices(gw)
     return voices[0].name if voices else "alloy"
@@ -57,7 +57,7 @@ def pcm16(audio: np.ndarray) -> bytes:
 class Speaker:
     """Sends one reply's audio: `audio-start` before the first sentence, chunks as each is made."""
 
-    def __init__(self, gw: Gateway, voice: str | None, send: Send) -> None:
+    def __init__(self, gw: Runtime, voice: str | None, send: Send) -> None:
         self.gw, self.send = gw, send
         self.voice = voice or default_voice(gw)
         self.rate: int | None = None
@@ -68,8 +68,8 @@ class Speaker:
         self.chars += len(text)
         limit = self.gw.settings.server.max_input_chars
         if self.chars > limit:
-            raise bad_request(f"text is {self.chars} characters; the limit is {limit}",
-                              "text", "string_above_max_length")  # fmt: skip
+            raise InvalidRequest(f"text is {self.chars} characters; the limit is {limit}",
+                                 "text", "string_above_max_length")  # fmt: skip
 
     async def _start(self, rate: int) -> None:
         if self.rate is None:
@@ -88,7 +88,7 @@ class Speaker:
         req = speech.SpeechInput("tts-1", text, self.voice, stream=True)
         try:
             plan = await speech.plan(self.gw, req)
-        except APIError as exc:
+        except InvalidRequest as exc:
             if quiet_if_nothing and exc.code in ("empty_input", "nothing_to_speak"):
                 return  # a piece of Markdown with no words in it
             raise
@@ -125,7 +125,7 @@ class SpeechStream:
         if done.strip():
             self.sentences.put_nowait(done)
 
-    def fail(self, exc: APIError) -> None:
+    def fail(self, exc: GatewayError) -> None:
         """The stream broke a limit (the error was sent): speak nothing more, end no stream."""
         self.failed = True
         self.buffer = ""

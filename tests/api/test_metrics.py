@@ -198,3 +198,12 @@ def test_grafana_dashboard_uses_exported_metrics(live: LiveServer) -> None:
                    "gateway_real_time_factor_sum", "gateway_http_request_duration_seconds_bucket",
                    "gateway_http_requests_total"):  # fmt: skip
         assert needed in used, needed
+
+
+def test_error_events_count_as_the_status_http_answers() -> None:
+    """Wyoming and Realtime count an error event with the status HTTP answers for the same
+    domain error: the two maps of kinds to statuses agree."""
+    from gateway.api.errors import STATUS as ANSWERED
+    from gateway.traffic import STATUS as COUNTED
+
+    assert COUNTED == ANSWERED

@@ -27,7 +27,7 @@ from gateway.config import Settings
 from gateway.engines import vad
 from gateway.engines import whisper as whisper_mod
 from gateway.engines.whisper import WHISPER_INPUT
-from gateway.service import Gateway
+from gateway.runtime import Runtime
 from gateway.tasks import transcription as stt
 
 from ..conftest import metric, run_asgi, tone_wav
@@ -157,7 +157,7 @@ def test_windows_of_a_long_upload_join_their_audio_one_at_a_time(
     chunks = [(int(i * 5.0 * sr), int((i * 5.0 + 4.4) * sr)) for i in range(120)]
     monkeypatch.setattr(whisper_mod, "get_speech_timestamps",
                         lambda audio, options: [{"start": a, "end": b} for a, b in chunks])  # fmt: skip
-    gw = Gateway(Settings())
+    gw = Runtime(Settings())
     plan = stt.check(gw, stt.TranscriptionInput("whisper-1", language="en"))
     data = tone_wav(1.0)
     monkeypatch.setattr(stt, "AudioFile", lambda data, limit: _Decoded(audio))

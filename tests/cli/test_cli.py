@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from gateway.cli import main
+
 from ..conftest import decode, wer
 
 GATEWAY = [sys.executable, "-m", "gateway.cli"]
@@ -55,3 +57,22 @@ def test_doctor_and_settings() -> None:
     assert "NVIDIA driver (NVML)" in doctor.stdout and "model kokoro: runs on: CPU" in doctor.stdout
     settings = _run("settings", "--markdown")
     assert "| `GATEWAY_WHISPER__COMPUTE_TYPE` | `int8` |" in settings.stdout
+
+
+@pytest.mark.slow
+def test_local_commands_open_no_listener(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`gateway speak` and `transcribe` run the runtime and tasks in this process: nothing
+    listens, HTTP or Wyoming (enabled, as a server on this machine has it), so a server that holds
+    the ports cannot be in their way."""
+
+    def listen(sock: socket.socket, *args: object) -> None:
+        raise AssertionError(f"a local command listened on {sock.getsockname()}")
+
+    monkeypatch.setenv("GATEWAY_WYOMING__ENABLED", "true")
+    monkeypatch.setattr(socket.socket, "listen", listen)
+    out = tmp_path / "hello.wav"
+    assert main(["speak", "Hello, how are you today?", "-o", str(out)]) == 0
+    assert main(["transcribe", str(out), "--format", "json"]) == 0
+    assert wer("Hello, how are you today?", capsys.readouterr().out) <= 0.2

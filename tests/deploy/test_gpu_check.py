@@ -73,9 +73,9 @@ def test_whisper_is_timed_on_real_speech(gpu_check: Any) -> None:
     from gateway.config import Settings
     from gateway.engines.base import Device
     from gateway.engines.whisper import TranscribeUnit, plan_windows
-    from gateway.service import Gateway
+    from gateway.runtime import Runtime
 
-    gw = Gateway(Settings())
+    gw = Runtime(Settings())
     clip = gpu_check.speech_clip(gw)
     assert len(clip) / 16000 > 2.0
     assert plan_windows(clip, 30.0)  # not dropped as silence

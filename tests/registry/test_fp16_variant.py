@@ -224,13 +224,13 @@ def test_simulated_gpu_the_lane_loads_the_file_doctor_and_status_name(
     loads: str | None,
 ) -> None:
     from gateway.doctor import where
+    from gateway.runtime import Runtime
     from gateway.scheduler import SimulatedGpu
-    from gateway.service import Gateway
 
     settings = _linked(tmp_path, fp16_path if made else None)
     settings.kokoro.gpu_precision = setting  # type: ignore[assignment]
     monkeypatch.setattr(KokoroEngine, "gpu_support", lambda self: (True, "simulated CUDA"))
-    gw = Gateway(settings, gpu=SimulatedGpu(16384, compute_capability=capability))
+    gw = Runtime(settings, gpu=SimulatedGpu(16384, compute_capability=capability))
     status = render_status(gw.scheduler.snapshot())["models"]["kokoro"]
     assert status["variants"]["gpu"] == loads
     assert (loads or "gpu_variant") in where(gw.scheduler.snapshot(), "kokoro")  # `gateway doctor`

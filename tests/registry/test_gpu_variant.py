@@ -231,19 +231,19 @@ def linked_models(tmp_path: Path, broken: str | None = None, missing: bool = Fal
 
 def _gateway_with_variant(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, corrupt: bool,
                           missing: bool = False):  # type: ignore[no-untyped-def]  # fmt: skip
-    """A Gateway on a SIMULATED GPU whose models folder links the real files, with the Kokoro
+    """A Runtime on a SIMULATED GPU whose models folder links the real files, with the Kokoro
     GPU variant intact, replaced by same-size zeros (corrupt) or absent (missing)."""
+    from gateway.runtime import Runtime
     from gateway.scheduler import SimulatedGpu
-    from gateway.service import Gateway
 
     broken = VARIANT.name if corrupt or missing else None
     settings = linked_models(tmp_path, broken, missing)
     monkeypatch.setattr(KokoroEngine, "gpu_support", lambda self: (True, "simulated CUDA"))
-    return Gateway(settings, gpu=SimulatedGpu(total_mib=16384))
+    return Runtime(settings, gpu=SimulatedGpu(total_mib=16384))
 
 
 def _verified(gw) -> None:  # type: ignore[no-untyped-def]
-    """Run the start-up verification on an event loop, as `Gateway.start` does, to its end."""
+    """Run the start-up verification on an event loop, as `Runtime.start` does, to its end."""
 
     async def main() -> None:
         gw.verify_in_background()

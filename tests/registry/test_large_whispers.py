@@ -150,11 +150,11 @@ def test_distil_records_each_file_at_the_first_pull_and_verifies_against_it(
 
 
 def test_each_large_whisper_brings_its_gpu_budget_and_compute_type(tmp_path: Path) -> None:
-    from gateway.service import ALIASES, Gateway
+    from gateway.runtime import ALIASES, Runtime
 
     settings = Settings()
     settings.models.dir = tmp_path  # nothing pulled: no engine is built, nothing loads
-    gw = Gateway(settings)
+    gw = Runtime(settings)
     assert ALIASES["transcription"]["turbo"] == TURBO.id
     assert ALIASES["transcription"]["distil-large-v3"] == DISTIL.id
     for spec in (TURBO, DISTIL):

@@ -298,17 +298,17 @@ def test_speech_task_gives_each_unit_its_audio_and_edges() -> None:
 def test_a_corrupt_timed_file_is_a_corrupt_model(tmp_path: Path) -> None:
     """The CPU lane loads the timed file: one that hashes wrong (same size) takes the model out,
     with the file named, as a corrupt main file does; a missing one only means no timings."""
-    from gateway.service import Gateway
+    from gateway.runtime import Runtime
 
     from .test_gpu_variant import _verified, linked_models
 
-    gw = Gateway(linked_models(tmp_path / "corrupt", TIMED.name))
+    gw = Runtime(linked_models(tmp_path / "corrupt", TIMED.name))
     assert gw.models["kokoro"].engine is not None  # the size looked right
     _verified(gw)
     state = gw.models["kokoro"]
     assert state.engine is None and any(TIMED.name in p for p in state.problems), state.problems
 
-    gw = Gateway(linked_models(tmp_path / "missing", TIMED.name, missing=True))
+    gw = Runtime(linked_models(tmp_path / "missing", TIMED.name, missing=True))
     _verified(gw)
     engine = gw.models["kokoro"].engine
     assert isinstance(engine, KokoroEngine) and engine.model_path.name == "model.onnx"

@@ -27,8 +27,8 @@ from gateway.app import create_app
 from gateway.config import Settings
 from gateway.engines.kokoro import KokoroEngine
 from gateway.engines.whisper import WhisperEngine
+from gateway.runtime import Runtime
 from gateway.scheduler import SimulatedGpu
-from gateway.service import Gateway
 
 from ..conftest import metric, missing_tool, models_dir, run_asgi, tone_wav
 
@@ -44,7 +44,7 @@ def assert_openai_error(r: Any, status: int) -> dict:
 
 
 
-async def _verified(gw: Gateway) -> None:
+async def _verified(gw: Runtime) -> None:
     assert gw.verification is not None
     await asyncio.wait_for(gw.verification, 300)
 
@@ -61,7 +61,7 @@ def test_simulated_cuda_oom_mid_unit_retries_on_cpu(model: str,
     # Both runtimes say CUDA works, so the scheduler places units on the (simulated) GPU lane.
     for cls in (KokoroEngine, WhisperEngine):
         monkeypatch.setattr(cls, "gpu_support", lambda self: (True, "simulated CUDA"))
-    gw = Gateway(Settings(), gpu=SimulatedGpu(total_mib=16384))
+    gw = Runtime(Settings(), gpu=SimulatedGpu(total_mib=16384))
     engine = gw.models[model].engine
     real_load, real_run = engine.load, engine.run
     gpu_calls = []
@@ -90,7 +90,7 @@ def test_simulated_cuda_oom_mid_unit_retries_on_cpu(model: str,
     if hasattr(engine, "run_batch"):
         real_run_batch = engine.run_batch
         monkeypatch.setattr(engine, "run_batch", run_batch)
-    with TestClient(create_app(gateway=gw), raise_server_exceptions=False) as client:
+    with TestClient(create_app(runtime=gw), raise_server_exceptions=False) as client:
         # Kokoro's GPU lane file is not used until its checksum passes (start-up hashing)
         client.portal.call(_verified, gw)
         if model == "kokoro":

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
+from gateway.api.errors import STATUS
 from gateway.config import Placement, QueuePolicy, SchedulerSettings
 from gateway.engines.base import Device
 from gateway.scheduler import (
@@ -196,7 +197,7 @@ def test_full_queue_answers_queue_full_with_retry_after() -> None:
         return info.value
 
     err = asyncio.run(main())
-    assert err.status == 429 and err.retry_after is not None and err.retry_after >= 1
+    assert STATUS[err.kind] == 429 and err.retry_after is not None and err.retry_after >= 1
 
 
 def test_queue_timeout_expires_with_503_and_a_request_may_only_lower_it() -> None:
@@ -214,7 +215,7 @@ def test_queue_timeout_expires_with_503_and_a_request_may_only_lower_it() -> Non
         return info.value, finished_when_expired, eng.log
 
     err, when_expired, log = asyncio.run(main())
-    assert err.status == 503
+    assert STATUS[err.kind] == 503
     # It expired at the 0.05 s default, not the 30 s asked for: the held unit was still running.
     assert when_expired == []
     assert log == [("long", "cpu")]

@@ -16,8 +16,8 @@ import pytest
 
 from gateway.config import SchedulerSettings, Settings
 from gateway.engines.whisper import SAMPLE_RATE, TranscribeUnit, plan_windows
+from gateway.runtime import Runtime
 from gateway.scheduler import Level
-from gateway.service import Gateway
 
 from ..conftest import wer
 
@@ -64,7 +64,7 @@ async def _scenario(policy: str, audio: np.ndarray) -> tuple[list, list, str]:
     Returns the speech records, the transcription records and the transcript."""
     settings = Settings()
     settings.scheduler = SchedulerSettings(**{**settings.scheduler.model_dump(), "policy": policy})
-    gw = Gateway(settings)
+    gw = Runtime(settings)
     gw.scheduler.start()
     loop = asyncio.get_running_loop()
     kokoro, whisper = gw.models["kokoro"].engine, gw.models["whisper-base"].engine
@@ -123,7 +123,7 @@ def _waits(speech: list, stt: list) -> list[tuple[float, float]]:
 @pytest.mark.timeout(1200)
 def test_speech_does_not_wait_for_batch_transcription_under_priority_but_does_under_fifo() -> None:
     async def synthesize() -> np.ndarray:
-        gw = Gateway(Settings())
+        gw = Runtime(Settings())
         kokoro = gw.models["kokoro"].engine
         units = await asyncio.to_thread(kokoro.plan, LONG_TEXT, "jf_alpha", 1.0)
         async with gw.scheduler.job("kokoro", Level.batch) as job:

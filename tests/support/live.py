@@ -8,12 +8,11 @@ import threading
 import time
 from typing import cast
 
-import uvicorn
-
 from gateway.app import create_app
 from gateway.config import Settings
 from gateway.http_server import uvicorn_config
-from gateway.service import Gateway
+from gateway.runtime import Runtime
+from gateway.server import Server
 
 from .process import free_port
 
@@ -25,9 +24,9 @@ class LiveServer:
         self.app = create_app(settings)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        # the listener `gateway serve` runs, with its connection bounds
-        config = uvicorn_config(self.app, settings, "127.0.0.1", self.port, lifespan="on")
-        self.server = uvicorn.Server(config)
+        # what `gateway serve` runs: the runtime, Wyoming and HTTP with its connection bounds
+        config = uvicorn_config(self.app, settings, "127.0.0.1", self.port)
+        self.server = Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> LiveServer:
@@ -44,8 +43,8 @@ class LiveServer:
         self.thread.join(timeout=60)
 
     @property
-    def gateway(self) -> Gateway:
-        return cast(Gateway, self.app.state.gateway)
+    def gateway(self) -> Runtime:
+        return cast(Runtime, self.app.state.gateway)
 
     @property
     def wyoming_port(self) -> int:

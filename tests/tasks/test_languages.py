@@ -22,7 +22,7 @@ from gateway.app import create_app
 from gateway.config import Settings, WhisperSettings, env_vars
 from gateway.engines.base import Device
 from gateway.engines.whisper import TranscribeUnit, WhisperEngine, detect
-from gateway.service import Gateway
+from gateway.runtime import Runtime
 from gateway.tasks import transcription as stt
 from gateway.text.languages import Detection
 
@@ -140,7 +140,7 @@ def test_explicit_language_is_never_overridden(clips: dict[str, np.ndarray]) -> 
     assert body["language"] == "japanese" and "language_probability" not in body
     assert any("\u3040" <= c <= "\u9fff" for c in body["text"]), body["text"]  # kana/kanji
     assert "X-Detected-Language" not in reply.headers
-    plan = stt.check(Gateway(settings), stt.TranscriptionInput("whisper-1", language="JA "))
+    plan = stt.check(Runtime(settings), stt.TranscriptionInput("whisper-1", language="JA "))
     assert plan.language == "ja"
 
 
@@ -151,7 +151,7 @@ def test_a_long_file_is_detected_on_its_first_windows(clips: dict[str, np.ndarra
     pause = np.zeros(16000, np.float32)
     long = np.concatenate([c for _ in range(8) for t in ENGLISH for c in (clips[t], pause)])
     for segments, probed in ((3, True), (1, False)):
-        gw = Gateway(whisper(language_segments=segments))
+        gw = Runtime(whisper(language_segments=segments))
         plan = stt.check(gw, stt.TranscriptionInput("whisper-1"))
         work = asyncio.run(stt.prepare(gw, plan, wav(long)))
         first = work.units[0]

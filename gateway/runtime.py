@@ -1,4 +1,7 @@
-"""Wiring: settings -> model store -> engines -> scheduler. Used by the HTTP app and the CLI."""
+"""The runtime: settings -> model store -> engines -> scheduler, started and stopped as one.
+
+It opens no listener: `gateway serve` composes it with the HTTP app and the Wyoming listener
+(gateway/server.py); `gateway speak` and `gateway transcribe` call tasks/ on it directly."""
 
 from __future__ import annotations
 
@@ -101,7 +104,9 @@ def assemble_defaults(settings: Settings) -> dict[str, str]:
     return problems
 
 
-class Gateway:
+class Runtime:
+    """What every front door shares: the model states, the scheduler, the metrics registry."""
+
     def __init__(
         self,
         settings: Settings | None = None,
@@ -274,7 +279,7 @@ class Gateway:
 
     def resolve(self, name: str, task: str) -> str:
         """Map a requested model name (alias or id) to an available model id; raises
-        UnknownModel (404) or ModelUnavailable (503)."""
+        UnknownModel (no such model) or ModelUnavailable (not usable here)."""
         aliases = ALIASES.get(task, {})
         model_id = undated(name, task)
         if model_id in aliases:
