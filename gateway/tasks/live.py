@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from ..engines.whisper import TranscribeResult, TranscribeUnit
-from ..scheduler import Level
 from ..runtime import Runtime
+from ..scheduler import Level
 from .transcription import (
     MIN_AUDIO_S,
     NO_SPACE_LANGS,

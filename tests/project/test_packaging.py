@@ -76,7 +76,7 @@ def test_the_wheel_holds_the_runtime_package_and_no_benchmark_test_or_docs_file(
 ) -> None:
     with zipfile.ZipFile(_build_wheel(tmp_path)) as wheel:
         names = wheel.namelist()
-        assert "gateway/cli.py" in names and "gateway/manifest.toml" in names  # the runtime
+        assert "gateway/cli/main.py" in names and "gateway/manifest.toml" in names  # the runtime
         assert not _checkout_only(names), _checkout_only(names)
         # and no runtime module builds a path to a checkout's docs/ folder
         sources = {n: wheel.read(n).decode() for n in names if n.endswith(".py")}
@@ -86,6 +86,6 @@ def test_the_wheel_holds_the_runtime_package_and_no_benchmark_test_or_docs_file(
 
 def test_the_wheel_check_names_what_only_a_checkout_has() -> None:
     """The filter the wheel test relies on, on the names a wheel built before the move held."""
-    names = ["gateway/cli.py", "gateway-0.1.0.dist-info/RECORD", "gateway/bench/report.py",
+    names = ["gateway/cli/main.py", "gateway-0.1.0.dist-info/RECORD", "gateway/bench/report.py",
              "benchmarks/plots.py", "tests/support/wer.py", "docs/benchmarks.md"]  # fmt: skip
     assert _checkout_only(names) == names[2:]
