@@ -30,6 +30,7 @@ import numpy as np
 import pytest
 
 from ..conftest import tone_wav
+from ..support.errors import assert_openai_error
 from ..support.process import REPO, GatewayProcess, free_port
 
 # gateway processes drained mid-inference, one per test
@@ -38,13 +39,6 @@ pytestmark = pytest.mark.slow
 MODEL = "whisper-tiny.en"  # the quick one: the test needs a unit running, not a long one
 GRACE_S = 60  # generous: the running unit must finish inside it even on a busy 2-core machine
 PHRASE = "The quick brown fox jumps over the lazy dog, and then it runs far away into the woods."
-
-
-def assert_openai_error(r: httpx.Response, status: int) -> dict:
-    assert r.status_code == status, (r.status_code, r.text[:300])
-    err = r.json()["error"]
-    assert {"message", "type", "param", "code"} <= set(err) and err["message"].strip(), err
-    return err
 
 
 # Loaded as sitecustomize in the server process: Whisper units wait while the hold file exists.
