@@ -100,24 +100,32 @@ async def run_job(s: Scheduler, model: str, level: Level, payloads: list[Any],
         return [await job.run(p) for p in payloads]
 
 
-def _arrival_order(**settings: Any) -> list:
-    """A unit runs; then a batch unit and an interactive unit queue, in that order."""
+def _queue_order(
+    blocker: Level, batch: str, inter: str, batch_older_by_s: float = 0.0, **settings: Any
+) -> list:
+    """A unit runs (at level `blocker`); a batch unit queues, then, `batch_older_by_s` later,
+    an interactive one. The order all three ran in."""
 
     async def main() -> list:
         eng = TimedEngine("m", 0.01)
         eng.hold("first")
         s = make({"m": eng}, cpu_background_slots=0, **settings)
-        blocker = asyncio.create_task(run_job(s, "m", Level.batch, ["first"]))
+        blocker_job = asyncio.create_task(run_job(s, "m", blocker, ["first"]))
         await until(lambda: eng.started == ["first"], "first running")
-        batch = asyncio.create_task(run_job(s, "m", Level.batch, ["b1"]))
-        await until(lambda: s.queued() == 1, "b1 queued")
-        inter = asyncio.create_task(run_job(s, "m", Level.interactive, ["i1"]))
-        await until(lambda: s.queued() == 2, "i1 queued")
+        batch_job = asyncio.create_task(run_job(s, "m", Level.batch, [batch]))
+        await until(lambda: s.queued() == 1, f"{batch} queued")
+        await asyncio.sleep(batch_older_by_s)  # "first" is held: the batch unit only grows older
+        inter_job = asyncio.create_task(run_job(s, "m", Level.interactive, [inter]))
+        await until(lambda: s.queued() == 2, f"{inter} queued")
         eng.release()
-        await asyncio.gather(blocker, batch, inter)
+        await asyncio.gather(blocker_job, batch_job, inter_job)
         return [p for p, _ in eng.log]
 
     return asyncio.run(main())
+
+
+def _arrival_order(**settings: Any) -> list:
+    return _queue_order(Level.batch, "b1", "i1", **settings)
 
 
 def test_interactive_runs_before_queued_batch() -> None:
@@ -155,22 +163,8 @@ def test_ten_unit_batch_job_yields_within_one_unit_on_one_gpu_slot() -> None:
 
 
 def _aging_order(aging_s: float) -> list:
-    async def main() -> list:
-        eng = TimedEngine("m", 0.01)
-        eng.hold("first")
-        s = make({"m": eng}, aging_s=aging_s, cpu_background_slots=0)
-        blocker = asyncio.create_task(run_job(s, "m", Level.interactive, ["first"]))
-        await until(lambda: eng.started == ["first"], "first running")
-        old_batch = asyncio.create_task(run_job(s, "m", Level.batch, ["old-batch"]))
-        await until(lambda: s.queued() == 1, "old-batch queued")
-        await asyncio.sleep(0.08)  # "first" is held: old-batch only grows older (> 0.05 s)
-        fresh = asyncio.create_task(run_job(s, "m", Level.interactive, ["fresh"]))
-        await until(lambda: s.queued() == 2, "fresh queued")
-        eng.release()
-        await asyncio.gather(blocker, old_batch, fresh)
-        return [p for p, _ in eng.log]
-
-    return asyncio.run(main())
+    # old-batch waits 0.08 s before fresh comes: past aging_s = 0.05, not past 100
+    return _queue_order(Level.interactive, "old-batch", "fresh", 0.08, aging_s=aging_s)
 
 
 def test_aging_promotes_a_batch_unit_that_waited_too_long() -> None:
