@@ -91,6 +91,15 @@ def make(engine: GatedBatchEngine, gpu: SimulatedGpu, max_batch: int = 4,
     return Scheduler({engine.model_id: engine}, pol, s, gpu, SchedulerMetrics(CollectorRegistry()))  # type: ignore[dict-item]
 
 
+def gated(open_gate: bool = False) -> tuple[SimulatedGpu, GatedBatchEngine]:
+    """Model `w` on a 16 GB simulated GPU; its calls wait for `gate` unless it is open."""
+    gpu = SimulatedGpu(total_mib=16000)
+    eng = GatedBatchEngine("w", gpu)
+    if open_gate:
+        eng.gate.set()
+    return gpu, eng
+
+
 async def started(engine: GatedBatchEngine) -> None:
     await asyncio.to_thread(engine.started.acquire, True, 10)
 
@@ -107,8 +116,7 @@ def _limit(s: Scheduler) -> int:
 
 def test_simulated_gpu_queued_units_with_equal_keys_share_one_call() -> None:
     async def main() -> None:
-        gpu = SimulatedGpu(total_mib=16000)
-        eng = GatedBatchEngine("w", gpu)
+        gpu, eng = gated()
         s = make(eng, gpu, max_batch=3)
         first = asyncio.create_task(one(s, "w", ("en", 1)))
         await started(eng)  # the GPU slot is busy: what comes next queues
@@ -130,8 +138,7 @@ def test_simulated_gpu_queued_units_with_equal_keys_share_one_call() -> None:
 
 
 def test_simulated_gpu_batch_limit_follows_the_latency_budget() -> None:
-    gpu = SimulatedGpu(total_mib=16000)
-    eng = GatedBatchEngine("w", gpu)
+    gpu, eng = gated()
     s = make(eng, gpu, max_batch=16)
     inner = s.internals_for_tests()
     inner.placer.policies["w"].batch_latency_s = 1.0
@@ -146,8 +153,7 @@ def test_simulated_gpu_batch_limit_follows_the_latency_budget() -> None:
 
 def test_simulated_gpu_interactive_unit_waits_for_at_most_one_batch() -> None:
     async def main() -> None:
-        gpu = SimulatedGpu(total_mib=16000)
-        eng = GatedBatchEngine("w", gpu)
+        gpu, eng = gated()
         s = make(eng, gpu, max_batch=2)
         first = asyncio.create_task(one(s, "w", ("en", 1)))
         await started(eng)
@@ -166,8 +172,7 @@ def test_simulated_gpu_interactive_unit_waits_for_at_most_one_batch() -> None:
 
 def test_simulated_gpu_out_of_memory_halves_the_batch_then_goes_to_cpu_nothing_lost() -> None:
     async def main() -> None:
-        gpu = SimulatedGpu(total_mib=16000)
-        eng = GatedBatchEngine("w", gpu)
+        gpu, eng = gated()
         s = make(eng, gpu, max_batch=4)
         first = asyncio.create_task(one(s, "w", ("en", 1)))
         await started(eng)
@@ -194,8 +199,7 @@ def test_simulated_gpu_out_of_memory_halves_the_batch_then_goes_to_cpu_nothing_l
 
 def test_simulated_gpu_a_bad_unit_fails_alone_in_its_batch() -> None:
     async def main() -> None:
-        gpu = SimulatedGpu(total_mib=16000)
-        eng = GatedBatchEngine("w", gpu)
+        gpu, eng = gated()
         eng.bad_value = 3
         s = make(eng, gpu, max_batch=4)
         first = asyncio.create_task(one(s, "w", ("en", 1)))
@@ -216,9 +220,7 @@ def test_simulated_gpu_batch_cap_recovers_after_calls_without_error() -> None:
     again, back to max_batch (it never stays at the halved limit until a restart)."""
 
     async def main() -> None:
-        gpu = SimulatedGpu(total_mib=16000)
-        eng = GatedBatchEngine("w", gpu)
-        eng.gate.set()
+        gpu, eng = gated(open_gate=True)
         s = make(eng, gpu, max_batch=4)
         eng.fail = ["CUDA failed: out of memory"]  # the first call only
         async with s.job("w", Level.batch) as job:
@@ -260,9 +262,7 @@ def test_simulated_gpu_slow_batch_estimate_recovers_from_lone_calls() -> None:
 
 def test_simulated_gpu_failed_load_in_a_batch_is_a_gpu_failure_not_an_oom() -> None:
     async def main() -> None:
-        gpu = SimulatedGpu(total_mib=16000)
-        eng = GatedBatchEngine("w", gpu)
-        eng.gate.set()
+        gpu, eng = gated(open_gate=True)
         eng.fail_gpu_load = "CUDA error: initialization error"
         s = make(eng, gpu, max_batch=4, gpu_retry_cooldown_s=600)
         async with s.job("w", Level.batch) as job:
@@ -284,9 +284,7 @@ def test_simulated_gpu_failed_load_in_a_batch_is_a_gpu_failure_not_an_oom() -> N
 
 def oom_on_the_second_call(**settings: Any) -> tuple[GatedBatchEngine, Scheduler]:
     """The first two calls wait for `holds[0]` and `holds[1]`; the second runs out of memory."""
-    gpu = SimulatedGpu(total_mib=16000)
-    eng = GatedBatchEngine("w", gpu)
-    eng.gate.set()
+    gpu, eng = gated(open_gate=True)
     eng.holds = {0: threading.Event(), 1: threading.Event()}
     eng.fail = [None, "CUDA failed: out of memory"]
     return eng, make(eng, gpu, max_batch=4, **settings)
@@ -349,9 +347,7 @@ def test_simulated_gpu_batched_units_record_their_share_of_the_call() -> None:
     call, not the whole call once per unit."""
 
     async def main() -> CollectorRegistry:
-        gpu = SimulatedGpu(total_mib=16000)
-        eng = GatedBatchEngine("w", gpu)
-        eng.gate.set()
+        gpu, eng = gated(open_gate=True)
         registry = CollectorRegistry()
         # each call takes exactly call_s on the engine's clock
         s = Scheduler({"w": eng}, {"w": ModelPolicy(cpu_threads=2, max_batch=4)},  # type: ignore[dict-item]
@@ -390,9 +386,7 @@ def test_simulated_gpu_units_queued_together_share_a_call_on_an_idle_gpu() -> No
     """`Job.run_many` queues all before dispatching: the free slot takes them as one batch."""
 
     async def main() -> None:
-        gpu = SimulatedGpu(total_mib=16000)
-        eng = GatedBatchEngine("w", gpu)
-        eng.gate.set()
+        gpu, eng = gated(open_gate=True)
         s = make(eng, gpu, max_batch=4, batch=QueuePolicy(max_queue_size=1))
         async with s.job("w", Level.batch) as job:
             results = await job.run_many([("en", v) for v in (1, 2, 3, 4, 5)])
@@ -405,9 +399,7 @@ def test_simulated_gpu_units_queued_together_share_a_call_on_an_idle_gpu() -> No
 
 def test_simulated_gpu_run_many_a_bad_unit_fails_the_group_and_the_next_job_runs() -> None:
     async def main() -> None:
-        gpu = SimulatedGpu(total_mib=16000)
-        eng = GatedBatchEngine("w", gpu)
-        eng.gate.set()
+        gpu, eng = gated(open_gate=True)
         eng.bad_value = 2
         s = make(eng, gpu, max_batch=4)
         async with s.job("w", Level.batch) as job:
@@ -427,8 +419,7 @@ def test_simulated_gpu_run_many_cancelled_takes_back_its_queued_units() -> None:
     the queue, the running batch finishes, nothing is left behind."""
 
     async def main() -> None:
-        gpu = SimulatedGpu(total_mib=16000)
-        eng = GatedBatchEngine("w", gpu)
+        gpu, eng = gated()
         s = make(eng, gpu, max_batch=2)
         async with s.job("w", Level.batch) as job:
             task = asyncio.create_task(job.run_many([("en", v) for v in (1, 2, 3, 4, 5)]))
@@ -451,9 +442,7 @@ def test_simulated_gpu_companions_started_in_a_batch_are_not_dispatched_again() 
     by the same dispatch pass (it would be started twice: a 500 for its request)."""
 
     async def main() -> None:
-        gpu = SimulatedGpu(total_mib=16000)
-        eng = GatedBatchEngine("w", gpu)
-        eng.gate.set()
+        gpu, eng = gated(open_gate=True)
         s = make(eng, gpu, max_batch=4, spillover_wait_s=0.001)
         estimates = s.internals_for_tests().estimates
         estimates.per_unit[("w", "gpu")] = 1.0  # a measured GPU time: the wait looks long
@@ -467,9 +456,7 @@ def test_simulated_gpu_companions_started_in_a_batch_are_not_dispatched_again() 
 
 def test_simulated_gpu_a_group_of_units_counts_one_request() -> None:
     async def main() -> None:
-        gpu = SimulatedGpu(total_mib=16000)
-        eng = GatedBatchEngine("w", gpu)
-        eng.gate.set()
+        gpu, eng = gated(open_gate=True)
         s = make(eng, gpu, max_batch=4)
         async with s.job("w", Level.batch) as job:
             await job.run_many([("en", v) for v in (1, 2, 3, 4, 5)])
