@@ -109,6 +109,18 @@ async def one(s: Scheduler, model: str, payload: Any, level: Level = Level.batch
         return await job.run(payload)
 
 
+async def behind_one(
+    s: Scheduler, eng: GatedBatchEngine, payloads: list[Any]
+) -> tuple[asyncio.Task[Any], list[asyncio.Task[Any]]]:
+    """Unit ("en", 1) takes the GPU slot (and waits at the gate); then `payloads` queue behind
+    it, one job each, in order: (the running unit's task, theirs)."""
+    first = asyncio.create_task(one(s, "w", ("en", 1)))
+    await started(eng)
+    rest = [asyncio.create_task(one(s, "w", p)) for p in payloads]
+    await asyncio.sleep(0)
+    return first, rest
+
+
 def _limit(s: Scheduler) -> int:
     """Units per GPU call of model `w` now, as the status shows it."""
     return s.snapshot().models["w"].batch_limit
@@ -118,11 +130,8 @@ def test_simulated_gpu_queued_units_with_equal_keys_share_one_call() -> None:
     async def main() -> None:
         gpu, eng = gated()
         s = make(eng, gpu, max_batch=3)
-        first = asyncio.create_task(one(s, "w", ("en", 1)))
-        await started(eng)  # the GPU slot is busy: what comes next queues
-        rest = [asyncio.create_task(one(s, "w", p)) for p in
-                [("en", 2), ("de", 3), ("en", 4), ("en", 5), ("en", 6)]]  # fmt: skip
-        await asyncio.sleep(0)
+        first, rest = await behind_one(s, eng, [("en", 2), ("de", 3), ("en", 4), ("en", 5),
+                                                ("en", 6)])  # fmt: skip
         eng.gate.set()
         results = await asyncio.gather(first, *rest)
         assert results == [10, 20, 30, 40, 50, 60]  # each caller gets its own result
@@ -155,10 +164,7 @@ def test_simulated_gpu_interactive_unit_waits_for_at_most_one_batch() -> None:
     async def main() -> None:
         gpu, eng = gated()
         s = make(eng, gpu, max_batch=2)
-        first = asyncio.create_task(one(s, "w", ("en", 1)))
-        await started(eng)
-        batch = [asyncio.create_task(one(s, "w", ("en", v))) for v in (2, 3, 4, 5)]
-        await asyncio.sleep(0)
+        first, batch = await behind_one(s, eng, [("en", v) for v in (2, 3, 4, 5)])
         speech = asyncio.create_task(one(s, "w", ("xx", 9), Level.interactive))
         await asyncio.sleep(0)
         eng.gate.set()
@@ -174,10 +180,7 @@ def test_simulated_gpu_out_of_memory_halves_the_batch_then_goes_to_cpu_nothing_l
     async def main() -> None:
         gpu, eng = gated()
         s = make(eng, gpu, max_batch=4)
-        first = asyncio.create_task(one(s, "w", ("en", 1)))
-        await started(eng)
-        rest = [asyncio.create_task(one(s, "w", ("en", v))) for v in (2, 3, 4, 5)]
-        await asyncio.sleep(0)
+        first, rest = await behind_one(s, eng, [("en", v) for v in (2, 3, 4, 5)])
         # the first call succeeds; the batch of 4, then its first half, then a single unit run
         # out of memory: the single one goes to the CPU, the rest finish on the GPU
         oom = "CUDA failed: out of memory"
@@ -202,10 +205,7 @@ def test_simulated_gpu_a_bad_unit_fails_alone_in_its_batch() -> None:
         gpu, eng = gated()
         eng.bad_value = 3
         s = make(eng, gpu, max_batch=4)
-        first = asyncio.create_task(one(s, "w", ("en", 1)))
-        await started(eng)
-        rest = [asyncio.create_task(one(s, "w", ("en", v))) for v in (2, 3, 4)]
-        await asyncio.sleep(0)
+        first, rest = await behind_one(s, eng, [("en", v) for v in (2, 3, 4)])
         eng.gate.set()
         results = await asyncio.gather(first, *rest, return_exceptions=True)
         assert results[:2] == [10, 20] and results[3] == 40
@@ -298,10 +298,7 @@ def test_simulated_gpu_unit_requeued_after_its_deadline_passed_in_a_batch_still_
     async def main() -> None:
         eng, s = oom_on_the_second_call(batch=QueuePolicy(default_timeout_s=1.5))
         loop = asyncio.get_running_loop()
-        first = asyncio.create_task(one(s, "w", ("en", 1)))
-        await started(eng)
-        rest = [asyncio.create_task(one(s, "w", ("en", v))) for v in (2, 3)]
-        await asyncio.sleep(0)
+        first, rest = await behind_one(s, eng, [("en", v) for v in (2, 3)])
         units = list(s.internals_for_tests().queue)
         eng.holds[0].set()
         await started(eng)  # the batch of two runs ...
