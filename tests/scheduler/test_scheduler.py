@@ -94,6 +94,14 @@ def make(engines: dict[str, TimedEngine], gpu: SimulatedGpu | None = None,
     return Scheduler(engines, pol, s, gpu, SchedulerMetrics(CollectorRegistry()))  # type: ignore[arg-type]
 
 
+def with_niced(niced: str = "bg", **settings: Any) -> tuple[TimedEngine, TimedEngine, Scheduler]:
+    """Engine `fg` and a niced engine (nice 19: it may take the background CPU slot) on one
+    scheduler."""
+    fg, bg = TimedEngine("fg", 0.01), TimedEngine(niced, 0.01)
+    pol = {"fg": ModelPolicy(cpu_threads=2), niced: ModelPolicy(cpu_threads=2, cpu_nice=19)}
+    return fg, bg, make({"fg": fg, niced: bg}, None, pol, **settings)
+
+
 async def run_job(s: Scheduler, model: str, level: Level, payloads: list[Any],
                   timeout: float | None = None) -> list[Any]:  # fmt: skip
     async with s.job(model, level, timeout) as job:
@@ -357,11 +365,9 @@ def test_cpu_slots_times_threads_never_exceed_cores() -> None:
 
 def test_niced_engine_runs_in_the_background_slot_beside_foreground_work() -> None:
     async def main() -> tuple[list, int]:
-        fg, bg = TimedEngine("fg", 0.01), TimedEngine("bg", 0.01)
+        fg, bg, s = with_niced()
         fg.hold("f")
         bg.hold("b")
-        pol = {"fg": ModelPolicy(cpu_threads=2), "bg": ModelPolicy(cpu_threads=2, cpu_nice=19)}
-        s = make({"fg": fg, "bg": bg}, None, pol)
         batch = asyncio.create_task(run_job(s, "bg", Level.batch, ["b"]))
         await until(lambda: bg.started == ["b"], "b running")
         speech = asyncio.create_task(run_job(s, "fg", Level.interactive, ["f"]))
@@ -379,9 +385,7 @@ def test_niced_engine_runs_in_the_background_slot_beside_foreground_work() -> No
 
 
 def test_fifo_policy_runs_no_niced_background_instances() -> None:
-    fg, bg = TimedEngine("fg", 0.01), TimedEngine("bg", 0.01)
-    pol = {"fg": ModelPolicy(cpu_threads=2), "bg": ModelPolicy(cpu_threads=2, cpu_nice=19)}
-    s = make({"fg": fg, "bg": bg}, None, pol, policy="fifo")
+    _, _, s = with_niced(policy="fifo")
 
     async def main() -> list:
         await run_job(s, "bg", Level.batch, ["b"])
