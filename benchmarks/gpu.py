@@ -22,6 +22,8 @@ import os
 import platform
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -172,13 +174,24 @@ def raw_whisper(
 # -- through the gateway -----------------------------------------------------------------------
 
 
+@contextmanager
+def _gateway(
+    env: dict[str, str], name: str, quiet: bool = True, connections: int = 100
+) -> Iterator[tuple[httpx.Client, str]]:
+    """A gateway process for one measurement (5 minutes to load models on a cold GPU) and a
+    client with room for a 10-minute transcription: (client, base URL). 100 connections and
+    20 kept alive are httpx's own defaults."""
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=20)
+    with (
+        GatewayProcess(env, name=name, ready_timeout_s=300, quiet=quiet) as gw,
+        httpx.Client(timeout=600, limits=limits) as c,
+    ):
+        yield c, gw.base_url
+
+
 def gateway_figures(env: dict[str, str], clip48: bytes, long: bytes, runs: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    with (
-        GatewayProcess(env, name="gpu-bench", ready_timeout_s=300, quiet=True) as gw,
-        httpx.Client(timeout=600) as c,
-    ):
-        base = gw.base_url
+    with _gateway(env, "gpu-bench") as (c, base):
         speech(c, base, TEXT, VOICE)
         out["new_length"] = summary([speech(c, base, t, VOICE) for t in reversed(NEW_LENGTHS)])
         out["speech_full"] = summary([speech(c, base, TEXT, VOICE) for _ in range(runs)])
@@ -198,11 +211,7 @@ def gateway_figures(env: dict[str, str], clip48: bytes, long: bytes, runs: int) 
 
 def sharing(env: dict[str, str], clip48: bytes, window_s: float, runs: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    with (
-        GatewayProcess(env, name="gpu-share", ready_timeout_s=300, quiet=True) as gw,
-        httpx.Client(timeout=600) as c,
-    ):
-        base = gw.base_url
+    with _gateway(env, "gpu-share") as (c, base):
         speech(c, base, SENTENCE, VOICE)
         transcribe(c, base, clip48, "clip.wav", "batch")
         idle = [speech(c, base, SENTENCE, VOICE) for _ in range(runs)]
@@ -241,11 +250,7 @@ def concurrency(env: dict[str, str], runs: int) -> dict[str, Any]:
     from concurrent.futures import ThreadPoolExecutor
 
     out: dict[str, Any] = {}
-    with (
-        GatewayProcess(env, name="gpu-concurrency", ready_timeout_s=300) as gw,
-        httpx.Client(timeout=600, limits=httpx.Limits(max_connections=16)) as c,
-    ):
-        base = gw.base_url
+    with _gateway(env, "gpu-concurrency", quiet=False, connections=16) as (c, base):
         speech(c, base, TEXT, VOICE)
         body = {"model": "tts-1", "input": TEXT, "voice": VOICE, "response_format": "pcm"}
         pcm = c.post(f"{base}/v1/audio/speech", json=body, headers=AUTH).content

@@ -137,14 +137,20 @@ def reply(rng: random.Random, sentences: int) -> list[str]:
 # -- users -------------------------------------------------------------------------------------
 
 
-class OpenWebUIChatUser(HttpUser):
+class _Person(HttpUser):
+    """A user with a random source of their own, so users vary independently."""
+
+    abstract = True
+
+    def on_start(self) -> None:
+        self.rng = random.Random()
+
+
+class OpenWebUIChatUser(_Person):
     """Open WebUI reading a reply aloud: one speech request per sentence, in order."""
 
     weight = 3
     wait_time = between(1, 4)
-
-    def on_start(self) -> None:
-        self.rng = random.Random()
 
     @task
     def read_reply_aloud(self) -> None:
@@ -156,14 +162,11 @@ class OpenWebUIChatUser(HttpUser):
                     return  # Open WebUI shows the error; the user moves on
 
 
-class VoiceNoteUser(HttpUser):
+class VoiceNoteUser(_Person):
     """A short recording from the browser (through Open WebUI) to be transcribed."""
 
     weight = 2
     wait_time = between(2, 6)
-
-    def on_start(self) -> None:
-        self.rng = random.Random()
 
     @task
     def transcribe_voice_note(self) -> None:

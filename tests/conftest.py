@@ -22,6 +22,7 @@ os.environ.setdefault("GATEWAY_WYOMING__PORT", "0")
 from gateway.config import Settings  # noqa: E402
 
 from .support.live import LiveServer  # noqa: E402
+from .support.media import mux  # noqa: E402
 from .support.process import free_port  # noqa: E402
 from .support.wer import wer  # noqa: E402
 
@@ -85,25 +86,23 @@ def encode(audio: np.ndarray, rate: int, container: str, codec: str, fmt: str = 
         size = stream.codec_context.frame_size or 1024
         channels = 1 if audio.ndim == 1 else audio.shape[0]
         data = audio.reshape(channels, -1)
-        pts = 0
-        for i in range(0, data.shape[1], size):
-            chunk = data[:, i : i + size]
-            if chunk.shape[1] < size and stream.codec_context.frame_size:
-                chunk = np.pad(chunk, ((0, 0), (0, size - chunk.shape[1])))
-            if fmt == "s16":
-                arr = (np.clip(chunk, -1, 1) * 32767).astype(np.int16).T.reshape(1, -1)
-            elif fmt.endswith("p"):
-                arr = np.ascontiguousarray(chunk.astype(np.float32))
-            else:
-                arr = chunk.astype(np.float32).T.reshape(1, -1)
-            frame = av.AudioFrame.from_ndarray(arr, format=fmt, layout=layout)
-            frame.sample_rate = rate
-            frame.pts = pts
-            pts += chunk.shape[1]
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
+
+        def frames() -> Iterator[av.AudioFrame]:
+            for i in range(0, data.shape[1], size):
+                chunk = data[:, i : i + size]
+                if chunk.shape[1] < size and stream.codec_context.frame_size:
+                    chunk = np.pad(chunk, ((0, 0), (0, size - chunk.shape[1])))
+                if fmt == "s16":
+                    arr = (np.clip(chunk, -1, 1) * 32767).astype(np.int16).T.reshape(1, -1)
+                elif fmt.endswith("p"):
+                    arr = np.ascontiguousarray(chunk.astype(np.float32))
+                else:
+                    arr = chunk.astype(np.float32).T.reshape(1, -1)
+                frame = av.AudioFrame.from_ndarray(arr, format=fmt, layout=layout)
+                frame.sample_rate, frame.pts = rate, i
+                yield frame
+
+        mux(out, stream, frames())
     return buf.getvalue()
 
 

@@ -16,7 +16,7 @@ import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypedDict, Unpack, cast
 
 import numpy as np
 import onnxruntime as ort
@@ -58,6 +58,14 @@ class NothingToSpeak(ValueError):
 
 class NoTimings(ValueError):
     """Timings were asked of a model that reports no phoneme durations."""
+
+
+class PlanOptions(TypedDict, total=False):
+    """How `plan` and `plan_words` read a text; their defaults are `_plan`'s, set there once."""
+
+    normalize: bool
+    first_alone: bool
+    max_spoken_chars: int | None
 
 
 @dataclass(frozen=True)
@@ -247,10 +255,8 @@ class KokoroEngine:
         speed: float,
         lang: str | None = None,
         *,
-        normalize: bool = True,
-        first_alone: bool = False,
-        max_spoken_chars: int | None = None,
         timed: bool = False,
+        **options: Unpack[PlanOptions],
     ) -> list[SpeechUnit]:
         """Phonemize and cut into units under the limit; with `first_alone` (streaming) the
         first sentence is a unit of its own, so its audio goes out before the rest is made.
@@ -266,39 +272,22 @@ class KokoroEngine:
 
         The model takes up to 510 phonemes, but its activations grow with the batch: 250-phoneme
         units peak about 0.5 GiB lower on a long text, and yield the lane sooner."""
-        args = (text, voice, speed, lang, normalize, first_alone, max_spoken_chars)
-        return self._plan(*args, timed=timed, words=False)[0]
+        return self._plan(text, voice, speed, lang, timed=timed, words=False, **options)[0]
 
     def plan_words(
-        self,
-        text: str,
-        voice: str,
-        speed: float,
-        lang: str | None = None,
-        *,
-        normalize: bool = True,
-        first_alone: bool = False,
-        max_spoken_chars: int | None = None,
-    ) -> tuple[list[SpeechUnit], WordMap]:
+        self, text: str, voice: str, speed: float, lang: str | None = None,
+        **options: Unpack[PlanOptions],
+    ) -> tuple[list[SpeechUnit], WordMap]:  # fmt: skip
         """`plan(timed=True)` (the same units), and the map of their phonemes to the words
         of `text` as written (text/words.py)."""
-        args = (text, voice, speed, lang, normalize, first_alone, max_spoken_chars)
-        units, words = self._plan(*args, timed=True, words=True)
+        units, words = self._plan(text, voice, speed, lang, timed=True, words=True, **options)
         return units, cast(WordMap, words)
 
     def _plan(
-        self,
-        text: str,
-        voice: str,
-        speed: float,
-        lang: str | None,
-        normalize: bool,
-        first_alone: bool,
-        max_spoken_chars: int | None,
-        *,
-        timed: bool,
-        words: bool,
-    ) -> tuple[list[SpeechUnit], WordMap | None]:
+        self, text: str, voice: str, speed: float, lang: str | None, *, timed: bool,
+        words: bool, normalize: bool = True, first_alone: bool = False,
+        max_spoken_chars: int | None = None,
+    ) -> tuple[list[SpeechUnit], WordMap | None]:  # fmt: skip
         if timed and not self.timings_available:
             raise NoTimings(f"the model of {self.model_id} reports no phoneme durations")
         ids, style = self.resolve_voice(voice)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,8 @@ from fastapi.testclient import TestClient
 from gateway.app import create_app
 from gateway.audio.decode import decode_audio
 from gateway.config import Settings
+
+from ..support.media import mux
 
 SPEECH = "/v1/audio/speech"
 STT = "/v1/audio/transcriptions"
@@ -63,19 +65,18 @@ def encode(samples: np.ndarray, rate: int, fmt: str = "wav", codec: str | None =
         ctx = stream.codec_context
         stream.format = ctx.codec.audio_formats[0].name
         size = ctx.frame_size or 1024
-        pts = 0
-        for i in range(0, samples.shape[1], size):
-            chunk = samples[:, i : i + size]
-            if ctx.frame_size and chunk.shape[1] < size:
-                chunk = np.pad(chunk, ((0, 0), (0, size - chunk.shape[1])))
-            frame = av.AudioFrame(format="flt", layout=layout, samples=chunk.shape[1])
-            frame.planes[0].update(np.ascontiguousarray(chunk.T).tobytes())
-            frame.sample_rate, frame.pts = rate, pts
-            pts += chunk.shape[1]
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
+
+        def frames() -> Iterator[av.AudioFrame]:
+            for i in range(0, samples.shape[1], size):
+                chunk = samples[:, i : i + size]
+                if ctx.frame_size and chunk.shape[1] < size:
+                    chunk = np.pad(chunk, ((0, 0), (0, size - chunk.shape[1])))
+                frame = av.AudioFrame(format="flt", layout=layout, samples=chunk.shape[1])
+                frame.planes[0].update(np.ascontiguousarray(chunk.T).tobytes())
+                frame.sample_rate, frame.pts = rate, i
+                yield frame
+
+        mux(out, stream, frames())
     return buf.getvalue()
 
 
@@ -94,13 +95,8 @@ def video_only_mp4() -> bytes:
     with av.open(buf, "w", format="mp4") as out:
         stream = out.add_stream("mpeg4", rate=10)
         stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-        for i in range(10):
-            img = np.full((48, 64, 3), i * 20, np.uint8)
-            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
+        images = (np.full((48, 64, 3), i * 20, np.uint8) for i in range(10))
+        mux(out, stream, (av.VideoFrame.from_ndarray(img, format="rgb24") for img in images))
     return buf.getvalue()
 
 

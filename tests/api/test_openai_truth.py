@@ -29,6 +29,7 @@ from gateway.engines.whisper import LANGUAGES, TranscribeResult, Window
 from gateway.tasks import transcription as stt_task
 
 from ..conftest import encode, run_asgi, tone_wav
+from ..support.faults import crash_on_call
 
 HOLD_S = 60  # an upper bound on each hold, so that a broken build fails instead of hanging
 
@@ -115,17 +116,7 @@ def test_speech_stream_format_audio_streams_raw_and_default_is_whole() -> None:
 
 def test_speech_sse_error_after_200_is_an_error_event() -> None:
     app = create_app()
-    kokoro = app.state.gateway.models["kokoro"].engine
-    real_run = kokoro.run
-    calls: list[Any] = []
-
-    def second_unit_fails(handle: Any, unit: Any) -> Any:
-        calls.append(unit)
-        if len(calls) == 2:
-            raise RuntimeError("simulated crash in unit 2")
-        return real_run(handle, unit)
-
-    kokoro.run = second_unit_fails
+    crash_on_call(app.state.gateway.models["kokoro"].engine, 2)
 
     async def work(client: httpx.AsyncClient) -> httpx.Response:
         body = {"model": "tts-1", "voice": "alloy", "stream_format": "sse",

@@ -18,6 +18,8 @@ from gateway.app import create_app
 from gateway.config import Settings
 
 from ..conftest import tone_wav
+from ..support.errors import assert_openai_error
+from ..support.faults import blocked
 from ..support.process import GatewayProcess
 from ..support.wait import until as _until
 
@@ -26,13 +28,6 @@ pytestmark = pytest.mark.slow
 
 SPEECH = "/v1/audio/speech"
 STT = "/v1/audio/transcriptions"
-
-
-def assert_openai_error(r: httpx.Response, status: int) -> dict:
-    assert r.status_code == status, (r.status_code, r.text[:300])
-    err = r.json()["error"]
-    assert {"message", "type", "param", "code"} <= set(err) and err["message"].strip(), err
-    return err
 
 
 wav = tone_wav
@@ -54,17 +49,7 @@ def test_queue_bounds_429_retry_after_and_queue_timeout_503() -> None:
     settings.scheduler.batch.max_queue_size = 1
     app = create_app(settings)
     gw = app.state.gateway
-    engine = gw.models["kokoro"].engine
-    gate = threading.Event()
-    real_run = engine.run
-    started = threading.Event()
-
-    def blocked_run(handle: Any, unit: Any) -> Any:
-        started.set()
-        gate.wait(120)  # released by the test; bounded so nothing can hang forever
-        return real_run(handle, unit)
-
-    engine.run = blocked_run
+    gate, started = blocked(gw.models["kokoro"].engine)  # released by the test
     sched = gw.scheduler
     body = {"model": "tts-1", "voice": "alloy", "input": "Queued.", "response_format": "wav"}
 
@@ -123,16 +108,7 @@ def test_client_gone_frees_its_queue_slot() -> None:
     settings.scheduler.interactive.max_queue_size = 1
     app = create_app(settings)
     gw = app.state.gateway
-    engine = gw.models["kokoro"].engine
-    gate, started = threading.Event(), threading.Event()
-    real_run = engine.run
-
-    def blocked_run(handle: Any, unit: Any) -> Any:
-        started.set()
-        gate.wait(120)
-        return real_run(handle, unit)
-
-    engine.run = blocked_run
+    gate, started = blocked(gw.models["kokoro"].engine)
     sched = gw.scheduler
     body = {"model": "tts-1", "voice": "alloy", "input": "Bye.", "response_format": "pcm"}
 

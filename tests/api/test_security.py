@@ -21,6 +21,7 @@ from gateway.logs import JsonFormatter
 from gateway.registry.store import ModelError
 
 from ..conftest import LiveServer  # noqa: E402
+from ..support.errors import assert_openai_error
 from ..support.process import GatewayProcess
 
 KEY = "sk-test-9f8e7d6c5b4a"
@@ -40,13 +41,6 @@ PROTECTED = [
 # the HTML pages hold no data (their scripts send the key they are given), so they stay open
 OPEN = ["/v1/models", "/v1/models/tts-1", "/v1/audio/models", "/v1/audio/voices", "/health",
         "/ready", "/status", "/realtime"]  # fmt: skip
-
-
-def assert_openai_error(r: Any, status: int) -> dict:
-    assert r.status_code == status, (r.status_code, r.text[:300])
-    err = r.json()["error"]
-    assert {"message", "type", "param", "code"} <= set(err) and err["message"].strip(), err
-    return err
 
 
 @pytest.fixture(scope="module")

@@ -170,13 +170,18 @@ def test_status_page_shows_queue_and_lane_live(gateway: GatewayProcess, browser:
               "instances": [{"model": "kokoro", "lane": "gpu", "loaded": True, "busy": False,
                              "threads": None, "nice": 0, "background": False, "pinned": False,
                              "gpu_budget_mib": 1024, "idle_s": 3.0, "load_s": 1.2}]}  # fmt: skip
-    shown = browser.eval(f"""(() => {{ const s = {json.dumps(sample)};
-        renderGpu(s); renderInstances(s);
-        return [document.getElementById("gpu").textContent,
-                document.getElementById("instances").textContent]; }})()""")
+    shown = _rendered(browser, sample, {"renderGpu": "gpu", "renderInstances": "instances"})
     assert "utilization 37 %" in shown[0] and "2.0 GiB / 8.0 GiB" in shown[0], shown
     assert "budget 1.0 GiB" in shown[1] and "gpu" in shown[1], shown
     print(f"\nstatus page screenshot: {shot} ({time.monotonic() - t0:.0f} s)")
+
+
+def _rendered(browser: Browser, sample: dict, cards: dict[str, str]) -> list[str]:
+    """The page's own render functions run on a sample `/v1/scheduler` reply: the text of each
+    card, in the order of `cards` ({render function: element id})."""
+    calls = "".join(f"{fn}(s);" for fn in cards)
+    texts = ", ".join(f'document.getElementById("{el}").textContent' for el in cards.values())
+    return browser.eval(f"(() => {{ const s = {json.dumps(sample)}; {calls} return [{texts}]; }})()")
 
 
 def test_page_is_self_contained() -> None:
@@ -223,10 +228,7 @@ def test_status_page_shows_simulated_gpu_neighbour(gateway: GatewayProcess,
               "instances": [inst],
               "loaded": [{"model": "kokoro", "lane": "cpu", "background": False, "busy": False,
                           "pinned": False, "expires_at": None, "keep_alive_s": -1}]}  # fmt: skip
-    shown = browser.eval(f"""(() => {{ const s = {json.dumps(sample)};
-        renderPressure(s); renderInstances(s);
-        return [document.getElementById("pressure").textContent,
-                document.getElementById("instances").textContent]; }})()""")
+    shown = _rendered(browser, sample, {"renderPressure": "pressure", "renderInstances": "instances"})
     assert "13.7 GiB" in shown[0] and "new loads go to the CPU" in shown[0], shown
     assert "unloaded: whisper-base" in shown[0] and "(now)" in shown[0], shown
     assert "7" in shown[1] and shown[1].endswith("forever"), shown

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import threading
 import tracemalloc
 from fractions import Fraction
 from typing import Any
@@ -31,8 +30,9 @@ from gateway.runtime import Runtime
 from gateway.tasks import transcription as stt
 
 from ..conftest import metric, run_asgi, tone_wav
+from ..support.errors import assert_openai_error
+from ..support.faults import blocked
 from ..support.wait import until as _until
-from .test_overload import assert_openai_error
 
 # long uploads decoded and transcribed to measure memory
 pytestmark = pytest.mark.slow
@@ -214,21 +214,6 @@ class Spy:
         monkeypatch.setattr(stt, "AudioFile", Counted)
 
 
-def _blocked(engine: Any) -> tuple[threading.Event, threading.Event]:
-    """Make the engine's runs wait for `gate` (bounded, so nothing hangs); `started` is set
-    when the first one starts."""
-    gate, started = threading.Event(), threading.Event()
-    real_run = engine.run
-
-    def run(handle: Any, unit: Any) -> Any:
-        started.set()
-        gate.wait(120)
-        return real_run(handle, unit)
-
-    engine.run = run
-    return gate, started
-
-
 def test_full_queue_refuses_upload_before_decoding(
     hour_mp3: bytes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -240,7 +225,7 @@ def test_full_queue_refuses_upload_before_decoding(
     settings.scheduler.batch.max_queue_size = 1
     app = create_app(settings)
     gw = app.state.gateway
-    gate, started = _blocked(gw.models["kokoro"].engine)
+    gate, started = blocked(gw.models["kokoro"].engine)
     spy = Spy(monkeypatch)
     sched = gw.scheduler
     say = {"model": "tts-1", "voice": "alloy", "input": "Queued.", "response_format": "pcm"}
@@ -310,7 +295,7 @@ def test_decoded_audio_cap_refuses_with_429(monkeypatch: pytest.MonkeyPatch) -> 
     settings.server.max_queued_audio_s = cap_s
     app = create_app(settings)
     gw = app.state.gateway
-    gate, started = _blocked(gw.models["whisper-base"].engine)
+    gate, started = blocked(gw.models["whisper-base"].engine)
     spy = Spy(monkeypatch)
     budget = gw.audio_budget
 

@@ -30,6 +30,7 @@ import numpy as np
 import pytest
 
 from ..conftest import tone_wav
+from ..support.errors import assert_openai_error
 from ..support.process import REPO, GatewayProcess, free_port
 
 # gateway processes drained mid-inference, one per test
@@ -38,13 +39,6 @@ pytestmark = pytest.mark.slow
 MODEL = "whisper-tiny.en"  # the quick one: the test needs a unit running, not a long one
 GRACE_S = 60  # generous: the running unit must finish inside it even on a busy 2-core machine
 PHRASE = "The quick brown fox jumps over the lazy dog, and then it runs far away into the woods."
-
-
-def assert_openai_error(r: httpx.Response, status: int) -> dict:
-    assert r.status_code == status, (r.status_code, r.text[:300])
-    err = r.json()["error"]
-    assert {"message", "type", "param", "code"} <= set(err) and err["message"].strip(), err
-    return err
 
 
 # Loaded as sitecustomize in the server process: Whisper units wait while the hold file exists.
@@ -184,16 +178,24 @@ def test_sigterm_drains_running_work_and_refuses_queued(tmp_path: Path) -> None:
     assert "Traceback" not in log, log[-3000:]
 
 
-def test_sigterm_when_idle_exits_cleanly() -> None:
-    server = GatewayProcess(env={"GATEWAY_SERVER__SHUTDOWN_GRACE_S": "5"})
+def _signalled(grace_s: int, sig: signal.Signals, count: int = 1) -> tuple[int, str]:
+    """A gateway, not waited for to be ready, sent `sig` `count` times: its exit code (within
+    120 s) and its log."""
+    server = GatewayProcess(env={"GATEWAY_SERVER__SHUTDOWN_GRACE_S": str(grace_s)})
     try:
         server.start(ready=False)
-        server.send_signal(signal.SIGTERM)
+        for _ in range(count):
+            server.send_signal(sig)
         code = server.wait(120)
     finally:
         server.stop()
         log = server.log()
         server.close()
+    return code, log
+
+
+def test_sigterm_when_idle_exits_cleanly() -> None:
+    code, log = _signalled(5, signal.SIGTERM)
     assert code in (0, -signal.SIGTERM), (code, log[-2000:])
     assert "Traceback" not in log
 
@@ -202,16 +204,7 @@ def test_sigint_drains_too_and_a_second_one_stops_at_once() -> None:
     """Ctrl-C drains like SIGTERM and exits cleanly; Ctrl-C twice stops without waiting for the
     grace period (here 600 s)."""
     for count in (1, 2):
-        server = GatewayProcess(env={"GATEWAY_SERVER__SHUTDOWN_GRACE_S": "600"})
-        try:
-            server.start(ready=False)
-            for _ in range(count):
-                server.send_signal(signal.SIGINT)
-            code = server.wait(120)
-        finally:
-            server.stop()
-            log = server.log()
-            server.close()
+        code, log = _signalled(600, signal.SIGINT, count)
         assert code == 0, (count, code, log[-2000:])
         assert "SIGINT: draining" in log
         if count == 1:

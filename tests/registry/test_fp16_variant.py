@@ -28,6 +28,7 @@ from gateway.registry.store import RECORD
 from gateway.scheduler import render_status
 
 from ..conftest import encode, missing_tool, wer
+from ..support.variants import made_variant
 
 MODELS_DIR = Settings().models.dir
 MANIFEST = load_manifest()
@@ -64,12 +65,7 @@ SENTENCES = [
 
 @pytest.fixture(scope="module")
 def fp16_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    src = MODELS_DIR / "kokoro" / (FP16.source_file or "")
-    if not src.is_file():
-        missing_tool(f"kokoro's {FP16.source_file} is not made (gateway models pull kokoro)")
-    out = tmp_path_factory.mktemp("fp16") / FP16.name
-    fp16_file(src, out)
-    return out
+    return made_variant(tmp_path_factory, FP16, fp16_file)
 
 
 def _io(path: Path) -> list[tuple[str, int, str]]:

@@ -30,6 +30,7 @@ from gateway.registry.store import RECORD, ModelStore
 from gateway.scheduler import render_status
 
 from ..conftest import encode, missing_tool, wer
+from ..support.variants import made_variant
 
 # derives and runs the 325 MB float variant
 pytestmark = pytest.mark.slow
@@ -117,12 +118,7 @@ def test_dequantize_is_exact_on_a_quantized_model(tmp_path: Path, per_channel: b
 
 @pytest.fixture(scope="module")
 def derived(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    src = MODELS_DIR / "kokoro" / (VARIANT.source_file or "")
-    if not src.is_file():
-        missing_tool(f"kokoro's {VARIANT.source_file} is not made (gateway models pull kokoro)")
-    out = tmp_path_factory.mktemp("variant") / VARIANT.name
-    dequantize_file(src, out)
-    return out
+    return made_variant(tmp_path_factory, VARIANT, dequantize_file)
 
 
 def test_real_variant_is_float_deterministic_and_pinned(derived: Path) -> None:

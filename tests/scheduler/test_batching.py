@@ -91,6 +91,15 @@ def make(engine: GatedBatchEngine, gpu: SimulatedGpu, max_batch: int = 4,
     return Scheduler({engine.model_id: engine}, pol, s, gpu, SchedulerMetrics(CollectorRegistry()))  # type: ignore[dict-item]
 
 
+def gated(open_gate: bool = False) -> tuple[SimulatedGpu, GatedBatchEngine]:
+    """Model `w` on a 16 GB simulated GPU; its calls wait for `gate` unless it is open."""
+    gpu = SimulatedGpu(total_mib=16000)
+    eng = GatedBatchEngine("w", gpu)
+    if open_gate:
+        eng.gate.set()
+    return gpu, eng
+
+
 async def started(engine: GatedBatchEngine) -> None:
     await asyncio.to_thread(engine.started.acquire, True, 10)
 
@@ -100,6 +109,18 @@ async def one(s: Scheduler, model: str, payload: Any, level: Level = Level.batch
         return await job.run(payload)
 
 
+async def behind_one(
+    s: Scheduler, eng: GatedBatchEngine, payloads: list[Any]
+) -> tuple[asyncio.Task[Any], list[asyncio.Task[Any]]]:
+    """Unit ("en", 1) takes the GPU slot (and waits at the gate); then `payloads` queue behind
+    it, one job each, in order: (the running unit's task, theirs)."""
+    first = asyncio.create_task(one(s, "w", ("en", 1)))
+    await started(eng)
+    rest = [asyncio.create_task(one(s, "w", p)) for p in payloads]
+    await asyncio.sleep(0)
+    return first, rest
+
+
 def _limit(s: Scheduler) -> int:
     """Units per GPU call of model `w` now, as the status shows it."""
     return s.snapshot().models["w"].batch_limit
@@ -107,14 +128,10 @@ def _limit(s: Scheduler) -> int:
 
 def test_simulated_gpu_queued_units_with_equal_keys_share_one_call() -> None:
     async def main() -> None:
-        gpu = SimulatedGpu(total_mib=16000)
-        eng = GatedBatchEngine("w", gpu)
+        gpu, eng = gated()
         s = make(eng, gpu, max_batch=3)
-        first = asyncio.create_task(one(s, "w", ("en", 1)))
-        await started(eng)  # the GPU slot is busy: what comes next queues
-        rest = [asyncio.create_task(one(s, "w", p)) for p in
-                [("en", 2), ("de", 3), ("en", 4), ("en", 5), ("en", 6)]]  # fmt: skip
-        await asyncio.sleep(0)
+        first, rest = await behind_one(s, eng, [("en", 2), ("de", 3), ("en", 4), ("en", 5),
+                                                ("en", 6)])  # fmt: skip
         eng.gate.set()
         results = await asyncio.gather(first, *rest)
         assert results == [10, 20, 30, 40, 50, 60]  # each caller gets its own result
@@ -130,8 +147,7 @@ def test_simulated_gpu_queued_units_with_equal_keys_share_one_call() -> None:
 
 
 def test_simulated_gpu_batch_limit_follows_the_latency_budget() -> None:
-    gpu = SimulatedGpu(total_mib=16000)
-    eng = GatedBatchEngine("w", gpu)
+    gpu, eng = gated()
     s = make(eng, gpu, max_batch=16)
     inner = s.internals_for_tests()
     inner.placer.policies["w"].batch_latency_s = 1.0
@@ -146,13 +162,9 @@ def test_simulated_gpu_batch_limit_follows_the_latency_budget() -> None:
 
 def test_simulated_gpu_interactive_unit_waits_for_at_most_one_batch() -> None:
     async def main() -> None:
-        gpu = SimulatedGpu(total_mib=16000)
-        eng = GatedBatchEngine("w", gpu)
+        gpu, eng = gated()
         s = make(eng, gpu, max_batch=2)
-        first = asyncio.create_task(one(s, "w", ("en", 1)))
-        await started(eng)
-        batch = [asyncio.create_task(one(s, "w", ("en", v))) for v in (2, 3, 4, 5)]
-        await asyncio.sleep(0)
+        first, batch = await behind_one(s, eng, [("en", v) for v in (2, 3, 4, 5)])
         speech = asyncio.create_task(one(s, "w", ("xx", 9), Level.interactive))
         await asyncio.sleep(0)
         eng.gate.set()
@@ -166,13 +178,9 @@ def test_simulated_gpu_interactive_unit_waits_for_at_most_one_batch() -> None:
 
 def test_simulated_gpu_out_of_memory_halves_the_batch_then_goes_to_cpu_nothing_lost() -> None:
     async def main() -> None:
-        gpu = SimulatedGpu(total_mib=16000)
-        eng = GatedBatchEngine("w", gpu)
+        gpu, eng = gated()
         s = make(eng, gpu, max_batch=4)
-        first = asyncio.create_task(one(s, "w", ("en", 1)))
-        await started(eng)
-        rest = [asyncio.create_task(one(s, "w", ("en", v))) for v in (2, 3, 4, 5)]
-        await asyncio.sleep(0)
+        first, rest = await behind_one(s, eng, [("en", v) for v in (2, 3, 4, 5)])
         # the first call succeeds; the batch of 4, then its first half, then a single unit run
         # out of memory: the single one goes to the CPU, the rest finish on the GPU
         oom = "CUDA failed: out of memory"
@@ -194,14 +202,10 @@ def test_simulated_gpu_out_of_memory_halves_the_batch_then_goes_to_cpu_nothing_l
 
 def test_simulated_gpu_a_bad_unit_fails_alone_in_its_batch() -> None:
     async def main() -> None:
-        gpu = SimulatedGpu(total_mib=16000)
-        eng = GatedBatchEngine("w", gpu)
+        gpu, eng = gated()
         eng.bad_value = 3
         s = make(eng, gpu, max_batch=4)
-        first = asyncio.create_task(one(s, "w", ("en", 1)))
-        await started(eng)
-        rest = [asyncio.create_task(one(s, "w", ("en", v))) for v in (2, 3, 4)]
-        await asyncio.sleep(0)
+        first, rest = await behind_one(s, eng, [("en", v) for v in (2, 3, 4)])
         eng.gate.set()
         results = await asyncio.gather(first, *rest, return_exceptions=True)
         assert results[:2] == [10, 20] and results[3] == 40
@@ -216,9 +220,7 @@ def test_simulated_gpu_batch_cap_recovers_after_calls_without_error() -> None:
     again, back to max_batch (it never stays at the halved limit until a restart)."""
 
     async def main() -> None:
-        gpu = SimulatedGpu(total_mib=16000)
-        eng = GatedBatchEngine("w", gpu)
-        eng.gate.set()
+        gpu, eng = gated(open_gate=True)
         s = make(eng, gpu, max_batch=4)
         eng.fail = ["CUDA failed: out of memory"]  # the first call only
         async with s.job("w", Level.batch) as job:
@@ -260,9 +262,7 @@ def test_simulated_gpu_slow_batch_estimate_recovers_from_lone_calls() -> None:
 
 def test_simulated_gpu_failed_load_in_a_batch_is_a_gpu_failure_not_an_oom() -> None:
     async def main() -> None:
-        gpu = SimulatedGpu(total_mib=16000)
-        eng = GatedBatchEngine("w", gpu)
-        eng.gate.set()
+        gpu, eng = gated(open_gate=True)
         eng.fail_gpu_load = "CUDA error: initialization error"
         s = make(eng, gpu, max_batch=4, gpu_retry_cooldown_s=600)
         async with s.job("w", Level.batch) as job:
@@ -284,9 +284,7 @@ def test_simulated_gpu_failed_load_in_a_batch_is_a_gpu_failure_not_an_oom() -> N
 
 def oom_on_the_second_call(**settings: Any) -> tuple[GatedBatchEngine, Scheduler]:
     """The first two calls wait for `holds[0]` and `holds[1]`; the second runs out of memory."""
-    gpu = SimulatedGpu(total_mib=16000)
-    eng = GatedBatchEngine("w", gpu)
-    eng.gate.set()
+    gpu, eng = gated(open_gate=True)
     eng.holds = {0: threading.Event(), 1: threading.Event()}
     eng.fail = [None, "CUDA failed: out of memory"]
     return eng, make(eng, gpu, max_batch=4, **settings)
@@ -300,10 +298,7 @@ def test_simulated_gpu_unit_requeued_after_its_deadline_passed_in_a_batch_still_
     async def main() -> None:
         eng, s = oom_on_the_second_call(batch=QueuePolicy(default_timeout_s=1.5))
         loop = asyncio.get_running_loop()
-        first = asyncio.create_task(one(s, "w", ("en", 1)))
-        await started(eng)
-        rest = [asyncio.create_task(one(s, "w", ("en", v))) for v in (2, 3)]
-        await asyncio.sleep(0)
+        first, rest = await behind_one(s, eng, [("en", v) for v in (2, 3)])
         units = list(s.internals_for_tests().queue)
         eng.holds[0].set()
         await started(eng)  # the batch of two runs ...
@@ -349,9 +344,7 @@ def test_simulated_gpu_batched_units_record_their_share_of_the_call() -> None:
     call, not the whole call once per unit."""
 
     async def main() -> CollectorRegistry:
-        gpu = SimulatedGpu(total_mib=16000)
-        eng = GatedBatchEngine("w", gpu)
-        eng.gate.set()
+        gpu, eng = gated(open_gate=True)
         registry = CollectorRegistry()
         # each call takes exactly call_s on the engine's clock
         s = Scheduler({"w": eng}, {"w": ModelPolicy(cpu_threads=2, max_batch=4)},  # type: ignore[dict-item]
@@ -390,9 +383,7 @@ def test_simulated_gpu_units_queued_together_share_a_call_on_an_idle_gpu() -> No
     """`Job.run_many` queues all before dispatching: the free slot takes them as one batch."""
 
     async def main() -> None:
-        gpu = SimulatedGpu(total_mib=16000)
-        eng = GatedBatchEngine("w", gpu)
-        eng.gate.set()
+        gpu, eng = gated(open_gate=True)
         s = make(eng, gpu, max_batch=4, batch=QueuePolicy(max_queue_size=1))
         async with s.job("w", Level.batch) as job:
             results = await job.run_many([("en", v) for v in (1, 2, 3, 4, 5)])
@@ -405,9 +396,7 @@ def test_simulated_gpu_units_queued_together_share_a_call_on_an_idle_gpu() -> No
 
 def test_simulated_gpu_run_many_a_bad_unit_fails_the_group_and_the_next_job_runs() -> None:
     async def main() -> None:
-        gpu = SimulatedGpu(total_mib=16000)
-        eng = GatedBatchEngine("w", gpu)
-        eng.gate.set()
+        gpu, eng = gated(open_gate=True)
         eng.bad_value = 2
         s = make(eng, gpu, max_batch=4)
         async with s.job("w", Level.batch) as job:
@@ -427,8 +416,7 @@ def test_simulated_gpu_run_many_cancelled_takes_back_its_queued_units() -> None:
     the queue, the running batch finishes, nothing is left behind."""
 
     async def main() -> None:
-        gpu = SimulatedGpu(total_mib=16000)
-        eng = GatedBatchEngine("w", gpu)
+        gpu, eng = gated()
         s = make(eng, gpu, max_batch=2)
         async with s.job("w", Level.batch) as job:
             task = asyncio.create_task(job.run_many([("en", v) for v in (1, 2, 3, 4, 5)]))
@@ -451,9 +439,7 @@ def test_simulated_gpu_companions_started_in_a_batch_are_not_dispatched_again() 
     by the same dispatch pass (it would be started twice: a 500 for its request)."""
 
     async def main() -> None:
-        gpu = SimulatedGpu(total_mib=16000)
-        eng = GatedBatchEngine("w", gpu)
-        eng.gate.set()
+        gpu, eng = gated(open_gate=True)
         s = make(eng, gpu, max_batch=4, spillover_wait_s=0.001)
         estimates = s.internals_for_tests().estimates
         estimates.per_unit[("w", "gpu")] = 1.0  # a measured GPU time: the wait looks long
@@ -467,9 +453,7 @@ def test_simulated_gpu_companions_started_in_a_batch_are_not_dispatched_again() 
 
 def test_simulated_gpu_a_group_of_units_counts_one_request() -> None:
     async def main() -> None:
-        gpu = SimulatedGpu(total_mib=16000)
-        eng = GatedBatchEngine("w", gpu)
-        eng.gate.set()
+        gpu, eng = gated(open_gate=True)
         s = make(eng, gpu, max_batch=4)
         async with s.job("w", Level.batch) as job:
             await job.run_many([("en", v) for v in (1, 2, 3, 4, 5)])

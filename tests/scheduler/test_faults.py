@@ -31,16 +31,11 @@ from gateway.runtime import Runtime
 from gateway.scheduler import SimulatedGpu
 
 from ..conftest import metric, missing_tool, models_dir, run_asgi, tone_wav
+from ..support.errors import assert_openai_error
+from ..support.faults import crash_on_call
 
 CACHE = models_dir()  # GATEWAY_MODELS__DIR when set
 DEFAULTS = ("kokoro", "whisper-base", "whisper-tiny.en")
-
-
-def assert_openai_error(r: Any, status: int) -> dict:
-    assert r.status_code == status, (r.status_code, r.text[:300])
-    err = r.json()["error"]
-    assert {"message", "type", "param", "code"} <= set(err) and err["message"].strip(), err
-    return err
 
 
 
@@ -196,15 +191,7 @@ def test_engine_crash_mid_stream_ends_that_stream_only(crashy_app: Any) -> None:
     gw = crashy_app.state.gateway
     kokoro = gw.models["kokoro"].engine
     run = kokoro.run
-    calls = []
-
-    def second_unit_crashes(handle: Any, unit: Any) -> Any:
-        calls.append(unit)
-        if len(calls) == 2:
-            raise RuntimeError("simulated crash in unit 2")
-        return run(handle, unit)
-
-    kokoro.run = second_unit_crashes
+    calls = crash_on_call(kokoro, 2)
     try:
 
         async def work(client: httpx.AsyncClient) -> tuple[int, bytes | None, int]:

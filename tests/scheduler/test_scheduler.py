@@ -95,30 +95,46 @@ def make(engines: dict[str, TimedEngine], gpu: SimulatedGpu | None = None,
     return Scheduler(engines, pol, s, gpu, SchedulerMetrics(CollectorRegistry()))  # type: ignore[arg-type]
 
 
+def with_niced(niced: str = "bg", **settings: Any) -> tuple[TimedEngine, TimedEngine, Scheduler]:
+    """Engine `fg` and a niced engine (nice 19: it may take the background CPU slot) on one
+    scheduler."""
+    fg, bg = TimedEngine("fg", 0.01), TimedEngine(niced, 0.01)
+    pol = {"fg": ModelPolicy(cpu_threads=2), niced: ModelPolicy(cpu_threads=2, cpu_nice=19)}
+    return fg, bg, make({"fg": fg, niced: bg}, None, pol, **settings)
+
+
 async def run_job(s: Scheduler, model: str, level: Level, payloads: list[Any],
                   timeout: float | None = None) -> list[Any]:  # fmt: skip
     async with s.job(model, level, timeout) as job:
         return [await job.run(p) for p in payloads]
 
 
-def _arrival_order(**settings: Any) -> list:
-    """A unit runs; then a batch unit and an interactive unit queue, in that order."""
+def _queue_order(
+    blocker: Level, batch: str, inter: str, batch_older_by_s: float = 0.0, **settings: Any
+) -> list:
+    """A unit runs (at level `blocker`); a batch unit queues, then, `batch_older_by_s` later,
+    an interactive one. The order all three ran in."""
 
     async def main() -> list:
         eng = TimedEngine("m", 0.01)
         eng.hold("first")
         s = make({"m": eng}, cpu_background_slots=0, **settings)
-        blocker = asyncio.create_task(run_job(s, "m", Level.batch, ["first"]))
+        blocker_job = asyncio.create_task(run_job(s, "m", blocker, ["first"]))
         await until(lambda: eng.started == ["first"], "first running")
-        batch = asyncio.create_task(run_job(s, "m", Level.batch, ["b1"]))
-        await until(lambda: s.queued() == 1, "b1 queued")
-        inter = asyncio.create_task(run_job(s, "m", Level.interactive, ["i1"]))
-        await until(lambda: s.queued() == 2, "i1 queued")
+        batch_job = asyncio.create_task(run_job(s, "m", Level.batch, [batch]))
+        await until(lambda: s.queued() == 1, f"{batch} queued")
+        await asyncio.sleep(batch_older_by_s)  # "first" is held: the batch unit only grows older
+        inter_job = asyncio.create_task(run_job(s, "m", Level.interactive, [inter]))
+        await until(lambda: s.queued() == 2, f"{inter} queued")
         eng.release()
-        await asyncio.gather(blocker, batch, inter)
+        await asyncio.gather(blocker_job, batch_job, inter_job)
         return [p for p, _ in eng.log]
 
     return asyncio.run(main())
+
+
+def _arrival_order(**settings: Any) -> list:
+    return _queue_order(Level.batch, "b1", "i1", **settings)
 
 
 def test_interactive_runs_before_queued_batch() -> None:
@@ -156,22 +172,8 @@ def test_ten_unit_batch_job_yields_within_one_unit_on_one_gpu_slot() -> None:
 
 
 def _aging_order(aging_s: float) -> list:
-    async def main() -> list:
-        eng = TimedEngine("m", 0.01)
-        eng.hold("first")
-        s = make({"m": eng}, aging_s=aging_s, cpu_background_slots=0)
-        blocker = asyncio.create_task(run_job(s, "m", Level.interactive, ["first"]))
-        await until(lambda: eng.started == ["first"], "first running")
-        old_batch = asyncio.create_task(run_job(s, "m", Level.batch, ["old-batch"]))
-        await until(lambda: s.queued() == 1, "old-batch queued")
-        await asyncio.sleep(0.08)  # "first" is held: old-batch only grows older (> 0.05 s)
-        fresh = asyncio.create_task(run_job(s, "m", Level.interactive, ["fresh"]))
-        await until(lambda: s.queued() == 2, "fresh queued")
-        eng.release()
-        await asyncio.gather(blocker, old_batch, fresh)
-        return [p for p, _ in eng.log]
-
-    return asyncio.run(main())
+    # old-batch waits 0.08 s before fresh comes: past aging_s = 0.05, not past 100
+    return _queue_order(Level.interactive, "old-batch", "fresh", 0.08, aging_s=aging_s)
 
 
 def test_aging_promotes_a_batch_unit_that_waited_too_long() -> None:
@@ -364,11 +366,9 @@ def test_cpu_slots_times_threads_never_exceed_cores() -> None:
 
 def test_niced_engine_runs_in_the_background_slot_beside_foreground_work() -> None:
     async def main() -> tuple[list, int]:
-        fg, bg = TimedEngine("fg", 0.01), TimedEngine("bg", 0.01)
+        fg, bg, s = with_niced()
         fg.hold("f")
         bg.hold("b")
-        pol = {"fg": ModelPolicy(cpu_threads=2), "bg": ModelPolicy(cpu_threads=2, cpu_nice=19)}
-        s = make({"fg": fg, "bg": bg}, None, pol)
         batch = asyncio.create_task(run_job(s, "bg", Level.batch, ["b"]))
         await until(lambda: bg.started == ["b"], "b running")
         speech = asyncio.create_task(run_job(s, "fg", Level.interactive, ["f"]))
@@ -386,9 +386,7 @@ def test_niced_engine_runs_in_the_background_slot_beside_foreground_work() -> No
 
 
 def test_fifo_policy_runs_no_niced_background_instances() -> None:
-    fg, bg = TimedEngine("fg", 0.01), TimedEngine("bg", 0.01)
-    pol = {"fg": ModelPolicy(cpu_threads=2), "bg": ModelPolicy(cpu_threads=2, cpu_nice=19)}
-    s = make({"fg": fg, "bg": bg}, None, pol, policy="fifo")
+    _, _, s = with_niced(policy="fifo")
 
     async def main() -> list:
         await run_job(s, "bg", Level.batch, ["b"])

@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from gateway.scheduler import Level, ModelPolicy, Scheduler, render_status
+from gateway.scheduler import Level, Scheduler, render_status
 
 from ..support.wait import until
-from .test_scheduler import TimedEngine, make, run_job
+from .test_scheduler import TimedEngine, make, run_job, with_niced
 
 
 def _partials(s: Scheduler, outcome: str) -> float:
@@ -97,11 +97,9 @@ def test_partials_run_after_interactive_units_and_before_unpromoted_batch() -> N
 
 def test_a_niced_engine_runs_partials_on_the_background_slot_beside_interactive_work() -> None:
     async def main() -> dict[str, Any]:
-        fg, stt = TimedEngine("fg", 0.01), TimedEngine("stt", 0.01)
+        fg, stt, s = with_niced("stt")
         fg.hold("speech")
         stt.hold("partial")
-        pol = {"fg": ModelPolicy(cpu_threads=2), "stt": ModelPolicy(cpu_threads=2, cpu_nice=19)}
-        s = make({"fg": fg, "stt": stt}, None, pol)
         speech = asyncio.create_task(run_job(s, "fg", Level.interactive, ["speech"]))
         await until(lambda: fg.started == ["speech"], "speech running")
         partial = asyncio.create_task(s.speculation("stt").run("partial"))
