@@ -21,7 +21,20 @@ import httpx
 
 from gateway.config import Settings
 
-from . import DOCS, ROOT, accuracy, goals, languages, measure, realtime, sharing, timings, wyoming
+from . import (
+    DOCS,
+    ROOT,
+    accuracy,
+    goals,
+    languages,
+    live,
+    live_figures,
+    measure,
+    realtime,
+    sharing,
+    timings,
+    wyoming,
+)
 from .client import speech, transcribe
 from .server import GatewayProcess, load_average, machine_info
 
@@ -81,6 +94,7 @@ def run_report(
     res["wyoming"] = wyoming.run(quick, logs, say)  # a gateway of its own, before sharing's
     res["languages"] = languages.run(say, logs, quick)  # gateways of their own, one per setting
     res["realtime"] = realtime.run(quick, logs, say)  # a gateway of its own
+    res["live"] = live.run(quick, 100, logs, say)  # a gateway of its own
     res["timings"] = timings.run(quick, say)  # in this process; no other gateway is running
     res["sharing"] = sharing.run_sharing(quick, logs, say)
     res["load_after"] = load_average()
@@ -147,6 +161,8 @@ def render(res: dict[str, Any], img: str = "img") -> str:
     out += wyoming.render(res.get("wyoming"))
     out += languages.render(res)
     out += realtime.render(res.get("realtime"))
+    if res.get("live"):
+        out += ["", *live_figures.render(res["live"])]
     out += timings.render(res.get("timings"))
     return "\n".join(out) + "\n"
 

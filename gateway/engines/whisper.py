@@ -86,9 +86,6 @@ class TranscribeUnit:
     hotwords: str | None = None  # `keywords`: faster-whisper's hotwords
     logprobs: bool = False  # give each text token's log probability (whisper_logprobs.py)
     vad: VadTuning | None = None  # the request's VAD parameters (`chunking_strategy`)
-    # Text the decode must begin with (a live turn's committed words, tasks/live.py): forced as
-    # the first window's decoder prefix, so the decode continues it.
-    prefix: str | None = None
 
     def vad_options(self, base: VadOptions | None = None) -> VadOptions:
         options = base or VadOptions()
@@ -352,7 +349,6 @@ class WhisperEngine:
             language=language,
             task=payload.task if self.multilingual else "transcribe",
             initial_prompt=payload.prompt or None,
-            prefix=payload.prefix or None,
             temperature=_temperatures(payload.temperature),
             word_timestamps=payload.word_timestamps,
             vad_filter=payload.vad_filter,
@@ -384,8 +380,6 @@ class WhisperEngine:
         """Units with equal keys may share one batched decode: same task and options, and a
         known language (detection is per batch; a unit that needs it batches only with the
         windows of its own job, which share one language)."""
-        if payload.prefix:
-            return None  # the batched decode takes no prefix: such a unit runs alone
         language = payload.language if self.multilingual else "en"
         return (
             payload.task if self.multilingual else "transcribe",
@@ -412,8 +406,6 @@ class WhisperEngine:
         no text where Whisper judges the window silent, and where the decode fails faster-
         whisper's checks (a repetition loop, a low log probability), the sequential decode of
         that window alone at the higher temperatures, as `transcribe` would fall back."""
-        if any(p.prefix for p in payloads):  # a live decode (alone: see batch_key)
-            return [self.run(handle, p) for p in payloads]
         units = [_speech_only(p) if p.vad_filter and not p.pieces else p for p in payloads]
         results = [TranscribeResult(duration=len(p.audio) / SAMPLE_RATE) for p in payloads]
         spoken = [i for i, u in enumerate(units) if len(u.audio)]

@@ -18,7 +18,9 @@ from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from gateway.config import Settings
 from gateway.errors import InvalidRequest
 from gateway.realtime.events import Config, update
-from gateway.tasks.live import Agreement, trim_point
+from gateway.runtime import Runtime
+from gateway.tasks import transcription as stt
+from gateway.tasks.live import Agreement, LiveTurn, after, split, trim_point
 
 from ..conftest import LiveServer, spoken_16k, wer
 from ..support.realtime_util import COMPLETED, MODEL, READ_TIMEOUT, appends, ga_session, pcm16, sdk
@@ -64,6 +66,44 @@ def test_a_long_turn_is_cut_only_after_a_segment_of_committed_words() -> None:
     assert trim_point(segments, held=6, lang="en") == (4, 9.5)  # "It picked..." is not all in
     assert trim_point(segments, held=9, lang="en") == (9, 21.0)
     assert trim_point(segments, held=3, lang="en") is None  # no whole segment committed yet
+
+
+def test_the_final_decode_is_aligned_past_the_committed_words() -> None:
+    held = ["the", "little", "robot", "walked"]
+    assert after(held, ["the", "little", "robot", "walked", "slowly"]) == 4  # as committed
+    assert after(held, ["the", "little", "robots", "walked", "slowly"]) == 4  # one word heard anew
+    assert after(held, ["a", "little", "robot", "walked", "slowly", "on"]) == 4
+    assert after(held, ["the", "little", "robot", "walked"]) == 4  # nothing more
+    assert after(held, ["something", "else", "entirely"]) == 3  # nothing shared: as many words
+    assert after([], ["then", "it"]) == 0
+
+
+TWO = ("Our new library opens at nine and closes at six on most weekdays.",
+       "She poured a cup of tea and read a letter twice before answering.")  # fmt: skip
+
+
+@pytest.mark.slow
+def test_the_final_decode_keeps_the_speech_after_committed_sentences() -> None:
+    """The turn's first sentence is committed; the final decode must still hear the second.
+    (Forcing the committed words as Whisper's decoder prefix made it stop at the sentence's end:
+    the `completed` transcript lost everything after it.)"""
+    (audio,) = spoken_16k([" ".join(TWO)])
+    settings = Settings()
+
+    async def main() -> str:
+        rt = Runtime(settings)
+        await rt.start()
+        try:
+            plan = stt.check(rt, stt.TranscriptionInput("whisper-tiny.en", language="en"))
+            turn = LiveTurn(rt, plan)
+            turn.agreement.committed = split(TWO[0].replace("nine", "9").replace("six", "6"), "en")
+            await turn.final(audio)
+            return turn.text()
+        finally:
+            await rt.stop()
+
+    text = asyncio.run(main())
+    assert wer(" ".join(TWO), text) <= 0.2, text
 
 
 @pytest.fixture(scope="module")
