@@ -58,26 +58,34 @@ def _loaded(client: TestClient) -> dict[str, dict[str, Any]]:
 
 @pytest.mark.slow
 def test_load_list_unload_gives_the_memory_back(client: TestClient) -> None:
+    """Load and unload whisper-base three times, reading the process's RSS. What an unload gives
+    back depends on the process's history: alone this test sees 94 % of the load come back, after
+    the rest of the suite 75 % (pages of the heap that other live allocations still pin). A leak
+    is told apart by repeating: the memory of a model that is not freed adds up, cycle by cycle."""
     client.delete("/api/ps/whisper-base", headers=AUTH)
     before = _rss_mib(trim=True)  # the unload's own trim is what `after` measures
-    r = client.post("/api/ps/whisper-base", headers=AUTH)
-    assert r.status_code == 200, r.text
-    body = r.json()
-    assert body["loaded"] and body["lane"] == "cpu" and body["units_run"] == 0
-    assert body["reason"] == "no_gpu"  # no GPU on this machine: the answer says why
-    loaded = _rss_mib()
-    entry = _loaded(client)["whisper-base"]
-    assert entry["lane"] == "cpu" and entry["pinned"] is False and entry["idle_since"]
-    assert entry["keep_alive_s"] == -1 and entry["expires_at"] is None  # cpu_idle_ttl_s 0: never
+    cycles: list[tuple[float, float]] = []
+    for _ in range(3):
+        r = client.post("/api/ps/whisper-base", headers=AUTH)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["loaded"] and body["lane"] == "cpu" and body["units_run"] == 0
+        assert body["reason"] == "no_gpu"  # no GPU on this machine: the answer says why
+        loaded = _rss_mib()
+        entry = _loaded(client)["whisper-base"]
+        assert entry["lane"] == "cpu" and entry["pinned"] is False and entry["idle_since"]
+        assert entry["keep_alive_s"] == -1 and entry["expires_at"] is None  # cpu_idle_ttl_s 0
 
-    r = client.delete("/api/ps/whisper-1", headers=AUTH)  # an alias names the same model
-    assert r.status_code == 200 and r.json() == {"model": "whisper-base", "unloaded": ["cpu"]}
-    after = _rss_mib()
-    assert "whisper-base" not in _loaded(client)
-    print(f"RSS MiB: before load {before:.0f}, loaded {loaded:.0f}, after unload {after:.0f}")
-    grew = loaded - before
+        r = client.delete("/api/ps/whisper-1", headers=AUTH)  # an alias names the same model
+        assert r.status_code == 200 and r.json() == {"model": "whisper-base", "unloaded": ["cpu"]}
+        assert "whisper-base" not in _loaded(client)
+        cycles.append((loaded, _rss_mib()))
+    print(f"RSS MiB: before load {before:.0f}, (loaded, after unload) x3 {cycles}")
+    grew = cycles[0][0] - before
     assert grew > 50, grew  # whisper-base's weights and runtime
-    assert loaded - after > 0.75 * grew, "less than 3/4 of the load's memory came back"
+    assert cycles[0][0] - cycles[0][1] > 0.5 * grew, "less than half the load's memory came back"
+    # nothing adds up: two more loads and unloads end where the first unload did
+    assert cycles[-1][1] - cycles[0][1] < 0.25 * grew, cycles
 
 
 @pytest.mark.slow
