@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -56,34 +59,66 @@ def _loaded(client: TestClient) -> dict[str, dict[str, Any]]:
     return {m["model"]: m for m in r.json()["models"]}
 
 
-@pytest.mark.slow
-def test_load_list_unload_gives_the_memory_back(client: TestClient) -> None:
-    """Load and unload whisper-base three times, reading the process's RSS. What an unload gives
-    back depends on the process's history: alone this test sees 94 % of the load come back, after
-    the rest of the suite 75 % (pages of the heap that other live allocations still pin). A leak
-    is told apart by repeating: the memory of a model that is not freed adds up, cycle by cycle."""
-    client.delete("/api/ps/whisper-base", headers=AUTH)
-    before = _rss_mib(trim=True)  # the unload's own trim is what `after` measures
-    cycles: list[tuple[float, float]] = []
+_CYCLES = """
+import gc, json
+from fastapi.testclient import TestClient
+from gateway.app import create_app
+from gateway.config import Settings
+from gateway.engines.memory import release_free_memory
+
+KEY = "sk-control-test"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+
+def rss():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS:"))
+
+settings = Settings()
+settings.server.api_keys = KEY
+settings.models.preload = ""
+out = {"answers": [], "cycles": []}
+with TestClient(create_app(settings)) as c:
+    gc.collect()
+    release_free_memory()
+    out["before"] = rss()
     for _ in range(3):
-        r = client.post("/api/ps/whisper-base", headers=AUTH)
-        assert r.status_code == 200, r.text
-        body = r.json()
+        loaded = c.post("/api/ps/whisper-base", headers=AUTH)
+        mid = rss()
+        listed = c.get("/api/ps", headers=AUTH).json()
+        gone = c.delete("/api/ps/whisper-1", headers=AUTH)
+        after = c.get("/api/ps", headers=AUTH).json()
+        out["answers"].append([loaded.status_code, loaded.json(), listed, gone.status_code,
+                               gone.json(), after])
+        out["cycles"].append([mid, rss()])
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+def test_load_list_unload_gives_the_memory_back() -> None:
+    """Load and unload whisper-base three times in a process of its own, reading its RSS. (In
+    this test process what an unload gives back depends on every earlier test: after the suite,
+    75 % of the load, alone 94 %: heap pages other live allocations pin.) A leak shows as memory
+    that adds up, cycle by cycle."""
+    run = subprocess.run([sys.executable, "-c", _CYCLES], capture_output=True, text=True,
+                         timeout=300, check=False)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    for status, body, listed, gone_status, gone, after in out["answers"]:
+        assert status == 200, body
         assert body["loaded"] and body["lane"] == "cpu" and body["units_run"] == 0
         assert body["reason"] == "no_gpu"  # no GPU on this machine: the answer says why
-        loaded = _rss_mib()
-        entry = _loaded(client)["whisper-base"]
+        entry = {m["model"]: m for m in listed["models"]}["whisper-base"]
         assert entry["lane"] == "cpu" and entry["pinned"] is False and entry["idle_since"]
         assert entry["keep_alive_s"] == -1 and entry["expires_at"] is None  # cpu_idle_ttl_s 0
-
-        r = client.delete("/api/ps/whisper-1", headers=AUTH)  # an alias names the same model
-        assert r.status_code == 200 and r.json() == {"model": "whisper-base", "unloaded": ["cpu"]}
-        assert "whisper-base" not in _loaded(client)
-        cycles.append((loaded, _rss_mib()))
+        # an alias names the same model
+        assert gone_status == 200 and gone == {"model": "whisper-base", "unloaded": ["cpu"]}
+        assert "whisper-base" not in {m["model"] for m in after["models"]}
+    before, cycles = out["before"], out["cycles"]
     print(f"RSS MiB: before load {before:.0f}, (loaded, after unload) x3 {cycles}")
     grew = cycles[0][0] - before
     assert grew > 50, grew  # whisper-base's weights and runtime
-    assert cycles[0][0] - cycles[0][1] > 0.5 * grew, "less than half the load's memory came back"
+    assert cycles[0][0] - cycles[0][1] > 0.75 * grew, "less than 3/4 of the load's memory came back"
     # nothing adds up: two more loads and unloads end where the first unload did
     assert cycles[-1][1] - cycles[0][1] < 0.25 * grew, cycles
 
