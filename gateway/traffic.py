@@ -16,7 +16,7 @@ LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128)
 
 # The status an error event of Wyoming or Realtime is counted with: the one HTTP answers for the
 # same error (api/errors.py), so one dashboard compares the doors.
-STATUS: dict[Kind, int] = {
+STATUS: dict[Kind, int] = {  # api/errors.py answers with the same map
     "invalid_request": 400,
     "not_found": 404,
     "too_large": 413,

@@ -16,18 +16,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import GatewayError, Kind, as_domain
+from ..errors import GatewayError, as_domain
+from ..traffic import STATUS  # kind -> HTTP status: one map for every door's answers and counts
 
 log = logging.getLogger(__name__)
-
-STATUS: dict[Kind, int] = {
-    "invalid_request": 400,
-    "not_found": 404,
-    "too_large": 413,
-    "rate_limit": 429,
-    "unavailable": 503,
-    "internal": 500,
-}
 
 
 class APIError(Exception):
